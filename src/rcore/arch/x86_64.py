@@ -1,0 +1,120 @@
+"""Everything that is specific to Linux on x86-64: register layouts, system call
+numbers, ELF machine and note details.  Another architecture gets a sibling module
+with the same names (see arch/__init__.py)."""
+
+import ctypes
+
+NAME = "x86_64"
+ELF_MACHINE = 62            # EM_X86_64
+PAGE_SIZE = 4096
+SYSCALL_INSN = b"\x0f\x05"  # `syscall`; the kernel leaves rip just past it
+RED_ZONE = 128              # bytes below rsp a leaf function may use (SysV ABI)
+
+
+class UserRegs(ctypes.Structure):
+    """struct user_regs_struct (arch/x86/include/asm/user_64.h); identical to
+    elf_gregset_t in NT_PRSTATUS."""
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
+        "rax", "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags",
+        "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")]
+
+    def copy(self):
+        return UserRegs.from_buffer_copy(self)
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name, _ in self._fields_}
+
+    @classmethod
+    def from_dict(cls, values):
+        regs = cls()
+        for name, _ in cls._fields_:
+            setattr(regs, name, values[name])
+        return regs
+
+    # The accessors below let generic code ask for "the pc" without knowing names.
+    @property
+    def pc(self):
+        return self.rip
+
+    @pc.setter
+    def pc(self, value):
+        self.rip = value
+
+    @property
+    def sp(self):
+        return self.rsp
+
+
+assert ctypes.sizeof(UserRegs) == 216
+
+# Registers that carry the system call number, arguments and result.
+SYSCALL_NR_REG = "rax"
+SYSCALL_ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
+SYSCALL_RET_REG = "rax"
+SYSCALL_ORIG_NR_REG = "orig_rax"
+
+NT_ARCH_XSTATE = 0x202      # NT_X86_XSTATE, owner "LINUX"
+FXSAVE_SIZE = 512           # NT_PRFPREG is the legacy FXSAVE image, the start of XSAVE
+XSTATE_MAX = 16384          # buffer for PTRACE_GETREGSET; the kernel says how much it used
+
+# System call numbers (arch/x86/entry/syscalls/syscall_64.tbl)
+SYS = dict(
+    read=0, write=1, open=2, close=3, lseek=8, mmap=9, mprotect=10, munmap=11,
+    brk=12, rt_sigaction=13, rt_sigprocmask=14, ioctl=16, pread64=17, mremap=25,
+    madvise=28, dup=32, dup2=33, pause=34, nanosleep=35, getitimer=36,
+    setitimer=38, getpid=39, clone=56, fork=57, exit=60, wait4=61, kill=62,
+    fcntl=72, chdir=80, fchdir=81, umask=95, getrlimit=97, ptrace=101,
+    rt_sigpending=127, rt_sigqueueinfo=129, sigaltstack=131, personality=135,
+    prctl=157, arch_prctl=158, setrlimit=160, gettid=186, futex=202,
+    set_tid_address=218, restart_syscall=219, exit_group=231, tgkill=234,
+    waitid=247, openat=257, set_robust_list=273, get_robust_list=274,
+    rt_tgsigqueueinfo=297, prlimit64=302, process_vm_readv=310,
+    process_vm_writev=311, kcmp=312, memfd_create=319, userfaultfd=323,
+    rseq=334, pidfd_open=434, clone3=435, close_range=436,
+)
+
+# Restart codes a thread interrupted inside a system call shows in rax
+# (include/linux/errno.h).  They never reach user space on their own.
+ERESTARTSYS = 512
+ERESTARTNOINTR = 513
+ERESTARTNOHAND = 514
+ERESTART_RESTARTBLOCK = 516
+U64 = (1 << 64) - 1
+
+
+def signed(value):
+    return value - (1 << 64) if value & (1 << 63) else value
+
+
+def restart_interrupted_syscall(regs, restart_block_kept):
+    """Make registers of a thread that was stopped inside a system call resume the
+    way the kernel would after a signal with SA_RESTART: rerun the call.
+
+    ERESTART_RESTARTBLOCK needs the kernel's per-thread restart block.  It is still
+    there when the same thread resumes (`restart_block_kept`) and the call is then
+    resumed through restart_syscall(); in a new process it is gone and the call
+    returns -EINTR, as CRIU does."""
+    regs = regs.copy()
+    if signed(regs.orig_rax) < 0:
+        return regs
+    code = -signed(regs.rax)
+    if code in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
+        regs.rax = regs.orig_rax
+        regs.rip -= len(SYSCALL_INSN)
+    elif code == ERESTART_RESTARTBLOCK:
+        if restart_block_kept:
+            regs.rax = SYS["restart_syscall"]
+            regs.rip -= len(SYSCALL_INSN)
+        else:
+            regs.rax = (-4) & U64     # -EINTR
+    regs.orig_rax = U64               # no further restart logic on resume
+    return regs
+
+
+def set_syscall(regs, pc, nr, args):
+    regs.rip = pc
+    regs.rax = nr
+    regs.orig_rax = U64
+    for name, value in zip(SYSCALL_ARG_REGS, args):
+        setattr(regs, name, value & U64)

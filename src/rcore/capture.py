@@ -1,0 +1,181 @@
+"""capture_* : read the kernel state of a frozen process into the state model.
+
+Most of it comes from /proc and ptrace; what the kernel shows to no one but the
+process itself (brk, signal handlers, sigaltstack, clear_child_tid, itimers,
+dumpable) is asked for by system calls run inside the target (inject.py)."""
+
+import ctypes
+import os
+import struct
+
+from . import arch
+from .linux import libc, procfs
+from .linux.inject import Injector
+from .elf.notes import find_build_id
+from .state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmFields,
+                    ProcessState, SigAction, ThreadState)
+
+ARCH = arch.host()
+NSIG = 64
+SIGKILL, SIGSTOP = 9, 19
+PR_GET_DUMPABLE = 3
+PR_GET_TID_ADDRESS = 40
+O_CLOEXEC = 0o2000000
+ITIMERS = ("real", "virtual", "prof")
+SCRATCH_SIZE = ARCH.PAGE_SIZE
+
+
+def capture_mappings(pid):
+    maps = procfs.read_smaps(pid)
+    mappings, files = [], {}
+    for e in maps:
+        mappings.append(Mapping(e.start, e.end, e.perms, e.offset, e.dev, e.inode, e.path,
+                                e.deleted, e.vmflags))
+        if e.inode and not e.path.startswith("[") and e.path not in files:
+            files[e.path] = _mapped_file_identity(pid, e)
+    return mappings, files
+
+
+def _mapped_file_identity(pid, entry):
+    # map_files/ shows the file actually mapped, even when the path now names another.
+    try:
+        st = os.stat(procfs.path(pid, "map_files", f"{entry.start:x}-{entry.end:x}"))
+    except OSError:
+        return FileIdentity(entry.path, inode=entry.inode)
+    return FileIdentity(entry.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def capture_exe(pid):
+    path = procfs.read_link(pid, "exe")
+    if path.endswith(" (deleted)"):
+        path = path[: -len(" (deleted)")]
+    st = procfs.stat_exe(pid)
+    build_id = find_build_id(procfs.path(pid, "exe"))
+    return ExeIdentity(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, build_id)
+
+
+def capture_files(pid):
+    infos = procfs.read_fds(pid)
+    fds = []
+    for info in infos:
+        description = info.fd
+        for earlier in fds:             # kcmp: which fds share one open file description
+            if earlier.description == earlier.fd and _same_description(pid, earlier.fd, info.fd):
+                description = earlier.fd
+                break
+        target = info.target
+        deleted = target.endswith(" (deleted)")
+        fds.append(FileDescriptor(
+            fd=info.fd, kind=procfs.fd_kind(info),
+            path=target[: -len(" (deleted)")] if deleted else target,
+            flags=info.flags & ~O_CLOEXEC, pos=info.pos, cloexec=bool(info.flags & O_CLOEXEC),
+            description=description, inode=info.ino, dev=info.st_dev, rdev=info.st_rdev,
+            size=info.st_size, mtime_ns=info.st_mtime_ns, deleted=deleted))
+    return fds
+
+
+def _same_description(pid, fd1, fd2):
+    try:
+        return libc.kcmp_file(pid, pid, fd1, fd2) == 0
+    except OSError:
+        return False
+
+
+def capture_creds(status):
+    return {"uid": [int(x) for x in status["Uid"].split()],
+            "gid": [int(x) for x in status["Gid"].split()],
+            "groups": [int(x) for x in status.get("Groups", "").split()]}
+
+
+def capture_thread(thread):
+    """Everything ptrace shows of a stopped thread (the rest is injected later)."""
+    regs = thread.get_regs()
+    rseq = thread.rseq_config()
+    head, length = libc.get_robust_list(thread.tid)
+    return ThreadState(
+        tid=thread.tid, regs=regs.as_dict(), xstate=thread.get_xstate(),
+        sigmask=thread.get_sigmask(), pending=thread.peek_siginfo(shared=False),
+        robust_list=[head, length],
+        rseq=({"ptr": rseq.rseq_abi_pointer, "size": rseq.rseq_abi_size,
+               "signature": rseq.signature} if rseq and rseq.rseq_abi_pointer else {}),
+        comm=procfs.read_comm(thread.tgid, tid=thread.tid))
+
+
+def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None):
+    """The whole ProcessState of a FrozenProcess.  Threads are listed leader first."""
+    pid = frozen.pid
+    st = procfs.read_stat(pid)
+    status = procfs.read_status(pid)
+    if mappings is None:
+        mappings, mapped_files = capture_mappings(pid)
+    cmdline = [a.decode("utf-8", "surrogateescape")
+               for a in procfs.read_bytes(pid, "cmdline").split(b"\0")[:-1]]
+    proc = ProcessState(
+        pid=pid, arch=ARCH.NAME, ppid=st.ppid, pgrp=st.pgrp, sid=st.session, state=st.state,
+        comm=st.comm, cmdline=cmdline, exe=capture_exe(pid),
+        mm=MmFields(st.start_code, st.end_code, st.start_data, st.end_data, st.start_brk, 0,
+                    st.start_stack, st.arg_start, st.arg_end, st.env_start, st.env_end),
+        mappings=mappings, mapped_files=mapped_files or {}, files=capture_files(pid),
+        auxv=procfs.read_bytes(pid, "auxv"), cwd=procfs.read_link(pid, "cwd"),
+        root=procfs.read_link(pid, "root"), umask=int(status.get("Umask", "0022"), 8),
+        rlimits=procfs.read_rlimits(pid),
+        personality=int(procfs.read_bytes(pid, "personality").strip() or b"0", 16),
+        creds=capture_creds(status), no_new_privs=int(status.get("NoNewPrivs", "0")),
+        nice=st.nice,
+        times={"utime": st.utime, "stime": st.stime, "cutime": st.cutime, "cstime": st.cstime})
+    leader = frozen.leader()
+    tids = [pid] + sorted(t for t in frozen.threads if t != pid)
+    proc.threads = [capture_thread(frozen.threads[t]) for t in tids]
+    proc.shared_pending = leader.peek_siginfo(shared=True)
+    _capture_injected(frozen, syscall_addr, proc)
+    return proc
+
+
+def _capture_injected(frozen, syscall_addr, proc):
+    """State only the process can ask for: run the calls in its own threads.
+    A scratch page receives the results and is unmapped again."""
+    leader = frozen.leader()
+    with Injector(leader, syscall_addr) as inj:
+        scratch = inj.call("mmap", 0, SCRATCH_SIZE, 3, 0x22, -1, 0)   # RW, PRIVATE|ANON
+        try:
+            proc.mm.brk = inj.call("brk", 0)
+            proc.sigactions = _read_sigactions(inj, scratch, frozen.pid)
+            proc.itimers = _read_itimers(inj, scratch, frozen.pid)
+            proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
+            for ts in proc.threads:
+                thread = frozen.threads[ts.tid]
+                if thread is leader:
+                    _read_thread_injected(inj, scratch, frozen.pid, ts)
+                else:
+                    with Injector(thread, syscall_addr) as tinj:
+                        _read_thread_injected(tinj, scratch, frozen.pid, ts)
+        finally:
+            inj.call("munmap", scratch, SCRATCH_SIZE, check=False)
+
+
+def _read_sigactions(inj, scratch, pid):
+    actions = []
+    for sig in range(1, NSIG + 1):
+        if sig in (SIGKILL, SIGSTOP):
+            continue
+        inj.call("rt_sigaction", sig, 0, scratch, 8)
+        handler, flags, restorer, mask = struct.unpack("<QQQQ", libc.read_memory(pid, scratch, 32))
+        actions.append(SigAction(sig, handler, flags, restorer, mask))
+    return actions
+
+
+def _read_itimers(inj, scratch, pid):
+    out = {}
+    for which, name in enumerate(ITIMERS):
+        inj.call("getitimer", which, scratch)
+        isec, iusec, vsec, vusec = struct.unpack("<qqqq", libc.read_memory(pid, scratch, 32))
+        out[name] = [isec * 1000000 + iusec, vsec * 1000000 + vusec]
+    return out
+
+
+def _read_thread_injected(inj, scratch, pid, ts):
+    inj.call("prctl", PR_GET_TID_ADDRESS, scratch, 0, 0, 0)
+    (ts.clear_child_tid,) = struct.unpack("<Q", libc.read_memory(pid, scratch, 8))
+    inj.call("sigaltstack", 0, scratch)
+    sp, flags, size = struct.unpack("<Qi4xQ", libc.read_memory(pid, scratch, 24))
+    ts.sigaltstack = {"ss_sp": sp, "ss_flags": flags, "ss_size": size}

@@ -1,0 +1,224 @@
+"""dump: a live process to a core file, with a freeze of milliseconds.
+
+    freeze all threads -> capture state -> read what a fork would not share
+    faithfully -> the target forks a copy of itself (an injected clone that never
+    runs user code) -> release the target -> write the copy's memory while the
+    target runs on -> kill the copy and have the target reap it.
+
+The copy has exit signal 0 (no SIGCHLD; wait(-1) without __WALL does not see it)
+and its registers point at exit_group, so that if rcore dies the copy ends at once
+instead of running anything."""
+
+import errno
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import arch
+from .capture import capture_mappings, capture_process
+from .elf.writer import CoreWriter
+from .errors import NoSuchProcess, ProcessExited, RcoreError
+from .linux import inject, ptrace
+from .linux.ptrace import FrozenProcess, Thread
+from .memory import CHUNK, PAGE, LiveMemory, nonzero_runs
+
+ARCH = arch.host()
+ELF_MAGIC = b"\x7fELF"
+
+
+@dataclass
+class DumpSummary:
+    path: str
+    pid: int
+    threads: int
+    regions: int
+    bytes_stored: int          # data bytes written (holes excluded)
+    file_size: int
+    freeze_seconds: float
+    seconds: float
+
+
+# Where each mapping's bytes come from and how much of it the core stores.
+NOTHING, HEADER, SPARSE, DENSE = "none", "header", "sparse", "dense"
+
+
+def plan_mapping(m, mem, full):
+    """How much of mapping m to store: NOTHING, HEADER (first page, for build-ids,
+    as the kernel does), SPARSE (anonymous: only populated pages) or DENSE."""
+    if m.path == "[vsyscall]" or m.perms[0] != "r" or {"io", "pf"} & set(m.vmflags):
+        return NOTHING
+    if m.path.startswith("[vvar"):
+        return NOTHING
+    if not m.file_backed:
+        return DENSE if (m.shared or m.path == "[vdso]") else SPARSE
+    if full:
+        return DENSE
+    if not m.shared and mem.populated_runs(m.start, m.end, private_only=True):
+        return DENSE            # written-to private file mapping: whole, as the kernel does
+    if m.offset == 0 and mem.read(m.start, 4) == ELF_MAGIC:
+        return HEADER
+    return NOTHING
+
+
+def _from_original(m):
+    # What a fork does not share faithfully: shared memory keeps changing, and
+    # MADV_DONTFORK / MADV_WIPEONFORK memory is absent or zero in the copy.
+    return m.shared or "dc" in m.vmflags or "wf" in m.vmflags
+
+
+class _Copier:
+    """Moves mapping data from a process into the core, skipping zero pages."""
+
+    def __init__(self, writer, progress=None, total=0):
+        self.writer = writer
+        self.buf = bytearray(CHUNK)
+        self.stored = 0
+        self.done = 0
+        self.total = total
+        self.progress = progress
+
+    def copy(self, mem, m, how):
+        if how == HEADER:
+            runs = [(m.start, PAGE)]
+        elif how == SPARSE:
+            runs = mem.populated_runs(m.start, m.end)
+        else:
+            runs = [(m.start, m.size)]
+        for addr, length in runs:
+            while length:
+                n = min(length, CHUNK)
+                got = mem.readinto(self.buf, addr, n)
+                if got < n:            # an unreadable page (e.g. beyond a file's end)
+                    self.buf[got:n] = bytes(n - got)
+                    got = -(-got // PAGE) * PAGE
+                for off, size in nonzero_runs(self.buf, n):
+                    self.writer.pwrite(memoryview(self.buf)[off:off + size],
+                                       self.writer.data_offset(m, addr + off))
+                    self.stored += size
+                addr += n
+                length -= n
+                self.done += n
+                if self.progress:
+                    self.progress(self.done, self.total)
+
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait while threads run on borrowed registers."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _fork_copy(frozen, syscall_addr):
+    """Have the frozen leader clone itself; returns the stopped, traced copy."""
+    leader = frozen.leader()
+    leader.set_options(ptrace.PTRACE_O_TRACESYSGOOD | ptrace.PTRACE_O_TRACECLONE)
+    child = []
+    with inject.Injector(leader, syscall_addr) as inj:
+        # clone(flags=0): a fork whose exit signal is 0.
+        inj.call("clone", 0, 0, 0, 0, 0,
+                 on_event=lambda ev, msg: child.append(msg)
+                 if ev == ptrace.PTRACE_EVENT_CLONE else None)
+    leader.set_options(ptrace.PTRACE_O_TRACESYSGOOD)
+    if not child:
+        raise RcoreError(f"process {frozen.pid} did not fork a copy")
+    copy = Thread(child[0], child[0])
+    copy.wait()                    # its first stop, before any user code
+    regs = copy.get_regs()
+    ARCH.set_syscall(regs, syscall_addr, ARCH.SYS["exit_group"], [0])
+    copy.set_regs(regs)
+    return copy
+
+
+def _end_copy(pid, copy):
+    """Kill the copy, then have the target reap it (it is the target's child)."""
+    try:
+        os.kill(copy.tid, signal.SIGKILL)
+        copy.wait()
+    except (ProcessLookupError, ProcessExited):
+        pass
+    try:
+        with _signals_held(), FrozenProcess(pid) as frozen:
+            addr = inject.find_syscall_insn(pid)
+            with inject.Injector(frozen.leader(), addr) as inj:
+                inj.call("wait4", copy.tid, 0, ptrace.WALL, 0, check=False)
+    except (NoSuchProcess, ProcessExited):
+        pass                        # the target is gone, and its zombie child with it
+
+
+def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progress=None):
+    """Write a core file of live process `pid` to `path` (default core.PID).
+    The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL)."""
+    t0 = time.monotonic()
+    path = os.path.abspath(path or f"core.{pid}")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise RcoreError(f"output directory does not exist: {os.path.dirname(path)}")
+    if not os.path.exists(f"/proc/{pid}"):
+        raise NoSuchProcess(pid)
+    mem = LiveMemory(pid)
+    copy = None
+    writer = None
+    try:
+        with _signals_held(), FrozenProcess(pid) as frozen:
+            t_freeze = time.monotonic()
+            mappings, files = capture_mappings(pid)
+            syscall_addr = inject.find_syscall_insn(pid, mappings)
+            proc = capture_process(frozen, syscall_addr, mappings, files)
+            plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
+                    if m.path != "[vsyscall]"]
+            for m, how in plan:
+                m.stored = "all" if how in (SPARSE, DENSE) else how
+            segments = [(m, {NOTHING: 0, HEADER: PAGE}.get(how, m.size)) for m, how in plan]
+            writer = CoreWriter(path, proc, segments)
+            writer.open()
+            total = sum(m.size if how != HEADER else PAGE for m, how in plan if how != NOTHING)
+            copier = _Copier(writer, progress, total)
+            later = []
+            for m, how in plan:
+                if how == NOTHING:
+                    continue
+                if not fork or _from_original(m):
+                    copier.copy(mem, m, how)
+                else:
+                    later.append((m, how))
+            if later:
+                copy = _fork_copy(frozen, syscall_addr)
+            frozen.release(signal.SIGSTOP if stop else 0)
+            freeze = time.monotonic() - t_freeze
+        if copy:
+            copy_mem = LiveMemory(copy.tid)
+            try:
+                for m, how in later:
+                    copier.copy(copy_mem, m, how)
+            finally:
+                copy_mem.close()
+        writer.commit()
+    except OSError as err:
+        raise _os_error(err, path) from err
+    finally:
+        mem.close()
+        if copy:
+            _end_copy(pid, copy)
+        if writer:
+            writer.abort()
+    if kill:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
+                       writer.size, freeze, time.monotonic() - t0)
+
+
+def _os_error(err, path):
+    if err.errno == errno.ENOSPC:
+        return RcoreError(f"disk full while writing {path}")
+    if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM) and err.filename:
+        return RcoreError(f"cannot write {path}: {err.strerror}")
+    return RcoreError(f"{path}: {err.strerror or err}")

@@ -1,0 +1,2 @@
+"""ELF core files: binary layouts (structs), note encodings (notes, rcore_notes),
+writing (writer) and reading (reader)."""

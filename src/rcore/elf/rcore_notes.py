@@ -1,0 +1,90 @@
+"""rcore's own notes: the kernel and I/O state a restart needs that standard notes
+lack.  Owner "RCORE"; each payload is a 4-byte little-endian format version
+followed by UTF-8 JSON (byte strings as hex).  Readers ignore unknown notes, and
+rcore ignores unknown JSON keys, so fields can be added without a version bump;
+the version changes only when a field changes meaning.  docs/ARCHITECTURE.md
+documents every field."""
+
+import json
+import struct
+
+from ..state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmFields,
+                     SigAction, ThreadState)
+
+OWNER = "RCORE"
+VERSION = 1
+
+NT_RCORE_PROCESS = 0x52430001   # process-wide kernel state
+NT_RCORE_THREAD = 0x52430002    # one per thread, same order as NT_PRSTATUS
+NT_RCORE_MAPPINGS = 0x52430003  # every mapping with flags and file identity
+NT_RCORE_FILES = 0x52430004     # the file-descriptor table
+
+NAMES = {NT_RCORE_PROCESS: "RCORE_PROCESS", NT_RCORE_THREAD: "RCORE_THREAD",
+         NT_RCORE_MAPPINGS: "RCORE_MAPPINGS", NT_RCORE_FILES: "RCORE_FILES"}
+
+_PROCESS_KEYS = ("pid", "arch", "ppid", "pgrp", "sid", "state", "comm", "cmdline", "cwd",
+                 "root", "umask", "rlimits", "itimers", "personality", "creds", "dumpable",
+                 "no_new_privs", "nice", "times")
+
+
+def _encode(obj):
+    return struct.pack("<I", VERSION) + json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _decode(desc):
+    if len(desc) < 4:
+        raise ValueError("rcore note too short")
+    (version,) = struct.unpack_from("<I", desc)
+    if version > VERSION:
+        raise ValueError(f"rcore note format {version} is newer than this rcore ({VERSION})")
+    return json.loads(desc[4:].decode())
+
+
+def encode_process(proc):
+    d = {k: getattr(proc, k) for k in _PROCESS_KEYS}
+    d["exe"] = proc.exe.to_dict() if proc.exe else None
+    d["mm"] = proc.mm.to_dict()
+    d["sigactions"] = [s.to_dict() for s in proc.sigactions]
+    d["shared_pending"] = [p.hex() for p in proc.shared_pending]
+    d.update(proc.extra)
+    return _encode(d)
+
+
+def decode_process(desc, proc):
+    """Fill `proc` (a ProcessState) from an NT_RCORE_PROCESS payload."""
+    d = _decode(desc)
+    for k in _PROCESS_KEYS:
+        if k in d:
+            setattr(proc, k, d.pop(k))
+    proc.exe = ExeIdentity.from_dict(d.pop("exe")) if d.get("exe") else None
+    proc.mm = MmFields.from_dict(d.pop("mm", {}))
+    proc.sigactions = [SigAction.from_dict(s) for s in d.pop("sigactions", [])]
+    proc.shared_pending = [bytes.fromhex(p) for p in d.pop("shared_pending", [])]
+    proc.extra = d
+
+
+def encode_thread(thread):
+    return _encode(thread.to_dict())
+
+
+def decode_thread(desc):
+    return ThreadState.from_dict(_decode(desc))
+
+
+def encode_mappings(proc):
+    return _encode({"mappings": [m.to_dict() for m in proc.mappings],
+                    "files": {p: f.to_dict() for p, f in proc.mapped_files.items()}})
+
+
+def decode_mappings(desc):
+    d = _decode(desc)
+    return ([Mapping.from_dict(m) for m in d.get("mappings", [])],
+            {p: FileIdentity.from_dict(f) for p, f in d.get("files", {}).items()})
+
+
+def encode_files(proc):
+    return _encode({"fds": [f.to_dict() for f in proc.files]})
+
+
+def decode_files(desc):
+    return [FileDescriptor.from_dict(f) for f in _decode(desc).get("fds", [])]

@@ -1,0 +1,141 @@
+"""Writing a core file: ELF header, program headers, notes, then each mapping's
+data at a page-aligned offset (p_align = page size) so a restorer can mmap it.
+
+The file is created under a temporary name beside the target (O_EXCL, mode 0600),
+sized with ftruncate so that pages never written stay holes, and renamed over the
+final name only by commit()."""
+
+import ctypes
+import os
+
+from .. import arch
+from . import notes as N
+from . import rcore_notes as R
+from . import structs as S
+
+
+def segment_flags(perms):
+    return ((S.PF_R if perms[0] == "r" else 0) | (S.PF_W if perms[1] == "w" else 0)
+            | (S.PF_X if perms[2] == "x" else 0))
+
+
+def build_notes(proc, arch_mod, page_size, cursig=0):
+    """Standard notes in the kernel's order (fs/binfmt_elf.c write_note_info), then
+    rcore's notes."""
+    out = []
+    for i, t in enumerate(proc.threads):
+        regs = t.user_regs(arch_mod)
+        sigpend = 0
+        for info in t.pending:
+            sigpend |= 1 << (int.from_bytes(info[:4], "little") - 1)
+        out.append(N.encode_note("CORE", S.NT_PRSTATUS, N.encode_prstatus(proc, t, regs, sigpend, cursig if i == 0 else 0)))
+        if i == 0:
+            out.append(N.encode_note("CORE", S.NT_PRPSINFO, N.encode_prpsinfo(proc)))
+            out.append(N.encode_note("CORE", S.NT_SIGINFO, N.encode_siginfo(cursig)))
+            out.append(N.encode_note("CORE", S.NT_AUXV, proc.auxv))
+            out.append(N.encode_note("CORE", S.NT_FILE, N.encode_file_note(proc.mappings, page_size)))
+        if t.xstate:
+            out.append(N.encode_note("CORE", S.NT_PRFPREG, t.xstate[:arch_mod.FXSAVE_SIZE]))
+            out.append(N.encode_note("LINUX", arch_mod.NT_ARCH_XSTATE, t.xstate))
+    out.append(N.encode_note(R.OWNER, R.NT_RCORE_PROCESS, R.encode_process(proc)))
+    for t in proc.threads:
+        out.append(N.encode_note(R.OWNER, R.NT_RCORE_THREAD, R.encode_thread(t)))
+    out.append(N.encode_note(R.OWNER, R.NT_RCORE_MAPPINGS, R.encode_mappings(proc)))
+    out.append(N.encode_note(R.OWNER, R.NT_RCORE_FILES, R.encode_files(proc)))
+    return b"".join(out)
+
+
+class CoreWriter:
+    """Lays out and writes one core file.  `segments` is a list of (mapping,
+    filesz): filesz bytes of the mapping are stored, the rest is memory only."""
+
+    def __init__(self, path, proc, segments, arch_mod=None):
+        self.path = os.path.abspath(path)
+        self.arch = arch_mod or arch.host()
+        self.page = self.arch.PAGE_SIZE
+        self.proc = proc
+        self.segments = segments
+        self.fd = None
+        self.tmp = None
+        self.offsets = {}           # mapping start -> file offset of its data
+        self.size = 0
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None or self.fd is not None:
+            self.abort()
+        return False
+
+    def open(self):
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(2, f"no such directory: {directory}")
+        base = os.path.basename(self.path)
+        for n in range(100):
+            tmp = os.path.join(directory, f".{base}.rcore-{os.getpid()}-{n}")
+            try:
+                self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                self.tmp = tmp
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(17, f"cannot create a temporary file in {directory}")
+        os.fchmod(self.fd, 0o600)    # whatever the umask
+        self._write_head()
+
+    def _write_head(self):
+        note_data = build_notes(self.proc, self.arch, self.page)
+        phnum = 1 + len(self.segments)
+        ph_size = ctypes.sizeof(S.Elf64_Phdr)
+        notes_off = ctypes.sizeof(S.Elf64_Ehdr) + phnum * ph_size
+        off = self._align(notes_off + len(note_data))
+        phdrs = [S.Elf64_Phdr(S.PT_NOTE, 0, notes_off, 0, 0, len(note_data), 0, 4)]
+        for m, filesz in self.segments:
+            data_off = off if filesz else 0
+            if filesz:
+                self.offsets[m.start] = off
+                off = self._align(off + filesz)
+            phdrs.append(S.Elf64_Phdr(S.PT_LOAD, segment_flags(m.perms), data_off, m.start, 0,
+                                      filesz, m.size, self.page))
+        self.size = max(off, notes_off + len(note_data))
+        eh = S.Elf64_Ehdr()
+        eh.e_ident[:7] = list(S.ELFMAG) + [S.ELFCLASS64, S.ELFDATA2LSB, S.EV_CURRENT]
+        eh.e_type, eh.e_machine, eh.e_version = S.ET_CORE, self.arch.ELF_MACHINE, S.EV_CURRENT
+        eh.e_phoff, eh.e_ehsize = ctypes.sizeof(S.Elf64_Ehdr), ctypes.sizeof(S.Elf64_Ehdr)
+        eh.e_phentsize, eh.e_phnum = ph_size, phnum
+        head = bytes(eh) + b"".join(bytes(p) for p in phdrs) + note_data
+        os.ftruncate(self.fd, self.size)
+        self.pwrite(head, 0)
+
+    def _align(self, n):
+        return (n + self.page - 1) & ~(self.page - 1)
+
+    def pwrite(self, data, offset):
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
+
+    def data_offset(self, mapping, addr):
+        return self.offsets[mapping.start] + (addr - mapping.start)
+
+    def commit(self):
+        os.close(self.fd)
+        self.fd = None
+        os.rename(self.tmp, self.path)
+        self.tmp = None
+
+    def abort(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.tmp:
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+            self.tmp = None

@@ -1,0 +1,2 @@
+"""Thin layers over Linux interfaces: libc calls, ptrace, system call injection,
+/proc reading."""

@@ -1,0 +1,95 @@
+"""Running system calls inside a stopped thread of the target.
+
+The thread is pointed at an existing `syscall` instruction (the vDSO has one in
+every process) and stepped with PTRACE_SYSCALL to the syscall-exit stop, so no code
+is written into the target.  Registers are put back on `restore()`, with the
+restart fix-up the kernel would otherwise skip (LINUX-NOTES: -ERESTART* leaks to
+user space if a thread interrupted in a system call resumes from a syscall stop)."""
+
+import os
+
+from .. import arch
+from ..errors import InjectedSyscallError, ProcessExited
+from . import libc, procfs
+from .ptrace import PTRACE_EVENT_STOP
+
+ARCH = arch.host()
+
+
+def find_syscall_insn(pid, maps=None):
+    """Address of a `syscall` instruction in the target's vDSO."""
+    for m in maps or procfs.read_maps(pid):
+        if m.path == "[vdso]":
+            code = libc.read_memory(pid, m.start, m.end - m.start)
+            at = code.find(ARCH.SYSCALL_INSN)
+            if at >= 0:
+                return m.start + at
+    raise InjectedSyscallError(pid, "syscall", 2)   # no vDSO: ENOENT
+
+
+class Injector:
+    """System calls run by one stopped thread.  Use as a context manager, or call
+    restore() when done; until then the thread's registers are not its own."""
+
+    def __init__(self, thread, syscall_addr):
+        self.thread = thread
+        self.addr = syscall_addr
+        self.saved = thread.get_regs()
+        self.used = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.restore()
+        return False
+
+    def call(self, name, *args, check=True, on_event=None):
+        """Run syscall `name` and return its result (negative errno when not
+        checked).  `on_event(event, msg)` sees ptrace events the call causes
+        (a clone's PTRACE_EVENT_CLONE, with the new pid)."""
+        thread = self.thread
+        regs = self.saved.copy()
+        ARCH.set_syscall(regs, self.addr, ARCH.SYS[name], args)
+        thread.set_regs(regs)
+        self.used = True
+        self._step_to_syscall_stop()          # entry
+        self._step_to_syscall_stop(on_event)  # exit
+        ret = ARCH.signed(getattr(thread.get_regs(), ARCH.SYSCALL_RET_REG))
+        if check and -4096 < ret < 0:
+            raise InjectedSyscallError(thread.tgid, name, -ret)
+        return ret
+
+    def _step_to_syscall_stop(self, on_event=None):
+        thread = self.thread
+        thread.syscall()
+        while True:
+            stop = thread.wait()
+            if stop.exited:
+                raise ProcessExited(thread.tgid)
+            if stop.is_syscall:
+                return
+            if stop.event and stop.event != PTRACE_EVENT_STOP:
+                if on_event:
+                    on_event(stop.event, thread.event_msg())
+            elif stop.is_signal_delivery:
+                # Not now: a handler would run on borrowed registers.  It is
+                # handed back when the thread is detached.
+                thread.pending_signal = stop.sig
+            thread.syscall()
+
+    def restore(self):
+        if self.used:
+            regs = ARCH.restart_interrupted_syscall(self.saved, restart_block_kept=True)
+        else:
+            regs = self.saved
+        self.thread.set_regs(regs)
+        self.used = False
+
+
+def errno_of(ret):
+    return -ret if -4096 < ret < 0 else 0
+
+
+def strerror(ret):
+    return os.strerror(errno_of(ret))

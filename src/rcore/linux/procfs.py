@@ -1,0 +1,262 @@
+"""Reading /proc/PID.  Files are read as bytes; a process can vanish between two
+reads, which surfaces as NoSuchProcess.  The /proc root is a parameter so that
+tests can point it elsewhere."""
+
+import functools
+import os
+import resource
+import stat as stat_mod
+from dataclasses import dataclass, field
+
+from ..errors import AccessDenied, NoSuchProcess
+
+PROC = "/proc"
+
+
+def _wrap(func):
+    """Map OS errors to rcore's process errors, naming the pid."""
+    @functools.wraps(func)
+    def wrapper(pid, *args, **kwargs):
+        try:
+            return func(pid, *args, **kwargs)
+        except FileNotFoundError as err:
+            raise NoSuchProcess(pid) from err
+        except ProcessLookupError as err:
+            raise NoSuchProcess(pid) from err
+        except PermissionError as err:
+            raise AccessDenied(pid, f"not permitted to read /proc/{pid}") from err
+    return wrapper
+
+
+def path(pid, *parts, proc=PROC):
+    return os.path.join(proc, str(pid), *parts)
+
+
+def _read(pid, name, proc=PROC):
+    with open(path(pid, name, proc=proc), "rb") as f:
+        return f.read()
+
+
+@dataclass
+class MapsEntry:
+    """One line of /proc/PID/maps, with VmFlags from smaps when asked for."""
+    start: int
+    end: int
+    perms: str          # "rw-p"
+    offset: int
+    dev: str            # "fe:00"
+    inode: int
+    path: str           # "" for anonymous memory, "[heap]" etc. for special ones
+    deleted: bool = False
+    vmflags: list = field(default_factory=list)
+
+    @property
+    def size(self):
+        return self.end - self.start
+
+    @property
+    def shared(self):
+        return self.perms[3] == "s"
+
+    @property
+    def readable(self):
+        return self.perms[0] == "r"
+
+    @property
+    def file_backed(self):
+        return self.inode != 0 and not self.path.startswith("[")
+
+
+def parse_maps_line(line):
+    parts = line.split(None, 5)
+    lo, hi = parts[0].split(b"-")
+    name = parts[5].rstrip(b"\n").decode("utf-8", "surrogateescape") if len(parts) > 5 else ""
+    deleted = name.endswith(" (deleted)")
+    if deleted:
+        name = name[: -len(" (deleted)")]
+    return MapsEntry(int(lo, 16), int(hi, 16), parts[1].decode(), int(parts[2], 16),
+                     parts[3].decode(), int(parts[4]), name, deleted)
+
+
+@_wrap
+def read_maps(pid, proc=PROC):
+    return [parse_maps_line(line) for line in _read(pid, "maps", proc).splitlines() if line]
+
+
+@_wrap
+def read_smaps(pid, proc=PROC):
+    """maps entries with their VmFlags (smaps walks page tables: read it once)."""
+    entries = []
+    for line in _read(pid, "smaps", proc).splitlines():
+        if not line:
+            continue
+        head = line.split(b":", 1)[0]
+        if b"-" in head and not head.endswith(b"_"):
+            try:
+                entries.append(parse_maps_line(line))
+                continue
+            except ValueError:
+                pass
+        if line.startswith(b"VmFlags:") and entries:
+            entries[-1].vmflags = [f.decode() for f in line.split()[1:]]
+    return entries
+
+
+@dataclass
+class Stat:
+    """Fields of /proc/PID/stat that rcore uses (proc(5) numbering in comments)."""
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    utime: int
+    stime: int
+    cutime: int
+    cstime: int
+    nice: int
+    num_threads: int
+    start_code: int     # 26
+    end_code: int       # 27
+    start_stack: int    # 28
+    start_data: int     # 45
+    end_data: int       # 46
+    start_brk: int      # 47
+    arg_start: int      # 48
+    arg_end: int        # 49
+    env_start: int      # 50
+    env_end: int        # 51
+
+
+def parse_stat(data):
+    # The command name may hold spaces and parentheses: split at the last ')'.
+    lpar, rpar = data.index(b"("), data.rindex(b")")
+    comm = data[lpar + 1: rpar].decode("utf-8", "surrogateescape")
+    f = data[rpar + 2:].split()
+    n = lambda i: int(f[i - 3])   # proc(5) field i; f[0] is field 3
+    return Stat(int(data[:lpar]), comm, f[0].decode(), n(4), n(5), n(6), n(14), n(15),
+                n(16), n(17), n(19), n(20), n(26), n(27), n(28), n(45), n(46), n(47),
+                n(48), n(49), n(50), n(51))
+
+
+@_wrap
+def read_stat(pid, proc=PROC, tid=None):
+    name = f"task/{tid}/stat" if tid else "stat"
+    return parse_stat(_read(pid, name, proc))
+
+
+def parse_status(data):
+    out = {}
+    for line in data.decode("utf-8", "surrogateescape").splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+@_wrap
+def read_status(pid, proc=PROC, tid=None):
+    return parse_status(_read(pid, f"task/{tid}/status" if tid else "status", proc))
+
+
+@_wrap
+def read_bytes(pid, name, proc=PROC):
+    return _read(pid, name, proc)
+
+
+@_wrap
+def read_link(pid, name, proc=PROC):
+    return os.readlink(path(pid, name, proc=proc))
+
+
+@_wrap
+def read_comm(pid, tid=None, proc=PROC):
+    name = f"task/{tid}/comm" if tid else "comm"
+    return _read(pid, name, proc).rstrip(b"\n").decode("utf-8", "surrogateescape")
+
+
+@_wrap
+def stat_exe(pid, proc=PROC):
+    return os.stat(path(pid, "exe", proc=proc))
+
+
+@dataclass
+class FdInfo:
+    fd: int
+    target: str         # readlink of /proc/PID/fd/N
+    pos: int
+    flags: int          # octal in fdinfo; includes O_CLOEXEC
+    mnt_id: int
+    ino: int
+    st_mode: int        # of the open file (through /proc/PID/fd/N)
+    st_dev: int
+    st_rdev: int
+    st_size: int
+    st_mtime_ns: int
+
+
+@_wrap
+def read_fds(pid, proc=PROC):
+    fds = []
+    base = path(pid, "fd", proc=proc)
+    for name in sorted(os.listdir(base), key=int):
+        fd = int(name)
+        try:
+            target = os.readlink(os.path.join(base, name))
+            info = parse_status(_read(pid, f"fdinfo/{fd}", proc))
+            st = os.stat(os.path.join(base, name))
+        except FileNotFoundError:
+            continue          # closed meanwhile
+        fds.append(FdInfo(fd, target, int(info.get("pos", "0")), int(info.get("flags", "0"), 8),
+                          int(info.get("mnt_id", "0")), int(info.get("ino", "0")),
+                          st.st_mode, st.st_dev, st.st_rdev, st.st_size, st.st_mtime_ns))
+    return fds
+
+
+def fd_kind(info):
+    """file, dir, pipe, fifo, chr, blk, socket or anon (anon_inode: eventfd, epoll...)."""
+    if info.target.startswith("pipe:"):
+        return "pipe"
+    if info.target.startswith("socket:"):
+        return "socket"
+    if info.target.startswith("anon_inode:"):
+        return "anon"
+    mode = info.st_mode
+    if stat_mod.S_ISDIR(mode):
+        return "dir"
+    if stat_mod.S_ISFIFO(mode):
+        return "fifo"
+    if stat_mod.S_ISCHR(mode):
+        return "chr"
+    if stat_mod.S_ISBLK(mode):
+        return "blk"
+    if info.target.startswith("/memfd:"):
+        return "memfd"
+    return "file"
+
+
+RLIMIT_NAMES = {getattr(resource, n): n[len("RLIMIT_"):].lower() for n in dir(resource)
+                if n.startswith("RLIMIT_") and isinstance(getattr(resource, n), int)}
+
+
+def read_rlimits(pid):
+    """prlimit(2) from outside: needs the same permission as ptrace."""
+    out = {}
+    for num, name in sorted(RLIMIT_NAMES.items()):
+        try:
+            out[name] = list(resource.prlimit(pid, num))
+        except ProcessLookupError as err:
+            raise NoSuchProcess(pid) from err
+    return out
+
+
+PM_PRESENT = 1 << 63
+PM_SWAP = 1 << 62
+PM_FILE = 1 << 61
+
+
+def open_pagemap(pid, proc=PROC):
+    try:
+        return os.open(path(pid, "pagemap", proc=proc), os.O_RDONLY)
+    except FileNotFoundError as err:
+        raise NoSuchProcess(pid) from err

@@ -1,0 +1,350 @@
+"""ptrace: seizing threads, reading and writing their state, and freezing a whole
+thread group as one instant.
+
+PTRACE_SEIZE rather than ATTACH: no SIGSTOP is sent, a group stop stays visible,
+and if rcore dies the kernel detaches every tracee, which then runs on."""
+
+import ctypes
+import errno
+import os
+import signal
+
+from .. import arch
+from ..errors import AccessDenied, NoSuchProcess, ProcessExited, PtraceError
+from . import libc
+
+ARCH = arch.host()
+
+PTRACE_TRACEME = 0
+PTRACE_CONT = 7
+PTRACE_KILL = 8
+PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
+PTRACE_DETACH = 17
+PTRACE_SYSCALL = 24
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_GETEVENTMSG = 0x4201
+PTRACE_GETSIGINFO = 0x4202
+PTRACE_SETSIGINFO = 0x4203
+PTRACE_GETREGSET = 0x4204
+PTRACE_SETREGSET = 0x4205
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_PEEKSIGINFO = 0x4209
+PTRACE_GETSIGMASK = 0x420A
+PTRACE_SETSIGMASK = 0x420B
+PTRACE_GET_RSEQ_CONFIGURATION = 0x420F
+
+PTRACE_O_TRACESYSGOOD = 0x1
+PTRACE_O_TRACEFORK = 0x2
+PTRACE_O_TRACEVFORK = 0x4
+PTRACE_O_TRACECLONE = 0x8
+PTRACE_O_TRACEEXEC = 0x10
+PTRACE_O_EXITKILL = 0x100000
+
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
+PTRACE_EVENT_EXEC = 4
+PTRACE_EVENT_STOP = 128
+
+PTRACE_PEEKSIGINFO_SHARED = 1
+
+NT_PRSTATUS = 1
+WALL = 0x40000000          # __WALL: wait for threads and clone children too
+SIGINFO_SIZE = 128
+SYSCALL_TRAP = signal.SIGTRAP | 0x80   # with PTRACE_O_TRACESYSGOOD
+
+_REQUEST_NAMES = {v: k for k, v in globals().items()
+                  if k.startswith("PTRACE_") and not k.startswith(("PTRACE_O_", "PTRACE_EVENT_"))}
+
+
+class SiginfoBuf(ctypes.Array):
+    _type_ = ctypes.c_char
+    _length_ = SIGINFO_SIZE
+
+
+class PeekSiginfoArgs(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("flags", ctypes.c_uint32), ("nr", ctypes.c_int32)]
+
+
+class RseqConfiguration(ctypes.Structure):
+    """struct ptrace_rseq_configuration (include/uapi/linux/ptrace.h)"""
+    _fields_ = [("rseq_abi_pointer", ctypes.c_uint64), ("rseq_abi_size", ctypes.c_uint32),
+                ("signature", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
+
+
+def ptrace(request, pid, addr=0, data=0):
+    """The one call site: errors become exceptions that name pid and request."""
+    res, err = libc.ptrace_raw(request, pid, addr, data)
+    if err:
+        name = _REQUEST_NAMES.get(request, hex(request))
+        if err == errno.ESRCH:
+            raise NoSuchProcess(pid, f"thread {pid} is gone or not stopped ({name})")
+        if err == errno.EPERM and request == PTRACE_SEIZE:
+            raise AccessDenied(pid, f"not permitted to trace process {pid} "
+                                    "(already traced, or ptrace refused)")
+        raise PtraceError(pid, name, err)
+    return res
+
+
+class Stop:
+    """What waitpid reported about a traced thread."""
+    __slots__ = ("tid", "status")
+
+    def __init__(self, tid, status):
+        self.tid, self.status = tid, status
+
+    @property
+    def exited(self):
+        return os.WIFEXITED(self.status) or os.WIFSIGNALED(self.status)
+
+    @property
+    def stopped(self):
+        return os.WIFSTOPPED(self.status)
+
+    @property
+    def sig(self):
+        return os.WSTOPSIG(self.status) if self.stopped else 0
+
+    @property
+    def event(self):
+        return (self.status >> 16) & 0xFF if self.stopped else 0
+
+    @property
+    def is_syscall(self):
+        return self.stopped and self.sig == SYSCALL_TRAP
+
+    @property
+    def is_signal_delivery(self):
+        """A signal on its way in: it must be passed on when the thread resumes."""
+        return self.stopped and self.event == 0 and self.sig != SYSCALL_TRAP
+
+    @property
+    def is_group_stop(self):
+        return self.event == PTRACE_EVENT_STOP and self.sig in (
+            signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+
+    def __repr__(self):
+        return f"Stop(tid={self.tid}, status={self.status:#x})"
+
+
+def wait(tid, nohang=False):
+    flags = WALL | (os.WNOHANG if nohang else 0)
+    while True:
+        try:
+            got, status = os.waitpid(tid, flags)
+        except ChildProcessError:
+            raise ProcessExited(tid, f"thread {tid} is gone") from None
+        except InterruptedError:
+            continue
+        if got == 0:
+            return None
+        return Stop(got, status)
+
+
+class Thread:
+    """One seized thread.  Methods need it to be in a ptrace stop."""
+
+    def __init__(self, tid, tgid):
+        self.tid, self.tgid = tid, tgid
+        self.pending_signal = 0     # signal to hand back when the thread resumes
+        self.last_stop = None
+
+    # --- attaching and running -------------------------------------------------
+    def seize(self, options=PTRACE_O_TRACESYSGOOD):
+        ptrace(PTRACE_SEIZE, self.tid, 0, options)
+
+    def set_options(self, options):
+        ptrace(PTRACE_SETOPTIONS, self.tid, 0, options)
+
+    def interrupt(self):
+        ptrace(PTRACE_INTERRUPT, self.tid)
+
+    def cont(self, sig=0):
+        ptrace(PTRACE_CONT, self.tid, 0, sig)
+
+    def syscall(self, sig=0):
+        ptrace(PTRACE_SYSCALL, self.tid, 0, sig)
+
+    def detach(self, sig=0):
+        ptrace(PTRACE_DETACH, self.tid, 0, sig)
+
+    def wait(self):
+        stop = wait(self.tid)
+        self.last_stop = stop
+        return stop
+
+    def event_msg(self):
+        msg = ctypes.c_ulong()
+        ptrace(PTRACE_GETEVENTMSG, self.tid, 0, ctypes.addressof(msg))
+        return msg.value
+
+    # --- registers -------------------------------------------------------------
+    def get_regs(self):
+        regs = ARCH.UserRegs()
+        ptrace(PTRACE_GETREGS, self.tid, 0, ctypes.addressof(regs))
+        return regs
+
+    def set_regs(self, regs):
+        ptrace(PTRACE_SETREGS, self.tid, 0, ctypes.addressof(regs))
+
+    def get_regset(self, note_type, max_size):
+        buf = ctypes.create_string_buffer(max_size)
+        iov = libc.IoVec(ctypes.addressof(buf), max_size)
+        ptrace(PTRACE_GETREGSET, self.tid, note_type, ctypes.addressof(iov))
+        return buf.raw[:iov.iov_len]
+
+    def set_regset(self, note_type, data):
+        buf = ctypes.create_string_buffer(bytes(data), len(data))
+        iov = libc.IoVec(ctypes.addressof(buf), len(data))
+        ptrace(PTRACE_SETREGSET, self.tid, note_type, ctypes.addressof(iov))
+
+    def get_xstate(self):
+        return self.get_regset(ARCH.NT_ARCH_XSTATE, ARCH.XSTATE_MAX)
+
+    def set_xstate(self, data):
+        self.set_regset(ARCH.NT_ARCH_XSTATE, data)
+
+    # --- signals -----------------------------------------------------------------
+    def get_sigmask(self):
+        mask = ctypes.c_uint64()
+        ptrace(PTRACE_GETSIGMASK, self.tid, 8, ctypes.addressof(mask))
+        return mask.value
+
+    def set_sigmask(self, mask):
+        value = ctypes.c_uint64(mask)
+        ptrace(PTRACE_SETSIGMASK, self.tid, 8, ctypes.addressof(value))
+
+    def get_siginfo(self):
+        buf = SiginfoBuf()
+        ptrace(PTRACE_GETSIGINFO, self.tid, 0, ctypes.addressof(buf))
+        return bytes(buf)
+
+    def peek_siginfo(self, shared):
+        """Pending signals (their siginfo) of this thread, or of the whole process
+        when shared; the queue is left as it is."""
+        out = []
+        batch = 32
+        bufs = (SiginfoBuf * batch)()
+        while True:
+            args = PeekSiginfoArgs(len(out), PTRACE_PEEKSIGINFO_SHARED if shared else 0, batch)
+            n = ptrace(PTRACE_PEEKSIGINFO, self.tid, ctypes.addressof(args), ctypes.addressof(bufs))
+            out.extend(bytes(bufs[i]) for i in range(n))
+            if n < batch:
+                return out
+
+    # --- rseq ------------------------------------------------------------------
+    def rseq_config(self):
+        conf = RseqConfiguration()
+        try:
+            ptrace(PTRACE_GET_RSEQ_CONFIGURATION, self.tid, ctypes.sizeof(conf),
+                   ctypes.addressof(conf))
+        except PtraceError as err:
+            if err.errno in (errno.EIO, errno.EINVAL):   # kernel without rseq
+                return None
+            raise
+        return conf
+
+
+def list_threads(pid):
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except FileNotFoundError:
+        raise NoSuchProcess(pid) from None
+
+
+class FrozenProcess:
+    """All threads of `pid` seized and stopped at one instant.
+
+    Use as a context manager: on leaving, every thread is detached again, whatever
+    happened inside (an error, Ctrl-C).  Threads created while seizing are caught by
+    listing /proc/PID/task again until every listed thread is stopped: a stopped
+    thread cannot create another."""
+
+    def __init__(self, pid, options=PTRACE_O_TRACESYSGOOD):
+        self.pid = pid
+        self.options = options
+        self.threads = {}          # tid -> Thread, in stopped state
+        self.was_group_stopped = False
+
+    def __enter__(self):
+        if not os.path.exists(f"/proc/{self.pid}"):
+            raise NoSuchProcess(self.pid)
+        try:
+            self._freeze()
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+    def _freeze(self):
+        while True:
+            new = [tid for tid in list_threads(self.pid) if tid not in self.threads]
+            if not new:
+                break
+            for tid in new:
+                thread = Thread(tid, self.pid)
+                try:
+                    thread.seize(self.options)
+                except NoSuchProcess:
+                    if tid == self.pid:
+                        raise
+                    continue          # a thread that exited meanwhile
+                self.threads[tid] = thread
+                try:
+                    thread.interrupt()
+                except NoSuchProcess:
+                    pass
+            for tid in new:
+                if tid in self.threads:
+                    self._wait_stopped(self.threads[tid])
+        if self.pid not in self.threads:
+            raise ProcessExited(self.pid)
+
+    def _wait_stopped(self, thread):
+        while True:
+            try:
+                stop = thread.wait()
+            except ProcessExited:
+                self._forget(thread)
+                return
+            if stop.exited:
+                self._forget(thread)
+                if thread.tid == self.pid:
+                    raise ProcessExited(self.pid)
+                return
+            if stop.is_signal_delivery:
+                # Let the signal in (its handler frame becomes part of the snapshot);
+                # the pending interrupt stops the thread right after.
+                thread.cont(stop.sig)
+                continue
+            if stop.is_group_stop:
+                self.was_group_stopped = True
+            return
+
+    def _forget(self, thread):
+        self.threads.pop(thread.tid, None)
+
+    def leader(self):
+        return self.threads[self.pid]
+
+    def release(self, final_signal=0):
+        """Detach every thread; `final_signal` (e.g. SIGSTOP) is sent to the process
+        first so that it takes effect as the threads leave the ptrace stop."""
+        if final_signal:
+            try:
+                os.kill(self.pid, final_signal)
+            except ProcessLookupError:
+                pass
+        for thread in list(self.threads.values()):
+            try:
+                thread.detach(thread.pending_signal)
+            except (NoSuchProcess, PtraceError):
+                pass
+        self.threads.clear()

@@ -1,0 +1,197 @@
+"""The process-state model: what dump captures, the core writer serialises, the
+core reader rebuilds, and restore/restart apply.  Memory contents are not held
+here: they come from a MemorySource (a live process or a core file).
+
+Every class converts to and from plain dicts (to_dict/from_dict) for rcore's notes;
+fields added later must get defaults so that older cores still load."""
+
+from dataclasses import asdict, dataclass, field, fields
+
+from . import arch
+
+
+def _from_dict(cls, data):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class _Record:
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        return _from_dict(cls, data)
+
+
+@dataclass
+class ExeIdentity(_Record):
+    """What identifies the executable file, to refuse a checkpoint of another one."""
+    path: str
+    dev: int = 0
+    inode: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    build_id: str = ""          # hex
+
+
+@dataclass
+class FileIdentity(_Record):
+    """A file a mapping comes from, to check it is unchanged at restore/restart."""
+    path: str
+    dev: int = 0
+    inode: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass
+class Mapping(_Record):
+    start: int
+    end: int
+    perms: str                  # as in /proc/PID/maps: "r-xp"
+    offset: int = 0             # file offset in bytes
+    dev: str = "00:00"          # as in maps ("fe:00")
+    inode: int = 0
+    path: str = ""              # file path, "[heap]", "[stack]", "[vdso]", or ""
+    deleted: bool = False       # the file was unlinked
+    vmflags: list = field(default_factory=list)   # smaps VmFlags: "gd", "nh", "dd"...
+    stored: str = "none"        # what the core holds: "all", "dirty", "header", "none"
+
+    @property
+    def size(self):
+        return self.end - self.start
+
+    @property
+    def shared(self):
+        return self.perms[3] == "s"
+
+    @property
+    def file_backed(self):
+        return self.inode != 0 and not self.path.startswith("[")
+
+    @property
+    def growsdown(self):
+        return "gd" in self.vmflags
+
+    @property
+    def special(self):
+        return self.path.startswith("[") and self.path not in ("[heap]", "[stack]")
+
+
+@dataclass
+class MmFields(_Record):
+    """mm_struct fields that PR_SET_MM_MAP sets (include/uapi/linux/prctl.h)."""
+    start_code: int = 0
+    end_code: int = 0
+    start_data: int = 0
+    end_data: int = 0
+    start_brk: int = 0
+    brk: int = 0
+    start_stack: int = 0
+    arg_start: int = 0
+    arg_end: int = 0
+    env_start: int = 0
+    env_end: int = 0
+
+
+@dataclass
+class SigAction(_Record):
+    """struct kernel_sigaction as rt_sigaction(2) returns it."""
+    signo: int
+    handler: int = 0            # 0 = SIG_DFL, 1 = SIG_IGN
+    flags: int = 0
+    restorer: int = 0
+    mask: int = 0
+
+
+@dataclass
+class FileDescriptor(_Record):
+    fd: int
+    kind: str                   # file, dir, pipe, fifo, chr, blk, socket, anon, memfd
+    path: str                   # readlink of /proc/PID/fd/N ("pipe:[123]" for pipes)
+    flags: int = 0              # open flags (O_ACCMODE, O_APPEND, O_NONBLOCK...)
+    pos: int = 0
+    cloexec: bool = False
+    description: int = 0        # lowest fd sharing this open file description
+    inode: int = 0
+    dev: int = 0
+    rdev: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    deleted: bool = False
+
+
+@dataclass
+class ThreadState(_Record):
+    tid: int
+    regs: dict = field(default_factory=dict)    # general registers by name
+    xstate: bytes = field(default=b"", repr=False)   # full XSAVE area (NT_X86_XSTATE)
+    sigmask: int = 0
+    pending: list = field(default_factory=list)  # siginfo (128 bytes) of queued signals
+    sigaltstack: dict = field(default_factory=dict)  # ss_sp, ss_flags, ss_size
+    clear_child_tid: int = 0
+    robust_list: list = field(default_factory=lambda: [0, 0])  # head, len
+    rseq: dict = field(default_factory=dict)    # ptr, size, signature ({} = none)
+    comm: str = ""
+
+    def user_regs(self, arch_mod=None):
+        return (arch_mod or arch.host()).UserRegs.from_dict(self.regs)
+
+    # xstate and regs travel in the standard notes, not in rcore's thread note.
+    def to_dict(self):
+        d = asdict(self)
+        del d["xstate"], d["regs"]
+        d["pending"] = [p.hex() for p in self.pending]
+        return d
+
+    @classmethod
+    def from_dict(cls, data):
+        t = _from_dict(cls, data)
+        t.pending = [bytes.fromhex(p) for p in t.pending]
+        return t
+
+
+@dataclass
+class ProcessState:
+    pid: int
+    arch: str = "x86_64"
+    ppid: int = 0
+    pgrp: int = 0
+    sid: int = 0
+    state: str = "R"
+    comm: str = ""
+    cmdline: list = field(default_factory=list)
+    exe: ExeIdentity = None
+    mm: MmFields = field(default_factory=MmFields)
+    threads: list = field(default_factory=list)          # ThreadState, interrupted first
+    mappings: list = field(default_factory=list)         # Mapping, by address
+    mapped_files: dict = field(default_factory=dict)     # path -> FileIdentity
+    files: list = field(default_factory=list)            # FileDescriptor by number
+    auxv: bytes = b""
+    cwd: str = "/"
+    root: str = "/"
+    umask: int = 0o022
+    rlimits: dict = field(default_factory=dict)          # name -> [soft, hard]
+    sigactions: list = field(default_factory=list)       # SigAction for 1..64
+    shared_pending: list = field(default_factory=list)   # siginfo bytes
+    itimers: dict = field(default_factory=dict)          # real/virtual/prof -> [interval, value] in us
+    personality: int = 0
+    creds: dict = field(default_factory=dict)            # uid/gid/groups lists
+    dumpable: int = 1
+    no_new_privs: int = 0
+    nice: int = 0
+    times: dict = field(default_factory=dict)            # utime, stime, cutime, cstime (ticks)
+    extra: dict = field(default_factory=dict)            # forward-compatible leftovers
+
+    def thread(self, tid):
+        for t in self.threads:
+            if t.tid == tid:
+                return t
+        raise KeyError(tid)
+
+    def mapping_at(self, addr):
+        for m in self.mappings:
+            if m.start <= addr < m.end:
+                return m
+        return None

@@ -1,0 +1,5 @@
+"""Sub-commands of the rcore CLI, in the order `rcore --help` lists them."""
+
+from . import dump, info
+
+COMMANDS = [dump, info]

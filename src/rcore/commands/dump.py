@@ -1,0 +1,37 @@
+"""rcore dump PID [-o FILE]: write a core file of a running process."""
+
+import json
+
+from ..dump import dump
+from ..progress import Progress
+
+
+def add_parser(sub):
+    p = sub.add_parser("dump", help="write a core file of a running process",
+                       description="Write a core file of a running process; it runs on "
+                                   "(frozen only for milliseconds) unless --stop or --kill.")
+    p.add_argument("pid", type=int)
+    p.add_argument("-o", "--output", metavar="FILE", help="core file (default: core.PID)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--stop", action="store_true", help="leave the process stopped (SIGSTOP)")
+    mode.add_argument("--kill", action="store_true", help="kill the process after a complete dump")
+    p.add_argument("--full", action="store_true",
+                   help="also store unmodified file-backed memory (a self-contained core)")
+    p.add_argument("--no-fork", action="store_true",
+                   help="read all memory while the process is frozen (longer freeze)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    bar = Progress("dumping")
+    try:
+        s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
+                 fork=not args.no_fork, progress=bar)
+    finally:
+        bar.finish()
+    if args.json:
+        print(json.dumps(s.__dict__))
+    else:
+        print(f"{s.path}: {s.threads} threads, {s.regions} regions, "
+              f"{s.bytes_stored / 1048576:.1f} MiB stored, frozen {s.freeze_seconds * 1000:.1f} ms")

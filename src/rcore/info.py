@@ -1,0 +1,89 @@
+"""What a core file holds, as a dict (for --json) and as text."""
+
+from . import arch
+from .elf.reader import CoreFile
+
+SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 12: "USR2",
+           13: "PIPE", 14: "ALRM", 15: "TERM", 17: "CHLD", 19: "STOP"}
+
+
+def describe(core):
+    proc = core.state
+    a = core.arch
+    d = {
+        "path": core.path, "arch": a.NAME, "pid": proc.pid, "comm": proc.comm,
+        "cmdline": proc.cmdline, "made_by": "rcore" if core.has_rcore else "kernel or gdb",
+        "exe": proc.exe.to_dict() if proc.exe else None,
+        "threads": [{"tid": t.tid, "rip": t.regs["rip"], "rsp": t.regs["rsp"],
+                     "comm": t.comm} for t in proc.threads],
+        "regions": [],
+        "files": [f.to_dict() for f in proc.files],
+    }
+    for m in proc.mappings:
+        seg = core.segment_at(m.start)
+        stored = 0
+        if seg is not None and seg.filesz:
+            stored = _stored_bytes(core, seg)
+        d["regions"].append({"start": m.start, "end": m.end, "size": m.size, "perms": m.perms,
+                             "path": m.path, "offset": m.offset, "stored": stored})
+    if core.has_rcore:
+        d["rcore"] = {
+            "cwd": proc.cwd, "umask": oct(proc.umask), "brk": proc.mm.brk,
+            "rlimits": proc.rlimits, "itimers": proc.itimers, "creds": proc.creds,
+            "handlers": {s.signo: s.handler for s in proc.sigactions if s.handler},
+            "threads": [{"tid": t.tid, "sigmask": t.sigmask, "pending": len(t.pending),
+                         "rseq": t.rseq, "clear_child_tid": t.clear_child_tid,
+                         "sigaltstack": t.sigaltstack} for t in proc.threads],
+        }
+    return d
+
+
+def _stored_bytes(core, seg):
+    """Bytes of the segment really on disk (holes in a sparse file excluded)."""
+    import os
+    fd = core.fileno()
+    total, pos, end = 0, seg.offset, seg.offset + seg.filesz
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:
+            break
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        total += hole - data
+        pos = hole
+    return total
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def format_text(d):
+    lines = [f"core:     {d['path']} ({d['made_by']}, {d['arch']})",
+             f"program:  {d['exe']['path'] if d['exe'] else d['comm']}  "
+             f"[{' '.join(d['cmdline'])}]",
+             f"pid:      {d['pid']}",
+             f"threads:  {len(d['threads'])}"]
+    for t in d["threads"]:
+        lines.append(f"  tid {t['tid']:<8} rip {t['rip']:#018x}  rsp {t['rsp']:#018x}  {t['comm']}")
+    total = sum(r["stored"] for r in d["regions"])
+    lines.append(f"regions:  {len(d['regions'])} ({_size(total)} stored)")
+    for r in d["regions"]:
+        lines.append(f"  {r['start']:#014x}-{r['end']:#014x} {r['perms']} {_size(r['size']):>10} "
+                     f"stored {_size(r['stored']):>10}  {r['path']}")
+    if d["files"]:
+        lines.append(f"files:    {len(d['files'])}")
+        for f in d["files"]:
+            extra = f" pos {f['pos']}" if f["kind"] == "file" else ""
+            lines.append(f"  fd {f['fd']:<3} {f['kind']:<6} {f['path']}{extra}")
+    if "rcore" in d:
+        r = d["rcore"]
+        lines.append(f"cwd:      {r['cwd']}   umask {r['umask']}   brk {r['brk']:#x}")
+        handlers = ", ".join(f"{SIGNALS.get(int(s), s)}={h:#x}" for s, h in r["handlers"].items())
+        lines.append(f"signals:  {handlers or 'all default'}")
+    return "\n".join(lines)

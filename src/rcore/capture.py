@@ -101,10 +101,13 @@ def capture_thread(thread):
         comm=procfs.read_comm(thread.tgid, tid=thread.tid))
 
 
-def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None):
-    """The whole ProcessState of a FrozenProcess.  Threads are listed leader first."""
+def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None):
+    """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
+    run_state: the state letter read before freezing (frozen, it reads "t")."""
     pid = frozen.pid
     st = procfs.read_stat(pid)
+    if run_state:
+        st.state = run_state
     status = procfs.read_status(pid)
     if mappings is None:
         mappings, mapped_files = capture_mappings(pid)

@@ -20,7 +20,7 @@ from . import arch
 from .capture import capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .errors import NoSuchProcess, ProcessExited, RcoreError
-from .linux import inject, ptrace
+from .linux import inject, procfs, ptrace
 from .linux.ptrace import FrozenProcess, Thread
 from .memory import CHUNK, PAGE, LiveMemory, nonzero_runs
 
@@ -136,6 +136,25 @@ def _fork_copy(frozen, syscall_addr):
     return copy
 
 
+def _read_rseq_areas(frozen, mem):
+    """The rseq areas as they are at the freeze.  The kernel rewrites a thread's
+    area (cpu_id...) whenever it returns to user space, which the injected system
+    calls make it do; the core must hold the values of the frozen instant."""
+    areas = {}
+    for thread in frozen.threads.values():
+        conf = thread.rseq_config()
+        if conf and conf.rseq_abi_pointer:
+            areas[conf.rseq_abi_pointer] = mem.read(conf.rseq_abi_pointer, conf.rseq_abi_size)
+    return areas
+
+
+def _put_back_rseq_areas(writer, proc, areas):
+    for addr, data in areas.items():
+        m = proc.mapping_at(addr)
+        if m is not None and m.stored == "all":
+            writer.pwrite(data, writer.data_offset(m, addr))
+
+
 def _end_copy(pid, copy):
     """Kill the copy, then have the target reap it (it is the target's child)."""
     try:
@@ -161,6 +180,7 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
         raise RcoreError(f"output directory does not exist: {os.path.dirname(path)}")
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
+    run_state = procfs.read_stat(pid).state
     mem = LiveMemory(pid)
     copy = None
     writer = None
@@ -169,7 +189,8 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
             t_freeze = time.monotonic()
             mappings, files = capture_mappings(pid)
             syscall_addr = inject.find_syscall_insn(pid, mappings)
-            proc = capture_process(frozen, syscall_addr, mappings, files)
+            rseq_areas = _read_rseq_areas(frozen, mem)
+            proc = capture_process(frozen, syscall_addr, mappings, files, run_state)
             plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
                     if m.path != "[vsyscall]"]
             for m, how in plan:
@@ -198,8 +219,11 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
                     copier.copy(copy_mem, m, how)
             finally:
                 copy_mem.close()
+        _put_back_rseq_areas(writer, proc, rseq_areas)
         writer.commit()
     except OSError as err:
+        if err.errno == errno.ESRCH:
+            raise ProcessExited(pid) from err
         raise _os_error(err, path) from err
     finally:
         mem.close()

@@ -118,3 +118,57 @@ def set_syscall(regs, pc, nr, args):
     regs.orig_rax = U64
     for name, value in zip(SYSCALL_ARG_REGS, args):
         setattr(regs, name, value & U64)
+
+
+# --- XSAVE layout --------------------------------------------------------------
+# Since Linux 6.11 the kernel writes NT_X86_XSAVE_LAYOUT after NT_X86_XSTATE: where
+# each extended feature lives in the XSAVE image, which differs between CPU vendors
+# (AMD places AVX-512 state at other offsets than Intel).  It comes from CPUID leaf
+# 0xD, which Python cannot execute; a 30-byte function in an executable page can.
+NT_X86_XSAVE_LAYOUT = 0x205
+XSAVE_SW_XFEATURES = 464          # XCR0 as ptrace reports it (gdb: I386_LINUX_XSAVE_XCR0_OFFSET)
+_CPUID_CODE = bytes.fromhex(
+    "53"          # push rbx             (callee-saved, cpuid clobbers it)
+    "4989d0"      # mov r8, rdx          (out pointer; cpuid clobbers rdx)
+    "89f8"        # mov eax, edi         (leaf)
+    "89f1"        # mov ecx, esi         (subleaf)
+    "0fa2"        # cpuid
+    "418900"      # mov [r8], eax
+    "41895804"    # mov [r8+4], ebx
+    "41894808"    # mov [r8+8], ecx
+    "4189500c"    # mov [r8+12], edx
+    "5b"          # pop rbx
+    "c3")         # ret
+_cpuid_fn = None
+
+
+def cpuid(leaf, subleaf=0):
+    global _cpuid_fn
+    import mmap
+    if _cpuid_fn is None:
+        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        page.write(_CPUID_CODE)
+        addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
+        _cpuid_fn = (ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p)(addr), page)
+    out = (ctypes.c_uint32 * 4)()
+    _cpuid_fn[0](leaf, subleaf, ctypes.addressof(out))
+    return tuple(out)
+
+
+def extra_thread_notes(xstate):
+    """Notes the kernel writes after a thread's NT_X86_XSTATE: the XSAVE layout
+    (struct x86_xfeat_component {u32 type, size, offset, flags} per extended feature
+    enabled in the image's xfeatures)."""
+    import struct
+    if len(xstate) < XSAVE_SW_XFEATURES + 8:
+        return []
+    (xfeatures,) = struct.unpack_from("<Q", xstate, XSAVE_SW_XFEATURES)
+    try:
+        entries = []
+        for i in range(2, 64):
+            if xfeatures >> i & 1:
+                size, offset, _, _ = cpuid(0xD, i)
+                entries.append(struct.pack("<IIII", i, size, offset, 0))
+    except (OSError, ValueError):      # no executable memory allowed here
+        return []
+    return [("LINUX", NT_X86_XSAVE_LAYOUT, b"".join(entries))] if entries else []

@@ -37,6 +37,8 @@ def build_notes(proc, arch_mod, page_size, cursig=0):
         if t.xstate:
             out.append(N.encode_note("CORE", S.NT_PRFPREG, t.xstate[:arch_mod.FXSAVE_SIZE]))
             out.append(N.encode_note("LINUX", arch_mod.NT_ARCH_XSTATE, t.xstate))
+            out.extend(N.encode_note(owner, ntype, desc)
+                       for owner, ntype, desc in arch_mod.extra_thread_notes(t.xstate))
     out.append(N.encode_note(R.OWNER, R.NT_RCORE_PROCESS, R.encode_process(proc)))
     for t in proc.threads:
         out.append(N.encode_note(R.OWNER, R.NT_RCORE_THREAD, R.encode_thread(t)))

@@ -213,3 +213,15 @@ def test_default_output_name(target, tmp_path):
     r = rcore_cmd("dump", target.pid, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert os.path.exists(tmp_path / f"core.{target.pid}")
+
+
+def test_full_stores_file_backed_memory_too(target, tmp_path):
+    path = tmp_path / "full.core"
+    assert rcore_cmd("dump", "--full", target.pid, "-o", path).returncode == 0
+    with CoreFile(str(path)) as c:
+        libc = [m for m in c.state.mappings if "libc.so" in m.path and m.perms.startswith("r-x")]
+        assert libc and libc[0].stored == "all"
+        m = libc[0]
+        with open(m.path, "rb") as f:
+            f.seek(m.offset)
+            assert c.read(m.start, 65536) == f.read(65536)

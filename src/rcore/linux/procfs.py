@@ -6,9 +6,10 @@ import functools
 import os
 import resource
 import stat as stat_mod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import AccessDenied, NoSuchProcess
+from ..state import Mapping
 
 PROC = "/proc"
 
@@ -37,45 +38,16 @@ def _read(pid, name, proc=PROC):
         return f.read()
 
 
-@dataclass
-class MapsEntry:
-    """One line of /proc/PID/maps, with VmFlags from smaps when asked for."""
-    start: int
-    end: int
-    perms: str          # "rw-p"
-    offset: int
-    dev: str            # "fe:00"
-    inode: int
-    path: str           # "" for anonymous memory, "[heap]" etc. for special ones
-    deleted: bool = False
-    vmflags: list = field(default_factory=list)
-
-    @property
-    def size(self):
-        return self.end - self.start
-
-    @property
-    def shared(self):
-        return self.perms[3] == "s"
-
-    @property
-    def readable(self):
-        return self.perms[0] == "r"
-
-    @property
-    def file_backed(self):
-        return self.inode != 0 and not self.path.startswith("[")
-
-
 def parse_maps_line(line):
+    """One line of /proc/PID/maps as a Mapping (VmFlags come from smaps)."""
     parts = line.split(None, 5)
     lo, hi = parts[0].split(b"-")
     name = parts[5].rstrip(b"\n").decode("utf-8", "surrogateescape") if len(parts) > 5 else ""
     deleted = name.endswith(" (deleted)")
     if deleted:
         name = name[: -len(" (deleted)")]
-    return MapsEntry(int(lo, 16), int(hi, 16), parts[1].decode(), int(parts[2], 16),
-                     parts[3].decode(), int(parts[4]), name, deleted)
+    return Mapping(int(lo, 16), int(hi, 16), parts[1].decode(), int(parts[2], 16),
+                   parts[3].decode(), int(parts[4]), name, deleted)
 
 
 @_wrap

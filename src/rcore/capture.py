@@ -9,7 +9,7 @@ import os
 import struct
 
 from . import arch
-from .linux import libc, procfs
+from .linux import libc, pipes, procfs
 from .linux.inject import Injector
 from .elf.notes import find_build_id
 from .state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmFields,
@@ -26,11 +26,9 @@ SCRATCH_SIZE = ARCH.PAGE_SIZE
 
 
 def capture_mappings(pid):
-    maps = procfs.read_smaps(pid)
-    mappings, files = [], {}
-    for e in maps:
-        mappings.append(Mapping(e.start, e.end, e.perms, e.offset, e.dev, e.inode, e.path,
-                                e.deleted, e.vmflags))
+    mappings = procfs.read_smaps(pid)
+    files = {}
+    for e in mappings:
         if e.inode and not e.path.startswith("[") and e.path not in files:
             files[e.path] = _mapped_file_identity(pid, e)
     return mappings, files
@@ -71,7 +69,33 @@ def capture_files(pid):
             flags=info.flags & ~O_CLOEXEC, pos=info.pos, cloexec=bool(info.flags & O_CLOEXEC),
             description=description, inode=info.ino, dev=info.st_dev, rdev=info.st_rdev,
             size=info.st_size, mtime_ns=info.st_mtime_ns, deleted=deleted))
+    _capture_fd_data(pid, fds)
     return fds
+
+
+# Unlinked files up to this size are stored whole in the core: nothing else
+# will hold their contents once the process is gone.
+UNLINKED_FILE_LIMIT = 1 << 20
+
+
+def _capture_fd_data(pid, fds):
+    """What a restart cannot find anywhere else: the bytes queued in pipes and
+    FIFOs (peeked without consuming them, see linux/pipes.py) and the contents
+    of small unlinked files.  A failure here leaves the fields empty; restart
+    then refuses what it cannot rebuild."""
+    seen_pipes = set()
+    for f in fds:
+        try:
+            if f.kind in ("pipe", "fifo") and (f.dev, f.inode) not in seen_pipes:
+                seen_pipes.add((f.dev, f.inode))
+                data, f.pipe_size = pipes.peek_pipe(pid, f.fd)
+                f.queued = data.hex()
+            elif f.kind == "file" and f.deleted and f.size <= UNLINKED_FILE_LIMIT:
+                with open(procfs.path(pid, "fd", str(f.fd)), "rb") as src:
+                    f.contents = src.read(UNLINKED_FILE_LIMIT + 1)[:UNLINKED_FILE_LIMIT].hex()
+                f.contents_stored = True
+        except OSError:
+            continue
 
 
 def _same_description(pid, fd1, fd2):

@@ -12,6 +12,7 @@ instead of running anything."""
 import errno
 import os
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,39 +70,85 @@ def _from_original(m):
 
 
 class _Copier:
-    """Moves mapping data from a process into the core, skipping zero pages."""
+    """Moves mapping data from a process into the core, skipping zero pages.
 
-    def __init__(self, writer, progress=None, total=0):
+    copy() cuts the mappings into chunks and has worker threads, one per CPU,
+    each take the next chunk, read it into its own buffer (/proc/PID/mem), find
+    its zero pages and pwrite the rest.  Both system calls release the GIL, so
+    the workers use every CPU, and a buffer is written while it is still in the
+    cache of the CPU that filled it.  copy() returns when all is written."""
+
+    def __init__(self, writer, progress=None, total=0, workers=None):
         self.writer = writer
-        self.buf = bytearray(CHUNK)
         self.stored = 0
         self.done = 0
         self.total = total
         self.progress = progress
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self._lock = threading.Lock()
 
-    def copy(self, mem, m, how):
+    def copy(self, mem, plan):
+        """Store the data of each (mapping, how) of plan, read from mem."""
+        if not plan:
+            return
+        chunks = self._chunks(mem, plan)
+        errors = []
+        threads = [threading.Thread(target=self._work, args=(mem, chunks, errors),
+                                    name=f"rcore-copy-{i}", daemon=True)
+                   for i in range(self.workers - 1)]
+        for t in threads:
+            t.start()
+        try:
+            self._work(mem, chunks, errors)
+        finally:
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+
+    def _chunks(self, mem, plan):
+        """(address, length, file offset) of each chunk to copy, in order."""
+        for m, how in plan:
+            for addr, length in self._runs(mem, m, how):
+                for off in range(0, length, CHUNK):
+                    yield addr + off, min(CHUNK, length - off), self.writer.data_offset(m, addr + off)
+
+    @staticmethod
+    def _runs(mem, m, how):
         if how == HEADER:
-            runs = [(m.start, PAGE)]
+            yield m.start, PAGE
         elif how == SPARSE:
-            runs = mem.populated_runs(m.start, m.end)
+            yield from mem.iter_populated_runs(m.start, m.end)
         else:
-            runs = [(m.start, m.size)]
-        for addr, length in runs:
-            while length:
-                n = min(length, CHUNK)
-                got = mem.readinto(self.buf, addr, n)
-                if got < n:            # an unreadable page (e.g. beyond a file's end)
-                    self.buf[got:n] = bytes(n - got)
-                    got = -(-got // PAGE) * PAGE
-                for off, size in nonzero_runs(self.buf, n):
-                    self.writer.pwrite(memoryview(self.buf)[off:off + size],
-                                       self.writer.data_offset(m, addr + off))
-                    self.stored += size
-                addr += n
-                length -= n
-                self.done += n
-                if self.progress:
-                    self.progress(self.done, self.total)
+            yield m.start, m.size
+
+    def _work(self, mem, chunks, errors):
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        try:
+            while not errors:
+                with self._lock:
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                stored = self._copy_chunk(mem, buf, view, *chunk)
+                with self._lock:
+                    self.stored += stored
+                    self.done += chunk[1]
+                    if self.progress:
+                        self.progress(self.done, self.total)
+        except BaseException as err:
+            errors.append(err)
+
+    def _copy_chunk(self, mem, buf, view, addr, n, offset):
+        got = mem.readinto(buf, addr, n)
+        if got < n:                # an unreadable page (e.g. beyond a file's end)
+            buf[got:n] = bytes(n - got)
+        stored = 0
+        for off, size in nonzero_runs(buf, n):
+            self.writer.pwrite(view[off:off + size], offset + off)
+            stored += size
+        return stored
 
 
 @contextmanager
@@ -200,14 +247,11 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
             writer.open()
             total = sum(m.size if how != HEADER else PAGE for m, how in plan if how != NOTHING)
             copier = _Copier(writer, progress, total)
-            later = []
+            now, later = [], []
             for m, how in plan:
-                if how == NOTHING:
-                    continue
-                if not fork or _from_original(m):
-                    copier.copy(mem, m, how)
-                else:
-                    later.append((m, how))
+                if how != NOTHING:
+                    (now if not fork or _from_original(m) else later).append((m, how))
+            copier.copy(mem, now)
             if later:
                 copy = _fork_copy(frozen, syscall_addr)
             frozen.release(signal.SIGSTOP if stop else 0)
@@ -215,8 +259,7 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
         if copy:
             copy_mem = LiveMemory(copy.tid)
             try:
-                for m, how in later:
-                    copier.copy(copy_mem, m, how)
+                copier.copy(copy_mem, later)
             finally:
                 copy_mem.close()
         _put_back_rseq_areas(writer, proc, rseq_areas)

@@ -120,6 +120,12 @@ class FileDescriptor(_Record):
     size: int = 0
     mtime_ns: int = 0
     deleted: bool = False
+    # Added for restart (older cores load with the defaults):
+    queued: str = ""            # pipe/FIFO: bytes queued in it at the checkpoint (hex),
+                                # on the lowest fd of each pipe
+    pipe_size: int = 0          # pipe/FIFO capacity (F_GETPIPE_SZ); 0 = not recorded
+    contents: str = ""          # unlinked regular file: its whole contents (hex)
+    contents_stored: bool = False   # contents holds the file (it may be empty)
 
 
 @dataclass

@@ -1,0 +1,83 @@
+"""rcore restart FILE: start a checkpoint again as a new process.
+
+By default rcore stays in the foreground as the process's parent: it forwards
+SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it and exits with its
+exit status, or 128+N when signal N killed it, so that
+`rcore restart x.core && next-step` works in scripts.  --detach prints the PID
+and returns; the process runs on, reparented as a daemon would be."""
+
+import os
+import signal
+import sys
+
+from ..progress import Progress
+from ..restart import restart
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2)
+
+
+def add_parser(sub):
+    p = sub.add_parser("restart", help="start a checkpoint again as a new process",
+                       description="Start the process checkpointed in FILE again, as a new "
+                                   "process with the same PID, memory, threads, files and "
+                                   "signal state.  rcore stays its parent, forwards signals "
+                                   "to it and exits with its status, unless --detach.")
+    p.add_argument("file")
+    p.add_argument("--detach", action="store_true",
+                   help="print the PID and return; the process runs on as a daemon")
+    p.add_argument("--any-pid", action="store_true",
+                   help="take another PID if the checkpointed one is in use (glibc's cached "
+                        "thread IDs are then stale: pthread_kill, raise and robust or "
+                        "error-checking mutexes may fail)")
+    p.add_argument("--lazy", action="store_true",
+                   help="map large anonymous memory from the core file instead of copying "
+                        "it (fast start; the core file must stay unchanged while it runs)")
+    for name in ("stdin", "stdout", "stderr"):
+        p.add_argument(f"--{name}", metavar="FILE", help=f"connect {name} to FILE")
+    p.add_argument("--skip-unsupported", action="store_true",
+                   help="replace descriptors rcore cannot rebuild (sockets, eventfd...) "
+                        "with /dev/null instead of refusing")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    bar = Progress("restarting")
+    try:
+        proc = restart(args.file, detach=args.detach, any_pid=args.any_pid, lazy=args.lazy,
+                       stdin=args.stdin, stdout=args.stdout, stderr=args.stderr,
+                       skip_unsupported=args.skip_unsupported, progress=bar)
+    finally:
+        bar.finish()
+    for warning in proc.warnings:
+        print(f"rcore: warning: {warning}", file=sys.stderr)
+    if args.detach:
+        print(proc.pid, flush=True)
+        proc.close()
+        return 0
+    return _foreground(proc)
+
+
+def _foreground(proc):
+    """Wait for the process, passing on the signals rcore gets.  The process is
+    in rcore's process group: Ctrl-C and Ctrl-\\ on rcore's terminal reach it
+    directly, so SIGINT and SIGQUIT are not passed on a second time while rcore
+    is in the terminal's foreground group (`kill -INT` on rcore alone is then
+    not forwarded either; send it to the restarted PID)."""
+    keyboard = _in_terminal_foreground()
+    for sig in FORWARDED:
+        if keyboard and sig in (signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
+        else:
+            signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    code = proc.wait()
+    for sig in FORWARDED:
+        signal.signal(sig, signal.SIG_DFL)
+    return code if code >= 0 else 128 - code
+
+
+def _in_terminal_foreground():
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False

@@ -1,0 +1,396 @@
+"""restart: a checkpoint comes back as a new process.
+
+    check      the core is rcore's, of this architecture and kernel (vDSO), its
+               executable and mapped files are unchanged, its descriptors can be
+               rebuilt, its PID and TIDs are free, the user may have its creds
+    spawn      a fresh process of the executable with the checkpointed PID,
+               descriptors installed, stopped right after execve (spawn.py)
+    rebuild    exec-time rseq dropped, address space made the checkpoint's and
+               memory filled (rebuild.py), [vdso]/[vvar*] moved, mm fields set
+               (mm.py); with lazy, large anonymous regions are mapped from the
+               core file instead of copied (see _map_lazily)
+    threads    created with their TIDs (apply.create_thread) and given their
+               registers, XSAVE, masks, sigaltstack, robust list, rseq
+    process    handlers, cwd, umask (apply.py), close-on-exec flags
+               (fdrestore.py), rlimits, itimers, personality, dumpable,
+               no_new_privs (attrs.py), pending signals queued again with their
+               siginfo
+    release    the workspace unmapped, final registers set, every thread detached
+
+Any failure after spawning kills the half-built process and reaps it: nothing is
+left behind (PTRACE_O_EXITKILL covers rcore itself dying).
+
+Not carried over (README, restart): child processes (a restarted process
+waiting for one gets ECHILD), sockets, eventfd, epoll, timerfd, signalfd,
+inotify and memfd descriptors (refused, or /dev/null with skip_unsupported),
+pipes to other processes except on fds 0-2 (those get rcore's own), file locks,
+POSIX timers (timer_create), SysV IPC, seccomp filters, namespaces and chroot,
+the process group and session (the process joins rcore's; detached, a session
+of its own), and the time the process spent dead (timers and sleeps resume with
+the time they had left)."""
+
+import os
+import select
+import signal
+from contextlib import contextmanager
+from dataclasses import replace
+
+from . import apply, arch, attrs, fdrestore, mm, rebuild, rseq, spawn, vdso
+from .elf.reader import CoreFile
+from .errors import Incompatible, Unsupported
+from .linux import inject, ptrace
+from .linux.inject import Injector
+from .linux.ptrace import FrozenProcess
+
+ARCH = arch.host()
+PAGE = ARCH.PAGE_SIZE
+ALL_SIGNALS = (1 << 64) - 1 & ~((1 << 8) | (1 << 18))   # all but SIGKILL, SIGSTOP
+LAZY_MIN = 1 << 20          # smaller regions are copied even with lazy
+
+
+class Restarted:
+    """A restarted process.  `pid`; wait() returns its exit status like
+    subprocess (negative: killed by that signal); send_signal(sig).  When
+    detached, it is not rcore's child: wait() only waits for it to end and
+    returns None."""
+
+    def __init__(self, pid, pidfd, detached, warnings):
+        self.pid = pid
+        self.detached = detached
+        self.warnings = warnings
+        self.returncode = None
+        self._pidfd = pidfd         # opened while the process was still stopped
+
+    def send_signal(self, sig):
+        if self._pidfd is not None and self.returncode is None:
+            try:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def poll(self):
+        return self.wait(timeout=0)
+
+    def wait(self, timeout=None):
+        if self.returncode is not None or self._pidfd is None:
+            return self.returncode
+        if not select.select([self._pidfd], [], [], timeout)[0]:
+            if timeout is not None and timeout > 0:
+                raise TimeoutError(f"process {self.pid} is still running")
+            return None
+        if not self.detached:
+            while True:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+            self.returncode = os.waitstatus_to_exitcode(status)
+        self.close()
+        return self.returncode
+
+    def close(self):
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def __repr__(self):
+        return f"Restarted(pid={self.pid}, returncode={self.returncode})"
+
+
+# --- checks, before anything is built ----------------------------------------------
+
+def check_restartable(core, any_pid=False):
+    """Everything that can be checked without starting a process.  Raises
+    CoreFormatError, Unsupported, Incompatible or spawn.PidTaken."""
+    proc = core.state
+    if not core.has_rcore:
+        raise Unsupported(f"{core.path} was not written by rcore (a kernel or gdb core "
+                          "lacks the kernel state a restart needs)")
+    if core.arch is not ARCH:
+        raise Incompatible(f"{core.path} is a core of {core.arch.NAME}, this is {ARCH.NAME}")
+    _check_core_complete(core)
+    _check_exe(proc)
+    _check_mapped_files(proc)
+    vdso.check_vdso(core)
+    apply.check_process_state(proc)
+    _check_creds(proc)
+    if not any_pid:
+        spawn.check_pids_free([t.tid for t in proc.threads])
+
+
+def _check_core_complete(core):
+    for m in core.state.mappings:
+        if m.stored == "all" and not rebuild.is_kernel_mapping(m) \
+                and core.stored_range(m.start) is None:
+            raise Incompatible(f"{core.path}: the memory of {m.start:#x}-{m.end:#x} is "
+                               "missing from the core (truncated?)")
+
+
+def _check_exe(proc):
+    exe = proc.exe
+    if exe is None:
+        raise Unsupported("the core does not name its executable")
+    try:
+        st = os.stat(exe.path)
+    except OSError as err:
+        raise Incompatible(f"the executable {exe.path} is gone: {err.strerror}") from None
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (exe.dev, exe.inode, exe.size,
+                                                            exe.mtime_ns):
+        raise Incompatible(f"the executable {exe.path} changed since the checkpoint "
+                           "(device, inode, size or modification time differ)")
+
+
+def _check_mapped_files(proc):
+    for m in proc.mappings:
+        if not rebuild.is_file_mapping(m):
+            continue
+        if m.deleted and not (m.stored == "all" and not m.shared):
+            raise Unsupported(f"the mapping {m.start:#x}-{m.end:#x} of the deleted file "
+                              f"{m.path} cannot be rebuilt")
+    for path, ident in proc.mapped_files.items():
+        if any(m.path == path and m.deleted for m in proc.mappings):
+            continue
+        try:
+            st = os.stat(path)
+        except OSError as err:
+            raise Incompatible(f"the mapped file {path} is gone: {err.strerror}") from None
+        got = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        want = (ident.dev, ident.inode, ident.size, ident.mtime_ns)
+        if (got != want) if ident.dev else st.st_ino != ident.inode:
+            raise Incompatible(f"the mapped file {path} changed since the checkpoint "
+                               "(device, inode, size or modification time differ)")
+
+
+def _creds_to_take(proc):
+    """The uid/gid/groups the new process must take, or None (rcore's own)."""
+    creds = proc.creds
+    if not creds or not creds.get("uid"):
+        return None
+    mine = {"uid": list(os.getresuid()), "gid": list(os.getresgid()),
+            "groups": sorted(os.getgroups())}
+    want = {"uid": creds["uid"][:3], "gid": creds["gid"][:3],
+            "groups": sorted(creds.get("groups", []))}
+    return None if want == mine else want
+
+
+def _check_creds(proc):
+    want = _creds_to_take(proc)
+    if want and os.geteuid() != 0:
+        raise Incompatible(f"the checkpointed process ran as uid {want['uid'][0]} gid "
+                           f"{want['gid'][0]}; only root can restart it with other "
+                           "credentials than its own")
+
+
+# --- building -------------------------------------------------------------------
+
+@contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM wait while the new process is half-built: the cleanup
+    (kill and reap it) must not itself be interrupted halfway."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
+            stderr=None, skip_unsupported=False, progress=None):
+    """Start the checkpoint in core file `path` as a new process; returns a
+    Restarted handle once it runs.
+
+    detach        the process is not the caller's child (it is reparented as a
+                  daemon); otherwise wait() gives its exit status
+    any_pid       take any free PID if the checkpointed one (or a TID) is in use;
+                  glibc's cached TIDs are then stale: pthread_kill, raise() and
+                  error-checking/robust mutexes of the restarted process break
+    lazy          map large anonymous regions from the core file instead of
+                  copying them (milliseconds for GiBs); see _map_lazily for what
+                  that changes
+    stdin/stdout/stderr  redirect a standard stream: a path, an fd or a file
+    skip_unsupported     descriptors rcore cannot rebuild become /dev/null
+                  (handle.warnings says which) instead of refusing"""
+    core = CoreFile(path)
+    try:
+        check_restartable(core, any_pid)
+        proc = core.state
+        plan = fdrestore.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
+        try:
+            with _signals_held():
+                pid, same_tids = _spawn(proc, plan, detach, any_pid)
+                pidfd = None
+                try:
+                    pidfd = os.pidfd_open(pid)
+                    _build(pid, core, plan, lazy, same_tids, progress)
+                    handle = Restarted(pid, pidfd, detach, list(plan.warnings))
+                except BaseException:
+                    spawn.kill_and_reap(pid)
+                    if pidfd is not None:
+                        os.close(pidfd)
+                    raise
+        finally:
+            plan.close()
+    finally:
+        core.close()
+    return handle
+
+
+def _spawn(proc, plan, detach, any_pid):
+    """Start the executable as the checkpointed PID, or with any_pid as any PID
+    when that one or a TID is in use.  Returns (pid, whether TIDs are kept)."""
+    argv = proc.cmdline or [proc.exe.path]
+    tids = [t.tid for t in proc.threads]
+    same = not (any_pid and any(spawn.pid_in_use(t) for t in tids))
+    creds = _creds_to_take(proc)
+    try:
+        thread = spawn.spawn_stopped(proc.exe.path, argv, pid=proc.pid if same else None,
+                                     fds=plan.fds, detach=detach, creds=creds)
+    except spawn.PidTaken:
+        if not any_pid:
+            raise
+        same = False
+        thread = spawn.spawn_stopped(proc.exe.path, argv, fds=plan.fds, detach=detach,
+                                     creds=creds)
+    return thread.tid, same
+
+
+def _build(pid, core, plan, lazy, same_tids, progress):
+    proc = core.state
+    frozen = FrozenProcess(pid, options=spawn.SEIZE_OPTIONS)
+    leader = ptrace.Thread(pid, pid)
+    frozen.threads[pid] = leader
+    try:
+        # Every signal stays blocked until the end (threads inherit the mask):
+        # delivered while calls are injected, a handler would run on borrowed
+        # registers, and the pending signals queued below must wait for the
+        # checkpointed masks.
+        leader.set_sigmask(ALL_SIGNALS)
+        inj = Injector(leader, inject.find_syscall_insn(pid))
+        rseq.drop_registration(inj)
+        avoid = [(m.start, m.end) for m in proc.mappings]
+        ws = rebuild.Workspace.create(inj, pid, avoid)
+        mappings = [_as_anonymous(m) for m in proc.mappings]
+        lazy_maps = _lazy_candidates(core) if lazy else []
+        if lazy_maps:
+            mappings = [replace(m, stored="none") if m in lazy_maps else m for m in mappings]
+        rebuild.rebuild_address_space(pid, inj, ws, mappings, core, mm=None,
+                                      progress=progress)
+        if lazy_maps:
+            _map_lazily(inj, ws, core, lazy_maps)
+        mm.apply_mm_map(inj, ws, proc)
+
+        threads = [(leader, proc.threads[0])]
+        for ts in proc.threads[1:]:
+            t = apply.create_thread(frozen, inj, ws, ts, same_tid=same_tids)
+            threads.append((t, ts))
+        # The fresh process has every signal at its default (spawn.py): only the
+        # others need an injected rt_sigaction.  Descriptors are in place already.
+        changed = [sa for sa in proc.sigactions if (sa.handler, sa.flags, sa.mask) != (0, 0, 0)]
+        plan.warnings += apply.apply_process_state(
+            pid, inj, ws, replace(proc, sigactions=changed), files_plan=apply.FilesPlan())
+        fdrestore.apply_cloexec(inj, plan)
+        attrs.apply_personality(inj, proc.personality)
+        attrs.apply_prctl_flags(inj, proc)
+        for t, ts in threads:
+            if ts.comm:
+                apply.set_thread_name(t, ws, ts.comm)
+        final = {}
+        for t, ts in threads:
+            ts = _at_rseq_abort(core, ts)
+            plan.warnings += apply.apply_thread_state(t, ts, ws, full=True,
+                                                      restart_block_kept=False)
+            final[t.tid] = (t.get_regs(), ts.sigmask)
+            t.set_sigmask(ALL_SIGNALS)
+        for t, ts in threads:
+            if ts.pending:
+                with Injector(t, ws.syscall_addr) as tinj:
+                    attrs.queue_signals(tinj, ws, pid, t.tid, ts.pending, shared=False)
+        attrs.queue_signals(inj, ws, pid, pid, proc.shared_pending, shared=True)
+        # rlimits late: RLIMIT_DATA/AS/NOFILE could refuse the calls above.
+        lowered = attrs.apply_rlimits(inj, ws, proc.rlimits)
+        plan.warnings += [f"rlimit {n}: the hard limit could not be raised (it needs "
+                          "CAP_SYS_RESOURCE)" for n in lowered]
+        attrs.apply_itimers(inj, ws, proc.itimers)     # last: their time runs from here
+        ws.remove(inj)
+        for t, _ in threads:
+            regs, mask = final[t.tid]
+            t.set_regs(regs)
+            t.set_sigmask(mask)
+        plan.commit()
+    except BaseException:
+        frozen.threads.clear()          # killed by the caller, never released alive
+        raise
+    # A process checkpointed while stopped (SIGSTOP, Ctrl-Z) comes back stopped.
+    frozen.release(signal.SIGSTOP if proc.state == "T" else 0)
+
+
+def _as_anonymous(m):
+    """A private mapping of a file deleted since it was mapped cannot be mapped
+    again; when the core holds all of it, anonymous memory with the same bytes
+    does (check_restartable refuses the others)."""
+    if rebuild.is_file_mapping(m) and m.deleted and not m.shared and m.stored == "all":
+        return replace(m, inode=0, dev="00:00", path="", deleted=False, offset=0)
+    return m
+
+
+def _at_rseq_abort(core, ts):
+    """A thread stopped inside an rseq critical section resumes at its abort
+    handler, as the kernel would have moved it on its next return to user space."""
+    regs = ts.regs
+    abort = rseq.abort_ip(core.read, ts.rseq, regs.get("rip", 0))
+    if abort is None:
+        return ts
+    ts = replace(ts, regs=dict(regs, rip=abort, orig_rax=(1 << 64) - 1))
+    return ts
+
+
+# --- lazy ------------------------------------------------------------------------
+
+def _lazy_candidates(core):
+    """Private anonymous regions of LAZY_MIN or more whose data the core holds
+    page-aligned: those are mapped from the core instead of copied.  [heap] and
+    [stack] are always copied: they keep their names in /proc/PID/maps, and brk()
+    and stack growth their usual neighbours."""
+    out = []
+    for m in core.state.mappings:
+        if m.stored != "all" or m.shared or m.file_backed or m.path in ("[heap]", "[stack]") \
+                or m.growsdown or rebuild.is_kernel_mapping(m) or m.size < LAZY_MIN:
+            continue
+        where = core.stored_range(m.start)
+        if where and where[1] >= m.size and where[0] % PAGE == 0:
+            out.append(m)
+    return out
+
+
+def _map_lazily(inj, ws, core, mappings):
+    """mmap(MAP_PRIVATE|MAP_FIXED) of the core's page-aligned data over each
+    region: pages are read from the core when first touched, and copied when
+    first written.  What changes for the program (README, restart --lazy):
+    /proc/PID/maps names the core file for those regions; MADV_DONTNEED refills
+    them from the core instead of zeroing (an allocator that relies on zeroed
+    pages after it, e.g. glibc's calloc in a thread arena that shrank, may
+    return stale bytes); truncating the core or rewriting its contents while
+    the process runs gives it SIGBUS or other data (deleting or renaming it is
+    safe: the mapping holds the file); and a checkpoint of the restarted
+    process stores only the pages it wrote, the rest is read from this core
+    again at the next restart, which must still be there, unchanged.
+    userfaultfd would keep anonymous-memory semantics (CRIU's lazy pages) but
+    needs a page server living as long as pages are missing, and fork() of the
+    process before they are all in would need serving its child too."""
+    fd = inj.call("openat", rebuild.AT_FDCWD, ws.put_str(os.path.abspath(core.path)),
+                  rebuild.O_RDONLY | rebuild.O_CLOEXEC, 0)
+    try:
+        for m in mappings:
+            offset, _ = core.stored_range(m.start)
+            inj.call("mmap", m.start, m.size, rebuild.prot_of(m.perms),
+                     rebuild.MAP_PRIVATE | rebuild.MAP_FIXED, fd, offset)
+            for flag, advice in rebuild.MADVISE_SET.items():
+                if flag in m.vmflags:
+                    inj.call("madvise", m.start, m.size, advice, check=False)
+    finally:
+        inj.call("close", fd, check=False)

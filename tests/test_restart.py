@@ -1,0 +1,137 @@
+"""rcore restart with C programs: each is checkpointed mid-work, SIGKILLed, started
+again from its core as a new process, and must finish with the output of an
+uninterrupted run (the programs check their own state and print ok/fail)."""
+
+import os
+import signal
+import time
+
+import rcore
+from conftest import read_lines, wait_lines
+from rcore.elf.reader import CoreFile
+
+
+def checkpoint_and_kill(p, core):
+    """Dump Popen p, SIGKILL it and reap it, so that its PID is free."""
+    rcore.dump(p.pid, str(core), kill=True)
+    p.wait(timeout=10)
+    assert not os.path.exists(f"/proc/{p.pid}")
+
+
+def restart(procs, core, **kwargs):
+    h = rcore.restart(str(core), **kwargs)
+    procs.adopt(h.pid)
+    return h
+
+
+def finished_output(p, timeout=30):
+    assert p.wait(timeout=timeout) == 0
+    return read_lines(p.out_path)
+
+
+def test_single_threaded_state(build, procs, tmp_path):
+    exe = build("restart_state")
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref_dir.mkdir()
+    run_dir.mkdir()
+    ref = procs.start([exe, str(ref_dir), "8"])
+    p = procs.start([exe, str(run_dir), "8"])
+    wait_lines(p.out_path, 3)
+    checkpoint_and_kill(p, tmp_path / "core")
+    h = restart(procs, tmp_path / "core")
+    assert h.pid == p.pid
+    assert h.wait(timeout=30) == 0
+    out = read_lines(p.out_path)
+    assert [line for line in out if "fail" in line] == []
+    assert out == finished_output(ref)
+    assert out[-1] == "done" and sum(line.startswith("check ") for line in out) == 25
+
+
+def test_threads_mutex_tls(build, procs, tmp_path):
+    exe = build("restart_threads")
+    ref = procs.start([exe, "300"])
+    p = procs.start([exe, "300"])
+    wait_lines(p.out_path, 1)
+    time.sleep(0.2)                     # the workers are mid-way
+    checkpoint_and_kill(p, tmp_path / "core")
+    with CoreFile(str(tmp_path / "core")) as c:
+        tids = [t.tid for t in c.state.threads]
+    assert len(tids) == 5
+    h = restart(procs, tmp_path / "core")
+    assert sorted(int(t) for t in os.listdir(f"/proc/{h.pid}/task")) == sorted(tids)
+    assert h.wait(timeout=30) == 0
+    out = read_lines(p.out_path)
+    assert out == finished_output(ref)
+    assert "shared 1200 sum 1200 ok" in out and "pthread_kill ok" in out
+
+
+def test_fpu_sse_avx_registers_mid_computation(build, procs, tmp_path):
+    p = procs.start([build("restart_fpu"), "1200000000"])
+    wait_lines(p.out_path, 1)
+    time.sleep(0.3)
+    checkpoint_and_kill(p, tmp_path / "core")
+    with CoreFile(str(tmp_path / "core")) as c:
+        k = c.state.threads[0].regs
+    h = restart(procs, tmp_path / "core")
+    assert h.wait(timeout=30) == 0
+    assert read_lines(p.out_path) == [
+        "start", "iterations 1200000000",
+        "avx 1200000000.0 2400000000.0 3600000000.0 4800000000.0",
+        "sse 1200000000.0 2400000000.0", "x87 1200000000.0"]
+    assert k["orig_rax"] == (1 << 64) - 1      # it was checkpointed in user code
+
+
+def test_restart_twice_and_chain(build, procs, tmp_path):
+    exe = build("restart_state")
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref_dir.mkdir()
+    run_dir.mkdir()
+    ref = procs.start([exe, str(ref_dir), "12"])
+    p = procs.start([exe, str(run_dir), "12"])
+    wait_lines(p.out_path, 2)
+    checkpoint_and_kill(p, tmp_path / "core1")
+    # First restart from core1, killed; then core1 again, checkpointed at a later
+    # step; then the restarted process's own checkpoint, run to the end.
+    h = restart(procs, tmp_path / "core1")
+    wait_lines(p.out_path, 4)
+    h.kill()
+    h.wait(timeout=10)
+    h = restart(procs, tmp_path / "core1")
+    wait_lines(p.out_path, 6)
+    rcore.dump(h.pid, str(tmp_path / "core2"), kill=True)
+    assert h.wait(timeout=10) == -signal.SIGKILL
+    h = restart(procs, tmp_path / "core2")
+    assert h.wait(timeout=30) == 0
+    out = read_lines(p.out_path)
+    assert [line for line in out if "fail" in line] == []
+    assert out == finished_output(ref)
+
+
+def test_heap_grows_after_lazy_restart(build, procs, tmp_path):
+    """--lazy: memory comes from the core on first touch; the checks (heap, brk
+    growth, pipe, signals...) must pass all the same."""
+    exe = build("restart_state")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    p = procs.start([exe, str(run_dir), "6"])
+    wait_lines(p.out_path, 2)
+    checkpoint_and_kill(p, tmp_path / "core")
+    h = restart(procs, tmp_path / "core", lazy=True)
+    maps = open(f"/proc/{h.pid}/maps").read()
+    assert str(tmp_path / "core") in maps       # the 4 MiB region comes from the core
+    assert "[heap]" in maps and "[stack]" in maps
+    assert h.wait(timeout=30) == 0
+    out = read_lines(p.out_path)
+    assert [line for line in out if "fail" in line] == [] and out[-1] == "done"
+
+
+def test_any_pid(build, procs, tmp_path):
+    exe = build("restart_threads")
+    p = procs.start([exe, "200"])
+    wait_lines(p.out_path, 1)
+    rcore.dump(p.pid, str(tmp_path / "core"))     # the original runs on: PID taken
+    h = restart(procs, tmp_path / "core", any_pid=True, stdout=str(tmp_path / "out2"))
+    assert h.pid != p.pid
+    h.kill()
+    h.wait(timeout=10)
+    assert p.wait(timeout=30) == 0

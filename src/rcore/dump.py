@@ -14,12 +14,12 @@ import os
 import signal
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import arch
 from .capture import capture_mappings, capture_process
 from .elf.writer import CoreWriter
+from .interrupts import signals_held
 from .errors import NoSuchProcess, ProcessExited, RcoreError
 from .linux import inject, procfs, ptrace
 from .linux.ptrace import FrozenProcess, Thread
@@ -151,17 +151,6 @@ class _Copier:
         return stored
 
 
-@contextmanager
-def _signals_held():
-    """Ctrl-C and SIGTERM wait while threads run on borrowed registers."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _fork_copy(frozen, syscall_addr):
     """Have the frozen leader clone itself; returns the stopped, traced copy."""
     leader = frozen.leader()
@@ -210,7 +199,7 @@ def _end_copy(pid, copy):
     except (ProcessLookupError, ProcessExited):
         pass
     try:
-        with _signals_held(), FrozenProcess(pid) as frozen:
+        with signals_held(), FrozenProcess(pid) as frozen:
             addr = inject.find_syscall_insn(pid)
             with inject.Injector(frozen.leader(), addr) as inj:
                 inj.call("wait4", copy.tid, 0, ptrace.WALL, 0, check=False)
@@ -232,7 +221,7 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
     copy = None
     writer = None
     try:
-        with _signals_held(), FrozenProcess(pid) as frozen:
+        with signals_held(), FrozenProcess(pid) as frozen:
             t_freeze = time.monotonic()
             mappings, files = capture_mappings(pid)
             syscall_addr = inject.find_syscall_insn(pid, mappings)

@@ -39,6 +39,13 @@ class InjectedSyscallError(RcoreError):
         super().__init__(f"{name}() inside process {pid} failed: {_strerror(errno_)}")
 
 
+class InjectionFault(RcoreError):
+    """A thread faulted while running a system call rcore injected."""
+    def __init__(self, pid, signame):
+        self.pid, self.signal = pid, signame
+        super().__init__(f"process {pid} got {signame} while running a call injected by rcore")
+
+
 class CoreFormatError(RcoreError):
     """The file is not a core, or is truncated or corrupt."""
     def __init__(self, path, msg):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from . import arch, rseq
 from .apply import (apply_process_state, apply_thread_state, check_process_state,
                     create_thread, end_thread, plan_files, plan_threads, set_thread_name)
-from .dump import _signals_held
+from .interrupts import signals_held
 from .elf.notes import find_build_id
 from .elf.reader import CoreFile
 from .errors import Incompatible, NoSuchProcess, ProcessExited, RcoreError
@@ -72,7 +72,7 @@ def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress
         raise NoSuchProcess(pid)
     with CoreFile(path) as core:
         check_compatible(pid, core, force)
-        with _signals_held(), FrozenProcess(pid) as frozen:
+        with signals_held(), FrozenProcess(pid) as frozen:
             job = _Restore(frozen, core, progress, map_core)
             job.plan()
             try:

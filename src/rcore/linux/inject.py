@@ -7,13 +7,15 @@ restart fix-up the kernel would otherwise skip (LINUX-NOTES: -ERESTART* leaks to
 user space if a thread interrupted in a system call resumes from a syscall stop)."""
 
 import os
+import signal
 
 from .. import arch
-from ..errors import InjectedSyscallError, ProcessExited
+from ..errors import InjectedSyscallError, InjectionFault, ProcessExited
 from . import libc, procfs
 from .ptrace import PTRACE_EVENT_STOP
 
 ARCH = arch.host()
+FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
 
 
 def find_syscall_insn(pid, maps=None):
@@ -72,6 +74,10 @@ class Injector:
             if stop.event and stop.event != PTRACE_EVENT_STOP:
                 if on_event:
                     on_event(stop.event, thread.event_msg())
+            elif stop.is_signal_delivery and stop.sig in FAULTS:
+                # The injected call itself faulted (e.g. a stale rseq area): going on
+                # would loop on the fault forever.
+                raise InjectionFault(thread.tgid, signal.Signals(stop.sig).name)
             elif stop.is_signal_delivery:
                 # Not now: a handler would run on borrowed registers.  It is
                 # handed back when the thread is detached.

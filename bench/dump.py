@@ -166,6 +166,8 @@ class Bench:
         finally:
             self.stop(p)
         del data
+        print(f"  median: raw write {_median(raw):.3f} s, rcore {_median(rc):.3f} s "
+              f"(ratio {_median(rc) / _median(raw):.2f}x), gdb gcore {_median(gdb):.3f} s")
         raw, rc, gdb, cli = min(raw), min(rc), min(gdb), min(cli)
         print(f"  best: raw write {raw:.3f} s ({512 / raw:.0f} MiB/s), rcore {rc:.3f} s "
               f"({512 / rc:.0f} MiB/s), gdb gcore {gdb:.3f} s, rcore CLI {cli:.3f} s")
@@ -232,6 +234,10 @@ class Bench:
         for name, value, target, passed in self.results:
             print(f"{name:<{width}}  {value:>10}  {target:<26} {'PASS' if passed else 'FAIL'}")
         return all(r[3] for r in self.results)
+
+
+def _median(values):
+    return sorted(values)[len(values) // 2]
 
 
 def _warm(operation, *args):

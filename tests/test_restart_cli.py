@@ -52,8 +52,10 @@ def assert_refused(res, *words):
         assert w in lines[0]
 
 
-PY_EXIT = "import time\nfor i in range(30):\n    print(i, flush=True)\n    time.sleep(0.03)\nraise SystemExit(7)"
-PY_WAIT = "import time\nprint('up', flush=True)\ntime.sleep(0.3)\nprint('waiting', flush=True)\ntime.sleep(60)"
+PY_EXIT = ("import time\nfor i in range(30):\n    print(i, flush=True)\n    time.sleep(0.03)\n"
+           "raise SystemExit(7)")
+PY_WAIT = ("import time\nprint('up', flush=True)\ntime.sleep(0.3)\n"
+           "print('waiting', flush=True)\ntime.sleep(60)")
 
 
 def test_foreground_exit_status(procs, tmp_path):
@@ -244,7 +246,7 @@ def test_credentials_restored_as_root(procs, tmp_path):
     machine's root lacks it.)"""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    p = procs.start(["sleep", "3"], extra_groups=[65534, 100])
+    p = procs.start(["sleep", "1"], extra_groups=[65534, 100])
     wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"))
     checkpoint_and_kill(p, tmp_path / "core")
     assert sorted(os.getgroups()) != [100, 65534]
@@ -333,3 +335,35 @@ def test_stdout_and_stderr_redirected_to_one_file(procs, tmp_path):
     first = int(lines[0].split()[1])
     want = [f"{s} {i}" for i in range(first, 40) for s in ("out", "err")]
     assert lines in (want, want[1:])       # it may have been checkpointed between the two
+
+
+NOBODY_SCRIPT = """
+cd "$1"
+sleep 1 > out 2>&1 < /dev/null &
+P=$!
+while [ "$(cut -d' ' -f3 /proc/$P/stat)" != S ]; do :; done
+/usr/bin/python3 -m rcore dump $P -o c.core --kill > /dev/null || exit 9
+wait $P 2> /dev/null
+/usr/bin/python3 -m rcore restart c.core 2> same.err
+echo "same=$?"
+/usr/bin/python3 -m rcore restart --any-pid c.core
+echo "any=$?"
+"""
+
+
+def test_unprivileged_restart_needs_any_pid(tmp_path):
+    """An ordinary user cannot choose PIDs: restart says so and --any-pid works
+    (the whole round trip runs as nobody)."""
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs root (to become nobody) and a system python3")
+    work = tempfile.mkdtemp(prefix="rcore-test-")
+    try:
+        os.chmod(work, 0o777)
+        res = subprocess.run(["bash", "-c", NOBODY_SCRIPT, "bash", work],
+                             env=dict(os.environ, PYTHONPATH=SRC), capture_output=True,
+                             text=True, timeout=60, user=65534, group=65534, extra_groups=[])
+        same_err = open(os.path.join(work, "same.err")).read()
+    finally:
+        shutil.rmtree(work)
+    assert res.stdout.split() == ["same=1", "any=0"], res.stdout + res.stderr
+    assert "needs root" in same_err and "--any-pid" in same_err

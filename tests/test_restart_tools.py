@@ -170,3 +170,27 @@ def test_sqlite3_long_script(procs, tmp_path):
     assert ref.wait(timeout=60) == 0
     out = read_lines(p.out_path)
     assert out == read_lines(ref.out_path) and out[-1] == "end|300000"
+
+
+def test_cat_blocked_in_read_on_a_fifo(procs, tmp_path):
+    """cat checkpointed inside read() on a FIFO: restarted, it is back in the
+    read (the call runs again, as after a signal with SA_RESTART) and copies
+    what a writer sends later."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR)         # both ends: cat never sees EOF
+    p = procs.start(["cat"], stdin=fd)
+    os.close(fd)
+    wait_for(lambda: open(f"/proc/{p.pid}/syscall").read().startswith("0 0x0 "),
+             what="cat blocked in read(0)")
+    checkpoint_and_kill(p, tmp_path / "core")
+    h = restart(procs, tmp_path / "core")
+    wait_for(lambda: open(f"/proc/{h.pid}/syscall").read().startswith("0 0x0 "),
+             what="cat back in read(0)")
+    w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    os.write(w, b"hello after restart\n")
+    os.close(w)
+    wait_lines(p.out_path, 1)
+    assert read_lines(p.out_path) == ["hello after restart"]
+    h.kill()
+    h.wait(timeout=10)

@@ -105,7 +105,8 @@ def _plan(plan, proc, stdio, skip_unsupported):
             src = _open_one(plan, f, pipe_ends, built_pipes)
         except Unsupported as err:
             if not skip_unsupported:
-                raise Unsupported(f"{err} (--skip-unsupported replaces it with /dev/null)") from None
+                raise Unsupported(f"{err} (--skip-unsupported replaces it with "
+                                  "/dev/null)") from None
             plan.warnings.append(f"{err}: replaced with /dev/null")
             src = plan.own(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
         by_description[f.description] = src

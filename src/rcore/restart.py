@@ -250,7 +250,7 @@ def _spawn(proc, plan, detach, any_pid):
     try:
         thread = spawn.spawn_stopped(proc.exe.path, argv, pid=proc.pid if same else None,
                                      fds=plan.fds, detach=detach, creds=creds)
-    except spawn.PidTaken:
+    except (spawn.PidTaken, spawn.PidNotSettable):
         if not any_pid:
             raise
         same = False

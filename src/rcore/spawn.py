@@ -52,13 +52,33 @@ class PidTaken(RcoreError):
                          "or restart with --any-pid")
 
 
+class PidNotSettable(RcoreError):
+    def __init__(self, pid):
+        self.pid = pid
+        super().__init__(f"restarting as PID {pid} needs root (CAP_CHECKPOINT_RESTORE "
+                         "for clone3 set_tid); use --any-pid to take any PID")
+
+
 def pid_in_use(pid):
     return os.path.exists(f"/proc/{pid}") or os.path.exists(f"/proc/{pid}/task/{pid}")
 
 
-def check_pids_free(tids):
-    """The checkpointed PID and TIDs must all be free (clone3 set_tid needs that)."""
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def check_pids_free(tids, zombie_wait=2.0):
+    """The checkpointed PID and TIDs must all be free (clone3 set_tid needs that).
+    A zombie is given zombie_wait seconds to be reaped: `rcore dump --kill` then
+    `rcore restart` in a script otherwise races the killed process's parent."""
+    deadline = time.monotonic() + zombie_wait
     for i, tid in enumerate(tids):
+        while pid_in_use(tid) and _zombie(tid) and time.monotonic() < deadline:
+            time.sleep(0.005)
         if pid_in_use(tid):
             raise PidTaken(tid, "PID" if i == 0 else "thread ID")
 
@@ -118,8 +138,7 @@ def _launch(pid, detach, child):
     if got == -errno.EEXIST:
         raise PidTaken(pid)
     if got == -errno.EPERM and pid:
-        raise RcoreError(f"restarting as PID {pid} needs root (CAP_CHECKPOINT_RESTORE "
-                         "for clone3 set_tid); use --any-pid to take any PID")
+        raise PidNotSettable(pid)
     if got < 0:
         raise RcoreError(f"cannot start a process: {os.strerror(-got)}")
     return got
@@ -192,9 +211,9 @@ def _child(exe, argv, env, fds, go_r, go_w, err_w, creds):
 def spawn_stopped(exe, argv, *, pid=None, fds=None, env=None, detach=False, creds=None):
     """Start `exe` as PID `pid` (None: any PID) with descriptors `fds`
     ({number: rcore's fd}, nothing else is inherited) and return its seized
-    Thread, stopped at the syscall-exit stop of its execve.  detach: the process is not rcore's
-    child (its launcher exits; it is reparented as a daemon).  creds: uid/gid/
-    groups to take before execve (needs root)."""
+    Thread, stopped at the syscall-exit stop of its execve.  detach: the process
+    is not rcore's child (its launcher exits; it is reparented as a daemon).
+    creds: uid/gid/groups to take before execve (needs root)."""
     fds = fds or {}
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if fds and max(fds) + 2 > hard:

@@ -60,7 +60,6 @@ def test_gdb_reads_globals_heap_threads_and_frames(target, core):
     assert "= 4242" in out
     assert '"heap string for gdb"' in out
     assert len(re.findall(r"^\*?\s+\d+\s+Thread ", out, re.M)) == 2
-    bts = out.split("Thread ")
     assert re.search(r" in worker \(", out), out
     assert re.search(r" in main \(", out), out
     assert "= 31337" in out

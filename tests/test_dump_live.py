@@ -4,8 +4,6 @@ nothing happened: calls it was blocked in resume, threads keep coming and going.
 import os
 import subprocess
 
-import pytest
-
 import rcore
 from conftest import proc_status, read_lines, wait_for, wait_lines
 from rcore.elf.reader import CoreFile

@@ -40,7 +40,7 @@ def test_xsave_layout_note_as_the_kernel_writes_it(build, procs, tmp_path):
     pattern = open("/proc/sys/kernel/core_pattern").read().strip()
     if pattern.startswith("|") or "/" in pattern:
         pytest.skip(f"core_pattern {pattern!r} does not write a core into the cwd")
-    r = subprocess.run(["sh", "-c", f"ulimit -c unlimited; exec {build('crasher')}"], cwd=tmp_path)
+    subprocess.run(["sh", "-c", f"ulimit -c unlimited; exec {build('crasher')}"], cwd=tmp_path)
     kernel_core = [f for f in os.listdir(tmp_path) if f.startswith("core")][0]
     kernel = [d for o, t, d in _notes(tmp_path / kernel_core) if (o, t) == ("LINUX", 0x205)]
     if not kernel:

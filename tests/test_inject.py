@@ -2,8 +2,6 @@
 registers are the target's again afterwards, and a faulting call is an error, not a
 hang."""
 
-import os
-
 import pytest
 
 from conftest import proc_status, read_lines, wait_for, wait_lines

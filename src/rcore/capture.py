@@ -4,7 +4,6 @@ Most of it comes from /proc and ptrace; what the kernel shows to no one but the
 process itself (brk, signal handlers, sigaltstack, clear_child_tid, itimers,
 dumpable) is asked for by system calls run inside the target (inject.py)."""
 
-import ctypes
 import os
 import struct
 
@@ -12,7 +11,7 @@ from . import arch
 from .linux import libc, pipes, procfs
 from .linux.inject import Injector
 from .elf.notes import find_build_id
-from .state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmFields,
+from .state import (ExeIdentity, FileDescriptor, FileIdentity, MmFields,
                     ProcessState, SigAction, ThreadState)
 
 ARCH = arch.host()

@@ -1,7 +1,5 @@
 """What a core file holds, as a dict (for --json) and as text."""
 
-from . import arch
-from .elf.reader import CoreFile
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 12: "USR2",
            13: "PIPE", 14: "ALRM", 15: "TERM", 17: "CHLD", 19: "STOP"}

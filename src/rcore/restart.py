@@ -8,7 +8,7 @@
     rebuild    exec-time rseq dropped, address space made the checkpoint's and
                memory filled (rebuild.py), [vdso]/[vvar*] moved, mm fields set
                (mm.py); with lazy, large anonymous regions are mapped from the
-               core file instead of copied (see _map_lazily)
+               core file instead of copied (see rebuild.map_from_core)
     threads    created with their TIDs (apply.create_thread) and given their
                registers, XSAVE, masks, sigaltstack, robust list, rseq
     process    handlers, cwd, umask (apply.py), close-on-exec flags
@@ -32,12 +32,12 @@ the time they had left)."""
 import os
 import select
 import signal
-from contextlib import contextmanager
 from dataclasses import replace
 
 from . import apply, arch, attrs, fdrestore, mm, rebuild, rseq, spawn, vdso
 from .elf.reader import CoreFile
 from .errors import Incompatible, Unsupported
+from .interrupts import signals_held
 from .linux import inject, ptrace
 from .linux.inject import Injector
 from .linux.ptrace import FrozenProcess
@@ -45,7 +45,6 @@ from .linux.ptrace import FrozenProcess
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE
 ALL_SIGNALS = (1 << 64) - 1 & ~((1 << 8) | (1 << 18))   # all but SIGKILL, SIGSTOP
-LAZY_MIN = 1 << 20          # smaller regions are copied even with lazy
 
 
 class Restarted:
@@ -187,16 +186,6 @@ def _check_creds(proc):
 
 # --- building -------------------------------------------------------------------
 
-@contextmanager
-def _signals_held():
-    """Ctrl-C and SIGTERM wait while the new process is half-built: the cleanup
-    (kill and reap it) must not itself be interrupted halfway."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
@@ -210,8 +199,8 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                   glibc's cached TIDs are then stale: pthread_kill, raise() and
                   error-checking/robust mutexes of the restarted process break
     lazy          map large anonymous regions from the core file instead of
-                  copying them (milliseconds for GiBs); see _map_lazily for what
-                  that changes
+                  copying them (milliseconds for GiBs); see rebuild.map_from_core
+                  for what that changes
     stdin/stdout/stderr  redirect a standard stream: a path, an fd or a file
     skip_unsupported     descriptors rcore cannot rebuild become /dev/null
                   (handle.warnings says which) instead of refusing"""
@@ -221,7 +210,7 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
         proc = core.state
         plan = fdrestore.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
         try:
-            with _signals_held():
+            with signals_held():
                 pid, same_tids = _spawn(proc, plan, detach, any_pid)
                 pidfd = None
                 try:
@@ -275,13 +264,9 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         avoid = [(m.start, m.end) for m in proc.mappings]
         ws = rebuild.Workspace.create(inj, pid, avoid)
         mappings = [_as_anonymous(m) for m in proc.mappings]
-        lazy_maps = _lazy_candidates(core) if lazy else []
-        if lazy_maps:
-            mappings = [replace(m, stored="none") if m in lazy_maps else m for m in mappings]
-        rebuild.rebuild_address_space(pid, inj, ws, mappings, core, mm=None,
-                                      progress=progress)
-        if lazy_maps:
-            _map_lazily(inj, ws, core, lazy_maps)
+        summary = rebuild.rebuild_address_space(pid, inj, ws, mappings, core, mm=None,
+                                                progress=progress, map_core=lazy)
+        plan.warnings += summary.skipped
         mm.apply_mm_map(inj, ws, proc)
 
         threads = [(leader, proc.threads[0])]
@@ -347,50 +332,3 @@ def _at_rseq_abort(core, ts):
         return ts
     ts = replace(ts, regs=dict(regs, rip=abort, orig_rax=(1 << 64) - 1))
     return ts
-
-
-# --- lazy ------------------------------------------------------------------------
-
-def _lazy_candidates(core):
-    """Private anonymous regions of LAZY_MIN or more whose data the core holds
-    page-aligned: those are mapped from the core instead of copied.  [heap] and
-    [stack] are always copied: they keep their names in /proc/PID/maps, and brk()
-    and stack growth their usual neighbours."""
-    out = []
-    for m in core.state.mappings:
-        if m.stored != "all" or m.shared or m.file_backed or m.path in ("[heap]", "[stack]") \
-                or m.growsdown or rebuild.is_kernel_mapping(m) or m.size < LAZY_MIN:
-            continue
-        where = core.stored_range(m.start)
-        if where and where[1] >= m.size and where[0] % PAGE == 0:
-            out.append(m)
-    return out
-
-
-def _map_lazily(inj, ws, core, mappings):
-    """mmap(MAP_PRIVATE|MAP_FIXED) of the core's page-aligned data over each
-    region: pages are read from the core when first touched, and copied when
-    first written.  What changes for the program (README, restart --lazy):
-    /proc/PID/maps names the core file for those regions; MADV_DONTNEED refills
-    them from the core instead of zeroing (an allocator that relies on zeroed
-    pages after it, e.g. glibc's calloc in a thread arena that shrank, may
-    return stale bytes); truncating the core or rewriting its contents while
-    the process runs gives it SIGBUS or other data (deleting or renaming it is
-    safe: the mapping holds the file); and a checkpoint of the restarted
-    process stores only the pages it wrote, the rest is read from this core
-    again at the next restart, which must still be there, unchanged.
-    userfaultfd would keep anonymous-memory semantics (CRIU's lazy pages) but
-    needs a page server living as long as pages are missing, and fork() of the
-    process before they are all in would need serving its child too."""
-    fd = inj.call("openat", rebuild.AT_FDCWD, ws.put_str(os.path.abspath(core.path)),
-                  rebuild.O_RDONLY | rebuild.O_CLOEXEC, 0)
-    try:
-        for m in mappings:
-            offset, _ = core.stored_range(m.start)
-            inj.call("mmap", m.start, m.size, rebuild.prot_of(m.perms),
-                     rebuild.MAP_PRIVATE | rebuild.MAP_FIXED, fd, offset)
-            for flag, advice in rebuild.MADVISE_SET.items():
-                if flag in m.vmflags:
-                    inj.call("madvise", m.start, m.size, advice, check=False)
-    finally:
-        inj.call("close", fd, check=False)

@@ -9,7 +9,7 @@ import os
 
 from .. import arch
 from ..errors import CoreFormatError
-from ..state import FileIdentity, Mapping, ProcessState, ThreadState
+from ..state import Mapping, ProcessState, ThreadState
 from . import notes as N
 from . import rcore_notes as R
 from . import structs as S

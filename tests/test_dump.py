@@ -224,3 +224,32 @@ def test_full_stores_file_backed_memory_too(target, tmp_path):
         with open(m.path, "rb") as f:
             f.seek(m.offset)
             assert c.read(m.start, 65536) == f.read(65536)
+
+
+def test_memory_held_nowhere_else_is_stored(build, procs, tmp_path):
+    p = procs.start([build("deleted_backing"), str(tmp_path / "gone")])
+    shared, priv = (int(x, 16) for x in wait_lines(p.out_path, 1)[0].split())
+    path = tmp_path / "d.core"
+    assert rcore_cmd("dump", p.pid, "-o", path).returncode == 0
+    with CoreFile(str(path)) as c:
+        assert c.read(shared + 8192, 22) == b"shared anonymous bytes"
+        assert c.read(priv, 25) == b"bytes of an unlinked file"
+        assert c.state.mapping_at(priv).deleted
+
+
+def test_unlinked_limit(build, procs, tmp_path):
+    p = procs.start([build("unlinked_fd"), str(tmp_path / "gone")])
+    wait_lines(p.out_path, 1)
+    small, none = tmp_path / "small.core", tmp_path / "none.core"
+    assert rcore_cmd("dump", p.pid, "-o", small).returncode == 0
+    assert rcore_cmd("dump", "--unlinked-limit", "0", p.pid, "-o", none).returncode == 0
+    with CoreFile(str(small)) as c:
+        f = next(f for f in c.state.files if f.deleted)
+        assert f.contents_stored and bytes.fromhex(f.contents) == b"only in the process now\n"
+    with CoreFile(str(none)) as c:
+        assert not next(f for f in c.state.files if f.deleted).contents_stored
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    r = rcore_cmd("restart", "--detach", none)
+    assert r.returncode != 0 and "unlinked" in r.stderr and "fd 3" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

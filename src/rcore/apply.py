@@ -262,7 +262,7 @@ def plan_files(pid, files):
     """Compare the live descriptors of `pid` with checkpointed `files`
     (FileDescriptor list).  Raises Incompatible naming the fd when one must be
     reopened but cannot be (pipes, sockets, deleted or replaced files)."""
-    live = {f.fd: f for f in capture_files(pid)}
+    live = {f.fd: f for f in capture_files(pid, with_data=False)}
     want = {f.fd: f for f in files}
     plan = FilesPlan(close=sorted(fd for fd in live if fd not in want))
     kept = set()

@@ -51,7 +51,14 @@ def capture_exe(pid):
     return ExeIdentity(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, build_id)
 
 
-def capture_files(pid):
+# Unlinked files up to this size are stored whole in the core: nothing else
+# will hold their contents once the process is gone.
+UNLINKED_FILE_LIMIT = 1 << 20
+
+
+def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
+    """The descriptor table.  with_data: also what only the process holds (queued
+    pipe bytes, unlinked files of at most unlinked_limit bytes) for a restart."""
     infos = procfs.read_fds(pid)
     fds = []
     for info in infos:
@@ -68,16 +75,12 @@ def capture_files(pid):
             flags=info.flags & ~O_CLOEXEC, pos=info.pos, cloexec=bool(info.flags & O_CLOEXEC),
             description=description, inode=info.ino, dev=info.st_dev, rdev=info.st_rdev,
             size=info.st_size, mtime_ns=info.st_mtime_ns, deleted=deleted))
-    _capture_fd_data(pid, fds)
+    if with_data:
+        _capture_fd_data(pid, fds, unlinked_limit)
     return fds
 
 
-# Unlinked files up to this size are stored whole in the core: nothing else
-# will hold their contents once the process is gone.
-UNLINKED_FILE_LIMIT = 1 << 20
-
-
-def _capture_fd_data(pid, fds):
+def _capture_fd_data(pid, fds, unlinked_limit):
     """What a restart cannot find anywhere else: the bytes queued in pipes and
     FIFOs (peeked without consuming them, see linux/pipes.py) and the contents
     of small unlinked files.  A failure here leaves the fields empty; restart
@@ -89,9 +92,9 @@ def _capture_fd_data(pid, fds):
                 seen_pipes.add((f.dev, f.inode))
                 data, f.pipe_size = pipes.peek_pipe(pid, f.fd)
                 f.queued = data.hex()
-            elif f.kind == "file" and f.deleted and f.size <= UNLINKED_FILE_LIMIT:
+            elif f.kind == "file" and f.deleted and f.size <= unlinked_limit:
                 with open(procfs.path(pid, "fd", str(f.fd)), "rb") as src:
-                    f.contents = src.read(UNLINKED_FILE_LIMIT + 1)[:UNLINKED_FILE_LIMIT].hex()
+                    f.contents = src.read(unlinked_limit + 1)[:unlinked_limit].hex()
                 f.contents_stored = True
         except OSError:
             continue
@@ -124,7 +127,8 @@ def capture_thread(thread):
         comm=procfs.read_comm(thread.tgid, tid=thread.tid))
 
 
-def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None):
+def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None,
+                    unlinked_limit=UNLINKED_FILE_LIMIT):
     """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
     run_state: the state letter read before freezing (frozen, it reads "t")."""
     pid = frozen.pid
@@ -141,7 +145,7 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         comm=st.comm, cmdline=cmdline, exe=capture_exe(pid),
         mm=MmFields(st.start_code, st.end_code, st.start_data, st.end_data, st.start_brk, 0,
                     st.start_stack, st.arg_start, st.arg_end, st.env_start, st.env_end),
-        mappings=mappings, mapped_files=mapped_files or {}, files=capture_files(pid),
+        mappings=mappings, mapped_files=mapped_files or {}, files=capture_files(pid, unlinked_limit),
         auxv=procfs.read_bytes(pid, "auxv"), cwd=procfs.read_link(pid, "cwd"),
         root=procfs.read_link(pid, "root"), umask=int(status.get("Umask", "0022"), 8),
         rlimits=procfs.read_rlimits(pid),

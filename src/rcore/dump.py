@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from . import arch
-from .capture import capture_mappings, capture_process
+from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
 from .errors import NoSuchProcess, ProcessExited, RcoreError
@@ -54,6 +54,11 @@ def plan_mapping(m, mem, full):
         return NOTHING
     if not m.file_backed:
         return DENSE if (m.shared or m.path == "[vdso]") else SPARSE
+    if m.deleted:
+        # Nothing else holds these bytes: shared anonymous memory (a deleted
+        # /dev/zero), SysV shm, memfd, an unlinked file.  The kernel stores the
+        # shared ones too (nlink 0 counts as anonymous shared).
+        return DENSE
     if full:
         return DENSE
     if not m.shared and mem.populated_runs(m.start, m.end, private_only=True):
@@ -207,9 +212,12 @@ def _end_copy(pid, copy):
         pass                        # the target is gone, and its zombie child with it
 
 
-def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progress=None):
+def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progress=None,
+         unlinked_limit=UNLINKED_FILE_LIMIT):
     """Write a core file of live process `pid` to `path` (default core.PID).
-    The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL)."""
+    The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL: dump
+    returns once it is dead).  Unlinked files the process has open are stored
+    in the core up to unlinked_limit bytes each (a restart needs them)."""
     t0 = time.monotonic()
     path = os.path.abspath(path or f"core.{pid}")
     if not os.path.isdir(os.path.dirname(path)):
@@ -226,7 +234,8 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
             mappings, files = capture_mappings(pid)
             syscall_addr = inject.find_syscall_insn(pid, mappings)
             rseq_areas = _read_rseq_areas(frozen, mem)
-            proc = capture_process(frozen, syscall_addr, mappings, files, run_state)
+            proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
+                                  unlinked_limit)
             plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
                     if m.path != "[vsyscall]"]
             for m, how in plan:
@@ -264,12 +273,26 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
         if writer:
             writer.abort()
     if kill:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _kill_and_wait_dead(pid)
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
                        writer.size, freeze, time.monotonic() - t0)
+
+
+def _kill_and_wait_dead(pid, timeout=5.0):
+    """SIGKILL, then wait until the process is a zombie or gone, so that a restart
+    right after finds its PID and files released."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if procfs.read_stat(pid).state in ("Z", "X"):
+                return
+        except NoSuchProcess:
+            return
+        time.sleep(0.002)
 
 
 def _os_error(err, path):

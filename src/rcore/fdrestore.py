@@ -195,7 +195,7 @@ def _open_regular(plan, f):
 def _open_unlinked(plan, f):
     if not f.contents_stored:
         raise Unsupported(f"fd {f.fd}: the unlinked file {f.path} ({f.size} bytes) is not "
-                          "stored in the core (too large)")
+                          "stored in the core (larger than the dump's --unlinked-limit)")
     data = bytes.fromhex(f.contents)
     directory = os.path.dirname(f.path) or "/"
     candidates = [f.path] + [os.path.join(d, f".rcore-unlinked-{os.getpid()}-{f.fd}")

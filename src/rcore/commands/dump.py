@@ -2,6 +2,7 @@
 
 import json
 
+from ..capture import UNLINKED_FILE_LIMIT
 from ..dump import dump
 from ..progress import Progress
 
@@ -19,6 +20,9 @@ def add_parser(sub):
                    help="also store unmodified file-backed memory (a self-contained core)")
     p.add_argument("--no-fork", action="store_true",
                    help="read all memory while the process is frozen (longer freeze)")
+    p.add_argument("--unlinked-limit", metavar="BYTES", type=int, default=UNLINKED_FILE_LIMIT,
+                   help="store open unlinked files up to this size in the core, for "
+                        f"restart (default {UNLINKED_FILE_LIMIT})")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -27,7 +31,7 @@ def run(args):
     bar = Progress("dumping")
     try:
         s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
-                 fork=not args.no_fork, progress=bar)
+                 fork=not args.no_fork, progress=bar, unlinked_limit=args.unlinked_limit)
     finally:
         bar.finish()
     if args.json:

@@ -4,7 +4,6 @@ tests can point it elsewhere."""
 
 import functools
 import os
-import resource
 import stat as stat_mod
 from dataclasses import dataclass
 
@@ -207,19 +206,39 @@ def fd_kind(info):
     return "file"
 
 
-RLIMIT_NAMES = {getattr(resource, n): n[len("RLIMIT_"):].lower() for n in dir(resource)
-                if n.startswith("RLIMIT_") and isinstance(getattr(resource, n), int)}
+# RLIMIT_* numbers (include/uapi/asm-generic/resource.h); Python's resource module
+# lacks some (RLIMIT_LOCKS).
+RLIMIT_NAMES = dict(enumerate((
+    "cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as",
+    "locks", "sigpending", "msgqueue", "nice", "rtprio", "rttime")))
+
+# Row names of /proc/PID/limits (fs/proc/base.c lnames) -> RLIMIT_* names.
+_LIMIT_ROWS = {
+    "Max cpu time": "cpu", "Max file size": "fsize", "Max data size": "data",
+    "Max stack size": "stack", "Max core file size": "core", "Max resident set": "rss",
+    "Max processes": "nproc", "Max open files": "nofile", "Max locked memory": "memlock",
+    "Max address space": "as", "Max file locks": "locks", "Max pending signals": "sigpending",
+    "Max msgqueue size": "msgqueue", "Max nice priority": "nice",
+    "Max realtime priority": "rtprio", "Max realtime timeout": "rttime",
+}
 
 
-def read_rlimits(pid):
-    """prlimit(2) from outside: needs the same permission as ptrace."""
+def parse_limits(data):
+    """/proc/PID/limits as {name: [soft, hard]}, -1 for unlimited (as prlimit)."""
     out = {}
-    for num, name in sorted(RLIMIT_NAMES.items()):
-        try:
-            out[name] = list(resource.prlimit(pid, num))
-        except ProcessLookupError as err:
-            raise NoSuchProcess(pid) from err
+    for line in data.decode().splitlines()[1:]:
+        name = line[:26].strip()
+        if name in _LIMIT_ROWS:
+            soft, hard = line[26:].split()[:2]
+            out[_LIMIT_ROWS[name]] = [-1 if v == "unlimited" else int(v) for v in (soft, hard)]
     return out
+
+
+@_wrap
+def read_rlimits(pid, proc=PROC):
+    """Read from /proc rather than with prlimit(2), which needs CAP_SYS_RESOURCE
+    over a process of another user even as root."""
+    return parse_limits(_read(pid, "limits", proc))
 
 
 PM_PRESENT = 1 << 63

@@ -1,11 +1,14 @@
 """rcore restore: rolling live processes back to a checkpoint of themselves."""
 
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import proc_status, rcore_cmd, read_lines, wait_for, wait_lines
+from conftest import SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
 
 from rcore import arch
 from rcore.elf.reader import CoreFile
@@ -393,3 +396,22 @@ def test_map_core_maps_large_regions_from_the_core(procs, build, tmp_path):
         assert core in open(f"/proc/{st.pid}/maps").read()
         assert st.send("xx", 2) == ["count 3 ok", "count 4 ok"]
         st.send("m", 1)
+
+
+def test_rcore_killed_mid_restore_kills_the_half_restored_process(procs, build, tmp_path):
+    """Once a restore has begun to change the process, rcore dying must not leave it
+    running half-restored: PTRACE_O_EXITKILL has the kernel kill it."""
+    p = procs.start([build("ticker"), "1024"])
+    wait_lines(p.out_path, 1, timeout=30)
+    core = str(tmp_path / "big.core")
+    assert rcore_cmd("dump", p.pid, "-o", core).returncode == 0
+    r = subprocess.Popen([sys.executable, "-m", "rcore", "restore", str(p.pid), core],
+                         env=dict(os.environ, PYTHONPATH=SRC), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    wait_for(lambda: proc_status(p.pid).get("TracerPid", "0") != "0", interval=0.001,
+             what="rcore freezing the target")
+    time.sleep(0.04)        # into the comparison of 1 GiB, well after the first change
+    assert r.poll() is None, "the restore ended before it could be interrupted"
+    r.kill()
+    r.wait()
+    assert p.wait(timeout=10) == -signal.SIGKILL

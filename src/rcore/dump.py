@@ -159,14 +159,14 @@ class _Copier:
 def _fork_copy(frozen, syscall_addr):
     """Have the frozen leader clone itself; returns the stopped, traced copy."""
     leader = frozen.leader()
-    leader.set_options(ptrace.PTRACE_O_TRACESYSGOOD | ptrace.PTRACE_O_TRACECLONE)
+    leader.set_options(frozen.options | ptrace.PTRACE_O_TRACECLONE)
     child = []
     with inject.Injector(leader, syscall_addr) as inj:
         # clone(flags=0): a fork whose exit signal is 0.
         inj.call("clone", 0, 0, 0, 0, 0,
                  on_event=lambda ev, msg: child.append(msg)
                  if ev == ptrace.PTRACE_EVENT_CLONE else None)
-    leader.set_options(ptrace.PTRACE_O_TRACESYSGOOD)
+    leader.set_options(frozen.options)
     if not child:
         raise RcoreError(f"process {frozen.pid} did not fork a copy")
     copy = Thread(child[0], child[0])

@@ -24,7 +24,7 @@ from .interrupts import signals_held
 from .elf.notes import find_build_id
 from .elf.reader import CoreFile
 from .errors import Incompatible, NoSuchProcess, ProcessExited, RcoreError
-from .linux import inject, procfs
+from .linux import inject, procfs, ptrace
 from .linux.inject import Injector
 from .linux.ptrace import FrozenProcess
 from .rebuild import (Workspace, fill_memory, is_kernel_mapping, is_shared_anon, pieces,
@@ -252,6 +252,9 @@ class _Restore:
         leader = frozen.leader()
         # The leader's registers are borrowed until apply_thread_state sets them.
         inj = Injector(leader, inject.find_syscall_insn(pid))
+        # From the first change on, rcore dying would leave a half-restored process
+        # running: with EXITKILL the kernel kills it instead.
+        frozen.add_options(ptrace.PTRACE_O_EXITKILL)
         try:
             ws = Workspace.create(inj, pid, avoid=[(m.start, m.end) for m in proc.mappings])
         except BaseException:

@@ -334,6 +334,13 @@ class FrozenProcess:
     def leader(self):
         return self.threads[self.pid]
 
+    def add_options(self, options):
+        """Set more ptrace options on every thread (and threads created later
+        through create_thread, which uses self.options)."""
+        self.options |= options
+        for thread in self.threads.values():
+            thread.set_options(self.options)
+
     def release(self, final_signal=0):
         """Detach every thread; `final_signal` (e.g. SIGSTOP) is sent to the process
         first so that it takes effect as the threads leave the ptrace stop."""

@@ -1,5 +1,7 @@
 """What a core file holds, as a dict (for --json) and as text."""
 
+import os
+
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 12: "USR2",
            13: "PIPE", 14: "ALRM", 15: "TERM", 17: "CHLD", 19: "STOP"}
@@ -38,7 +40,6 @@ def describe(core):
 
 def _stored_bytes(core, seg):
     """Bytes of the segment really on disk (holes in a sparse file excluded)."""
-    import os
     fd = core.fileno()
     total, pos, end = 0, seg.offset, seg.offset + seg.filesz
     while pos < end:

@@ -11,6 +11,7 @@ from . import arch
 from .linux import libc, pipes, procfs
 from .linux.inject import Injector
 from .elf.notes import find_build_id
+from .errors import InjectedSyscallError
 from .state import (ExeIdentity, FileDescriptor, FileIdentity, MmFields,
                     ProcessState, SigAction, ThreadState)
 
@@ -21,7 +22,9 @@ PR_GET_DUMPABLE = 3
 PR_GET_TID_ADDRESS = 40
 O_CLOEXEC = 0o2000000
 ITIMERS = ("real", "virtual", "prof")
-SCRATCH_SIZE = ARCH.PAGE_SIZE
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+SCRATCH_SIZE = 2 * ARCH.PAGE_SIZE     # a page for results, then a page of code
 
 
 def capture_mappings(pid):
@@ -163,27 +166,77 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
 
 def _capture_injected(frozen, syscall_addr, proc):
     """State only the process can ask for: run the calls in its own threads.
-    A scratch page receives the results and is unmapped again."""
+    Scratch pages receive the results and are unmapped again."""
     leader = frozen.leader()
     with Injector(leader, syscall_addr) as inj:
-        scratch = inj.call("mmap", 0, SCRATCH_SIZE, 3, 0x22, -1, 0)   # RW, PRIVATE|ANON
+        scratch = _Scratch(inj, frozen.pid)
         try:
             proc.mm.brk = inj.call("brk", 0)
             proc.sigactions = _read_sigactions(inj, scratch, frozen.pid)
-            proc.itimers = _read_itimers(inj, scratch, frozen.pid)
+            proc.itimers = _read_itimers(inj, scratch.addr, frozen.pid)
             proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
             for ts in proc.threads:
                 thread = frozen.threads[ts.tid]
                 if thread is leader:
-                    _read_thread_injected(inj, scratch, frozen.pid, ts)
+                    _read_thread_injected(inj, scratch.addr, frozen.pid, ts)
                 else:
                     with Injector(thread, syscall_addr) as tinj:
-                        _read_thread_injected(tinj, scratch, frozen.pid, ts)
+                        _read_thread_injected(tinj, scratch.addr, frozen.pid, ts)
         finally:
-            inj.call("munmap", scratch, SCRATCH_SIZE, check=False)
+            scratch.remove(inj)
+
+
+class _Scratch:
+    """Pages mapped in the target: one for what injected calls return (.addr),
+    then one holding the sigaction loop (.code), None when the target may not
+    make it executable (MDWE, SELinux execmem)."""
+
+    def __init__(self, inj, pid):
+        self.addr = inj.call("mmap", 0, SCRATCH_SIZE, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        self.code = None
+        try:
+            code_at = self.addr + ARCH.PAGE_SIZE
+            libc.write_memory(pid, code_at, ARCH.SIGACTION_LOOP_CODE)
+            if inj.call("mprotect", code_at, ARCH.PAGE_SIZE, PROT_READ | PROT_EXEC,
+                        check=False) == 0:
+                self.code = code_at
+        except BaseException:
+            self.remove(inj)
+            raise
+
+    def remove(self, inj):
+        inj.call("munmap", self.addr, SCRATCH_SIZE, check=False)
 
 
 def _read_sigactions(inj, scratch, pid):
+    return (_read_sigactions_at_once(inj, scratch, pid)
+            or _read_sigactions_one_by_one(inj, scratch.addr, pid))
+
+
+def _read_sigactions_at_once(inj, scratch, pid):
+    """All handlers in one run of the scratch's sigaction loop (one ptrace stop
+    instead of two per signal); None when the scratch has no executable page."""
+    if scratch.code is None:
+        return None
+    size = ARCH.SIGACTION_SIZE
+    results_at = scratch.addr + NSIG * size
+    inj.run(scratch.code, 1, NSIG, scratch.addr, results_at,
+            trap_at=scratch.code + len(ARCH.SIGACTION_LOOP_CODE) - 1)
+    data = libc.read_memory(pid, scratch.addr, NSIG * (size + 8))
+    results = struct.unpack_from(f"<{NSIG}q", data, NSIG * size)
+    actions = []
+    for sig in range(1, NSIG + 1):
+        if sig in (SIGKILL, SIGSTOP):
+            continue
+        if -4096 < results[sig - 1] < 0:      # as the one-by-one path's check
+            raise InjectedSyscallError(pid, "rt_sigaction", -results[sig - 1])
+        handler, flags, restorer, mask = struct.unpack_from("<QQQQ", data, (sig - 1) * size)
+        actions.append(SigAction(sig, handler, flags, restorer, mask))
+    return actions
+
+
+def _read_sigactions_one_by_one(inj, scratch, pid):
     actions = []
     for sig in range(1, NSIG + 1):
         if sig in (SIGKILL, SIGSTOP):

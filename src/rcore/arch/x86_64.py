@@ -120,6 +120,42 @@ def set_syscall(regs, pc, nr, args):
         setattr(regs, name, value & U64)
 
 
+# --- code run inside a target --------------------------------------------------
+# Injected code is entered with the arguments in the SysV call registers and ends
+# in `int3`, whose SIGTRAP leaves rip just past it.
+CALL_ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+TRAP_INSN = b"\xcc"
+
+
+def set_call(regs, pc, args):
+    regs.rip = pc
+    regs.orig_rax = U64
+    for name, value in zip(CALL_ARG_REGS, args):
+        setattr(regs, name, value & U64)
+
+
+# sigaction_loop(first, last, oact, results): rt_sigaction(sig, NULL, oact, 8) for
+# every sig in [first, last], oact advancing by one struct sigaction (32 bytes) and
+# each return value stored as a u64 at results[sig - first]; then int3.  One stop
+# for all signals instead of two per signal.  Uses no stack.
+SIGACTION_SIZE = 32
+SIGACTION_LOOP_CODE = bytes.fromhex(
+    "4989c8"        # mov r8, rcx          results (rcx: the syscall clobbers it)
+    "4989f1"        # mov r9, rsi          last signal
+    # loop:
+    "31f6"          # xor esi, esi         act = NULL: only read the action
+    "41ba08000000"  # mov r10d, 8          sigsetsize
+    "b80d000000"    # mov eax, 13          rt_sigaction
+    "0f05"          # syscall              (keeps rdi, rdx, r8, r9, r10)
+    "498900"        # mov [r8], rax        its result
+    "4983c008"      # add r8, 8
+    "4883c220"      # add rdx, 32          next oact
+    "ffc7"          # inc edi              next signal
+    "4439cf"        # cmp edi, r9d
+    "76df"          # jbe loop             (-33: back to xor esi, esi)
+    "cc")           # int3
+
+
 # --- XSAVE layout --------------------------------------------------------------
 # Since Linux 6.11 the kernel writes NT_X86_XSAVE_LAYOUT after NT_X86_XSTATE: where
 # each extended feature lives in the XSAVE image, which differs between CPU vendors

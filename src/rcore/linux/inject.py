@@ -2,9 +2,11 @@
 
 The thread is pointed at an existing `syscall` instruction (the vDSO has one in
 every process) and stepped with PTRACE_SYSCALL to the syscall-exit stop, so no code
-is written into the target.  Registers are put back on `restore()`, with the
-restart fix-up the kernel would otherwise skip (LINUX-NOTES: -ERESTART* leaks to
-user space if a thread interrupted in a system call resumes from a syscall stop)."""
+is written into the target.  For a long series of calls, run() executes code
+the caller placed in the target, up to its `int3`.  Registers are put back on
+`restore()`, with the restart fix-up the kernel would otherwise skip (LINUX-NOTES:
+-ERESTART* leaks to user space if a thread interrupted in a system call resumes
+from a syscall stop)."""
 
 import os
 import signal
@@ -62,14 +64,30 @@ class Injector:
             raise InjectedSyscallError(thread.tgid, name, -ret)
         return ret
 
-    def _step_to_syscall_stop(self, on_event=None):
+    def run(self, pc, *args, trap_at):
+        """Run code the target holds at pc (a function of up to six arguments)
+        until it reaches its `int3` at trap_at.  The code's results are left in
+        memory; its registers are dropped, as a call's are."""
         thread = self.thread
-        thread.syscall()
+        regs = self.saved.copy()
+        ARCH.set_call(regs, pc, args)
+        thread.set_regs(regs)
+        self.used = True
+        after_trap = trap_at + len(ARCH.TRAP_INSN)
+        self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
+                        and stop.sig == signal.SIGTRAP and thread.get_regs().pc == after_trap)
+
+    def _step_to_syscall_stop(self, on_event=None):
+        self._run_until(self.thread.syscall, lambda stop: stop.is_syscall, on_event)
+
+    def _run_until(self, resume, done, on_event=None):
+        thread = self.thread
+        resume()
         while True:
             stop = thread.wait()
             if stop.exited:
                 raise ProcessExited(thread.tgid)
-            if stop.is_syscall:
+            if done(stop):
                 return
             if stop.event and stop.event != PTRACE_EVENT_STOP:
                 if on_event:
@@ -82,7 +100,7 @@ class Injector:
                 # Not now: a handler would run on borrowed registers.  It is
                 # handed back when the thread is detached.
                 thread.pending_signal = stop.sig
-            thread.syscall()
+            resume()
 
     def restore(self):
         if self.used:

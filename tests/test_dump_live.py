@@ -59,3 +59,18 @@ def test_dump_while_threads_come_and_go(build, procs, tmp_path):
         assert proc_status(p.pid)["TracerPid"] == "0"
     n = len(read_lines(p.out_path))
     wait_lines(p.out_path, n + 2)
+
+
+def test_fork_copy_invisible_to_the_target(build, procs, tmp_path):
+    p = procs.start([build("child_watch"), "256"])
+    wait_lines(p.out_path, 2)
+    before = len(read_lines(p.out_path))
+    for i in range(3):
+        s = rcore.dump(p.pid, str(tmp_path / f"c{i}"))
+        assert s.threads == 1
+    n = len(read_lines(p.out_path))
+    assert n - before >= 6          # it ran (and looked) while the copies existed
+    lines = wait_lines(p.out_path, n + 5)
+    # no SIGCHLD ever, and wait(-1) never saw a child: ECHILD (10) throughout
+    assert all(line.split()[1:] == ["sigchld=0", "wait=-1", "errno=10"] for line in lines), \
+        [line for line in lines if "sigchld=0 wait=-1 errno=10" not in line][:3]

@@ -3,7 +3,9 @@ again from its core as a new process, and must finish with the output of an
 uninterrupted run (the programs check their own state and print ok/fail)."""
 
 import os
+import shutil
 import signal
+import tempfile
 import time
 
 import rcore
@@ -135,3 +137,30 @@ def test_any_pid(build, procs, tmp_path):
     h.kill()
     h.wait(timeout=10)
     assert p.wait(timeout=30) == 0
+
+
+def test_credentials_come_back_when_root_restarts(build, procs, tmp_path):
+    """A process of an unprivileged user, restarted by root, runs as that user again
+    and with no capability more.  (The restarted process maps its files as that
+    user, so the program must lie where the user can reach it.)"""
+    public = tempfile.mkdtemp(prefix="rcore-test-")
+    try:
+        os.chmod(public, 0o755)
+        exe = shutil.copy(build("ticker"), public)
+        p = procs.start(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", exe])
+        wait_lines(p.out_path, 2)
+        checkpoint_and_kill(p, tmp_path / "core")
+        h = restart(procs, tmp_path / "core")
+        status = dict(line.split(":\t", 1)
+                      for line in open(f"/proc/{h.pid}/status").read().splitlines()
+                      if ":\t" in line)
+        assert status["Uid"].split() == ["65534"] * 4
+        assert status["Gid"].split() == ["65534"] * 4
+        assert status["Groups"].strip() == ""
+        assert int(status["CapEff"], 16) == 0
+        n = len(read_lines(p.out_path))
+        wait_lines(p.out_path, n + 2)
+        h.kill()
+        h.wait(timeout=10)
+    finally:
+        shutil.rmtree(public)

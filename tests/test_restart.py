@@ -26,18 +26,24 @@ def restart(procs, core, **kwargs):
     return h
 
 
+def start_state_pair(build, procs, tmp_path, steps):
+    """Two runs of restart_state, each in a directory of its own: a reference that
+    is never interrupted, and the one to checkpoint."""
+    exe = build("restart_state")
+    runs = []
+    for name in ("ref", "run"):
+        (tmp_path / name).mkdir()
+        runs.append(procs.start([exe, str(tmp_path / name), str(steps)]))
+    return runs
+
+
 def finished_output(p, timeout=30):
     assert p.wait(timeout=timeout) == 0
     return read_lines(p.out_path)
 
 
 def test_single_threaded_state(build, procs, tmp_path):
-    exe = build("restart_state")
-    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    ref_dir.mkdir()
-    run_dir.mkdir()
-    ref = procs.start([exe, str(ref_dir), "8"])
-    p = procs.start([exe, str(run_dir), "8"])
+    ref, p = start_state_pair(build, procs, tmp_path, 8)
     wait_lines(p.out_path, 3)
     checkpoint_and_kill(p, tmp_path / "core")
     h = restart(procs, tmp_path / "core")
@@ -84,12 +90,7 @@ def test_fpu_sse_avx_registers_mid_computation(build, procs, tmp_path):
 
 
 def test_restart_twice_and_chain(build, procs, tmp_path):
-    exe = build("restart_state")
-    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
-    ref_dir.mkdir()
-    run_dir.mkdir()
-    ref = procs.start([exe, str(ref_dir), "12"])
-    p = procs.start([exe, str(run_dir), "12"])
+    ref, p = start_state_pair(build, procs, tmp_path, 12)
     wait_lines(p.out_path, 2)
     checkpoint_and_kill(p, tmp_path / "core1")
     # First restart from core1, killed; then core1 again, checkpointed at a later

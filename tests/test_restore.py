@@ -44,6 +44,13 @@ def kernel_thread_state(core):
                         t.regs["fs_base"]) for t in c.state.threads}
 
 
+def assert_thread_state_back(pid, core, tmp_path):
+    """A new dump of the restored process shows the checkpoint's per-thread state."""
+    again = str(tmp_path / "again.core")
+    assert rcore_cmd("dump", pid, "-o", again).returncode == 0
+    assert kernel_thread_state(again) == kernel_thread_state(core)
+
+
 def not_traced(pid):
     status = proc_status(pid)
     return status["TracerPid"] == "0" and not status["State"].startswith(("t", "T"))
@@ -75,9 +82,7 @@ def test_rollback_of_everything_the_process_changed(procs, build, tmp_path):
     # Every check of the program passes again from the checkpointed step on.
     assert st.send("xxx", 3) == ["count 4 ok", "count 5 ok", "count 6 ok"]
     assert sorted(os.listdir(f"/proc/{st.pid}/task")) == tids
-    again = str(tmp_path / "again.core")
-    assert rcore_cmd("dump", st.pid, "-o", again).returncode == 0
-    assert kernel_thread_state(again) == kernel_thread_state(core)
+    assert_thread_state_back(st.pid, core, tmp_path)
 
 
 def test_rollback_recreates_an_exited_thread_with_its_tid(procs, build, tmp_path):
@@ -96,9 +101,7 @@ def test_rollback_recreates_an_exited_thread_with_its_tid(procs, build, tmp_path
     # The worker answers the main thread again: its TLS and stack are checked.
     assert st.send("xx", 2) == ["count 3 ok", "count 4 ok"]
     # The new thread got the old one's rseq, robust list, clear_child_tid, mask...
-    again = str(tmp_path / "again.core")
-    assert rcore_cmd("dump", st.pid, "-o", again).returncode == 0
-    assert kernel_thread_state(again) == kernel_thread_state(core)
+    assert_thread_state_back(st.pid, core, tmp_path)
 
 
 def test_refuses_to_reopen_a_closed_pipe_and_changes_nothing(procs, build, tmp_path):

@@ -17,6 +17,8 @@ PROGS = os.path.join(HERE, "progs")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
 
+import rcore  # noqa: E402  (from SRC, just put on the path)
+
 
 @pytest.fixture(scope="session")
 def build(tmp_path_factory):
@@ -109,6 +111,20 @@ def rcore_cmd(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "rcore", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=kwargs.pop("timeout", 300),
                           **kwargs)
+
+
+def checkpoint_and_kill(p, core):
+    """Dump Popen p with rcore, SIGKILL it and reap it, so that its PID is free."""
+    rcore.dump(p.pid, str(core), kill=True)
+    p.wait(timeout=10)
+    assert not os.path.exists(f"/proc/{p.pid}")
+
+
+def restart(procs, core, **kwargs):
+    """rcore.restart, with the new process ended by the procs fixture."""
+    h = rcore.restart(str(core), **kwargs)
+    procs.adopt(h.pid)
+    return h
 
 
 def proc_status(pid):

@@ -9,21 +9,8 @@ import tempfile
 import time
 
 import rcore
-from conftest import read_lines, wait_lines
+from conftest import checkpoint_and_kill, read_lines, restart, wait_lines
 from rcore.elf.reader import CoreFile
-
-
-def checkpoint_and_kill(p, core):
-    """Dump Popen p, SIGKILL it and reap it, so that its PID is free."""
-    rcore.dump(p.pid, str(core), kill=True)
-    p.wait(timeout=10)
-    assert not os.path.exists(f"/proc/{p.pid}")
-
-
-def restart(procs, core, **kwargs):
-    h = rcore.restart(str(core), **kwargs)
-    procs.adopt(h.pid)
-    return h
 
 
 def start_state_pair(build, procs, tmp_path, steps):

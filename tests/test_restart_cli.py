@@ -15,14 +15,10 @@ import time
 import pytest
 
 import rcore
-from conftest import SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
+from conftest import (SRC, checkpoint_and_kill, proc_status, rcore_cmd, read_lines, wait_for,
+                      wait_lines)
 from rcore import attrs
 from rcore.elf.reader import CoreFile
-
-
-def checkpoint_and_kill(p, core):
-    rcore.dump(p.pid, str(core), kill=True)
-    p.wait(timeout=10)
 
 
 def children_of(pid):
@@ -241,9 +237,7 @@ def test_terminal_reattached_to_rcores_terminal(procs, tmp_path):
 
 def test_credentials_restored_as_root(procs, tmp_path):
     """Supplementary groups differ from rcore's: the new process takes the
-    checkpoint's.  (Only groups: rcore dump reads rlimits with prlimit(2), which
-    needs CAP_SYS_RESOURCE for a process of another uid or gid, and this
-    machine's root lacks it.)"""
+    checkpoint's.  (Another uid and gid: test_restart.py.)"""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     p = procs.start(["sleep", "1"], extra_groups=[65534, 100])

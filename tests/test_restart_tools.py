@@ -7,20 +7,8 @@ import subprocess
 import sys
 import time
 
-import rcore
-from conftest import read_lines, wait_for, wait_lines
+from conftest import checkpoint_and_kill, read_lines, restart, wait_for, wait_lines
 from rcore.elf.reader import CoreFile
-
-
-def checkpoint_and_kill(p, core):
-    rcore.dump(p.pid, str(core), kill=True)
-    p.wait(timeout=10)
-
-
-def restart(procs, core, **kwargs):
-    h = rcore.restart(str(core), **kwargs)
-    procs.adopt(h.pid)
-    return h
 
 
 def started_reading(pid, fd):

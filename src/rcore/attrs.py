@@ -8,11 +8,11 @@ others would need more privilege from outside."""
 
 import struct
 
+from .capture import ITIMERS
 from .linux import procfs
 
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
-ITIMERS = ("real", "virtual", "prof")
 RLIMITS = {name: num for num, name in procfs.RLIMIT_NAMES.items()}
 U64 = (1 << 64) - 1
 

@@ -4,6 +4,7 @@ Most of it comes from /proc and ptrace; what the kernel shows to no one but the
 process itself (brk, signal handlers, sigaltstack, clear_child_tid, itimers,
 dumpable) is asked for by system calls run inside the target (inject.py)."""
 
+import mmap
 import os
 import struct
 
@@ -20,10 +21,7 @@ NSIG = 64
 SIGKILL, SIGSTOP = 9, 19
 PR_GET_DUMPABLE = 3
 PR_GET_TID_ADDRESS = 40
-O_CLOEXEC = 0o2000000
 ITIMERS = ("real", "virtual", "prof")
-PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
-MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
 SCRATCH_SIZE = 2 * ARCH.PAGE_SIZE     # a page for results, then a page of code
 
 
@@ -75,7 +73,7 @@ def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
         fds.append(FileDescriptor(
             fd=info.fd, kind=procfs.fd_kind(info),
             path=target[: -len(" (deleted)")] if deleted else target,
-            flags=info.flags & ~O_CLOEXEC, pos=info.pos, cloexec=bool(info.flags & O_CLOEXEC),
+            flags=info.flags & ~os.O_CLOEXEC, pos=info.pos, cloexec=bool(info.flags & os.O_CLOEXEC),
             description=description, inode=info.ino, dev=info.st_dev, rdev=info.st_rdev,
             size=info.st_size, mtime_ns=info.st_mtime_ns, deleted=deleted))
     if with_data:
@@ -192,13 +190,13 @@ class _Scratch:
     make it executable (MDWE, SELinux execmem)."""
 
     def __init__(self, inj, pid):
-        self.addr = inj.call("mmap", 0, SCRATCH_SIZE, PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        self.addr = inj.call("mmap", 0, SCRATCH_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
+                             mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
         self.code = None
         try:
             code_at = self.addr + ARCH.PAGE_SIZE
             libc.write_memory(pid, code_at, ARCH.SIGACTION_LOOP_CODE)
-            if inj.call("mprotect", code_at, ARCH.PAGE_SIZE, PROT_READ | PROT_EXEC,
+            if inj.call("mprotect", code_at, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_EXEC,
                         check=False) == 0:
                 self.code = code_at
         except BaseException:

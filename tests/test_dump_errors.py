@@ -121,6 +121,11 @@ def test_rcore_killed_mid_dump(ticker, tmp_path, sig):
     proc.wait(timeout=30)
     assert not core.exists()
     assert_running_untraced(p.pid, p.out_path)
+    # The dump's copy never outlives rcore: its pipes' other ends are gone, so it
+    # exits (left a zombie of the target after a SIGKILL: nothing remains to reap it).
+    children = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
+    wait_for(lambda: all(proc_status(int(c)).get("State", "Z")[0] in "ZX" for c in children),
+             timeout=5, what="the dump's copy to end")
     if sig == signal.SIGINT:
         # a clean unwind: one line, the temporary file removed, the copy reaped
         assert proc.returncode == 130 and "interrupted" in proc.stderr.read()

@@ -126,8 +126,9 @@ class _FakeWriter:
 
 
 class _Mapping:
-    def __init__(self, start, size):
+    def __init__(self, start, size, anonymous=0):
         self.start, self.end, self.size = start, start + size, size
+        self.anonymous = anonymous          # smaps Anonymous: 0, so pagemap is asked
 
 
 @pytest.mark.parametrize("how", [DENSE, SPARSE])
@@ -186,9 +187,9 @@ def test_copier_reports_a_read_error():
 
 def _start_pattern(build, procs, tmp_path):
     p = procs.start([build("mem_pattern"), str(tmp_path / "mapped")])
-    lines = wait_lines(p.out_path, 5)
+    lines = wait_lines(p.out_path, 6)
     addrs = {}
-    for line in lines[:4]:
+    for line in lines[:5]:
         name, addr, *rest = line.split()
         addrs[name] = (int(addr, 16), int(rest[0]) if rest else None)
     return p, addrs
@@ -216,12 +217,16 @@ def _is_hole(fd, offset):
     return os.lseek(fd, offset, os.SEEK_HOLE) == offset
 
 
-@pytest.mark.parametrize("fork", [True, False], ids=["fork-copy", "no-fork"])
-def test_dump_holds_the_process_memory_with_zero_pages_as_holes(build, procs, tmp_path, fork):
+@pytest.mark.parametrize("fork,stream,method", [
+    (True, True, "stream"), (True, False, "read"), (False, True, "frozen")],
+    ids=["copy-streams", "copy-read", "no-fork"])
+def test_dump_holds_the_process_memory_with_zero_pages_as_holes(build, procs, tmp_path, fork,
+                                                                 stream, method):
     p, addrs = _start_pattern(build, procs, tmp_path)
     path = str(tmp_path / "core")
-    summary = dump(p.pid, path, fork=fork)
+    summary = dump(p.pid, path, fork=fork, stream=stream)
     assert p.poll() is None
+    assert summary.copy_method == method
     memfd = os.open(f"/proc/{p.pid}/mem", os.O_RDONLY)
     with CoreFile(path) as core:
         stored = [m for m in core.state.mappings if m.stored == "all"]
@@ -240,6 +245,14 @@ def test_dump_holds_the_process_memory_with_zero_pages_as_holes(build, procs, tm
         for i in range(npages):
             off, _ = core.stored_range(anon + i * PAGE)
             assert _is_hole(core.fileno(), off) == (i % 6 in (0, 2, 3)), f"anon page {i}"
+        # The region with every page present is taken whole (no pagemap); its
+        # zeroed pages are holes all the same.
+        full, fullpages = addrs["full"]
+        m = next(m for m in stored if m.start <= full < m.end)
+        assert (m.start, m.anonymous) == (full, m.size) == (full, fullpages * PAGE)
+        for i in range(fullpages):
+            off, _ = core.stored_range(full + i * PAGE)
+            assert _is_hole(core.fileno(), off) == (i % 5 == 0), f"full page {i}"
         # What a fork copy lacks or has zeroed was read from the target itself.
         dontfork, _ = addrs["dontfork"]
         assert core.read(dontfork, 4 * PAGE) == bytes((i * 7 + 3) & 0xFF for i in range(4 * PAGE))

@@ -24,6 +24,7 @@ from .errors import NoSuchProcess, ProcessExited, RcoreError
 from .linux import inject, procfs, ptrace
 from .linux.ptrace import FrozenProcess, Thread
 from .memory import CHUNK, PAGE, LiveMemory, nonzero_runs
+from .stream import CopyStream, StreamFailed, stream_eligible
 
 ARCH = arch.host()
 ELF_MAGIC = b"\x7fELF"
@@ -39,6 +40,7 @@ class DumpSummary:
     file_size: int
     freeze_seconds: float
     seconds: float
+    copy_method: str           # how memory left the process: "stream", "read" or "frozen"
 
 
 # Where each mapping's bytes come from and how much of it the core stores.
@@ -96,7 +98,7 @@ class _Copier:
         """Store the data of each (mapping, how) of plan, read from mem."""
         if not plan:
             return
-        chunks = self._chunks(mem, plan)
+        chunks = self.chunks(mem, plan)
         errors = []
         threads = [threading.Thread(target=self._work, args=(mem, chunks, errors),
                                     name=f"rcore-copy-{i}", daemon=True)
@@ -111,18 +113,23 @@ class _Copier:
         if errors:
             raise errors[0]
 
-    def _chunks(self, mem, plan):
-        """(address, length, file offset) of each chunk to copy, in order."""
+    def chunks(self, mem, plan):
+        """(address, length, file offset) of each chunk to copy, in order.  Chunks
+        end at multiples of CHUNK: the core writer places big segments at file
+        offsets congruent to their addresses, so that writes fill whole folios."""
         for m, how in plan:
             for addr, length in self._runs(mem, m, how):
-                for off in range(0, length, CHUNK):
-                    yield addr + off, min(CHUNK, length - off), self.writer.data_offset(m, addr + off)
+                end = addr + length
+                while addr < end:
+                    n = min(end, (addr // CHUNK + 1) * CHUNK) - addr
+                    yield addr, n, self.writer.data_offset(m, addr)
+                    addr += n
 
     @staticmethod
     def _runs(mem, m, how):
         if how == HEADER:
             yield m.start, PAGE
-        elif how == SPARSE:
+        elif how == SPARSE and m.anonymous < m.size:
             yield from mem.iter_populated_runs(m.start, m.end)
         else:
             yield m.start, m.size
@@ -136,24 +143,25 @@ class _Copier:
                     chunk = next(chunks, None)
                 if chunk is None:
                     return
-                stored = self._copy_chunk(mem, buf, view, *chunk)
-                with self._lock:
-                    self.stored += stored
-                    self.done += chunk[1]
-                    if self.progress:
-                        self.progress(self.done, self.total)
+                addr, n, offset = chunk
+                got = mem.readinto(buf, addr, n)
+                if got < n:        # an unreadable page (e.g. beyond a file's end)
+                    buf[got:n] = bytes(n - got)
+                self.store(buf, view, n, offset)
         except BaseException as err:
             errors.append(err)
 
-    def _copy_chunk(self, mem, buf, view, addr, n, offset):
-        got = mem.readinto(buf, addr, n)
-        if got < n:                # an unreadable page (e.g. beyond a file's end)
-            buf[got:n] = bytes(n - got)
+    def store(self, buf, view, n, offset):
+        """Write buf[:n] at offset, its zero pages left as holes.  Thread-safe."""
         stored = 0
         for off, size in nonzero_runs(buf, n):
             self.writer.pwrite(view[off:off + size], offset + off)
             stored += size
-        return stored
+        with self._lock:
+            self.stored += stored
+            self.done += n
+            if self.progress:
+                self.progress(self.done, self.total)
 
 
 def _fork_copy(frozen, syscall_addr):
@@ -212,12 +220,14 @@ def _end_copy(pid, copy):
         pass                        # the target is gone, and its zombie child with it
 
 
-def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progress=None,
-         unlinked_limit=UNLINKED_FILE_LIMIT):
+def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, stream=True,
+         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT):
     """Write a core file of live process `pid` to `path` (default core.PID).
     The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL: dump
     returns once it is dead).  Unlinked files the process has open are stored
-    in the core up to unlinked_limit bytes each (a restart needs them)."""
+    in the core up to unlinked_limit bytes each (a restart needs them).
+    fork=False reads all memory while the target is frozen; stream=False has
+    rcore read the fork copy's memory instead of the copy sending it."""
     t0 = time.monotonic()
     path = os.path.abspath(path or f"core.{pid}")
     if not os.path.isdir(os.path.dirname(path)):
@@ -225,9 +235,25 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
+    options = dict(stop=stop, full=full, fork=fork, progress=progress,
+                   unlinked_limit=unlinked_limit, run_state=run_state)
+    try:
+        summary = _dump(pid, path, stream=stream and fork, **options)
+    except StreamFailed:
+        # The copy could not send its memory (e.g. a seccomp filter it inherited
+        # forbids vmsplice) and is gone: take the dump again, reading the copy.
+        summary = _dump(pid, path, stream=False, **options)
+    if kill:
+        _kill_and_wait_dead(pid)
+    summary.seconds = time.monotonic() - t0
+    return summary
+
+
+def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state):
     mem = LiveMemory(pid)
     copy = None
     writer = None
+    method = "frozen"
     try:
         with signals_held(), FrozenProcess(pid) as frozen:
             t_freeze = time.monotonic()
@@ -255,11 +281,7 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
             frozen.release(signal.SIGSTOP if stop else 0)
             freeze = time.monotonic() - t_freeze
         if copy:
-            copy_mem = LiveMemory(copy.tid)
-            try:
-                copier.copy(copy_mem, later)
-            finally:
-                copy_mem.close()
+            method = _store_copy(copy, syscall_addr, copier, later, stream)
         _put_back_rseq_areas(writer, proc, rseq_areas)
         writer.commit()
     except OSError as err:
@@ -272,10 +294,36 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, progr
             _end_copy(pid, copy)
         if writer:
             writer.abort()
-    if kill:
-        _kill_and_wait_dead(pid)
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
-                       writer.size, freeze, time.monotonic() - t0)
+                       writer.size, freeze, 0.0, method)
+
+
+def _store_copy(copy, syscall_addr, copier, plan, stream):
+    """Store the fork copy's part of the plan; returns how ("stream" or "read").
+    Raises StreamFailed when the copy is lost before all is stored."""
+    streamed = [(m, how) for m, how in plan if stream and how == SPARSE and stream_eligible(m)]
+    mem = LiveMemory(copy.tid)
+    pipes = CopyStream(copy, syscall_addr, CHUNK)
+    rest = [item for item in plan if item not in streamed]
+    try:
+        if streamed:
+            try:
+                pipes.setup()
+            except StreamFailed:
+                copier.copy(mem, plan)           # the copy is still stopped: read it
+                return "read"
+            pipes.run(copier.chunks(mem, streamed), copier.store,
+                      meanwhile=lambda: copier.copy(mem, rest))
+            return "stream"
+        copier.copy(mem, rest)
+        return "read"
+    except ProcessExited as err:
+        if err.pid != copy.tid:
+            raise
+        raise StreamFailed(f"the dump's copy is gone: {err}") from err
+    finally:
+        pipes.close()
+        mem.close()
 
 
 def _kill_and_wait_dead(pid, timeout=5.0):

@@ -100,7 +100,7 @@ class LiveMemory:
     def _open(self, name):
         try:
             return os.open(procfs.path(self.pid, name), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):    # gone, or dying
             raise ProcessExited(self.pid) from None
 
     def readinto(self, buf, addr, length):

@@ -56,6 +56,7 @@ class Mapping(_Record):
     path: str = ""              # file path, "[heap]", "[stack]", "[vdso]", or ""
     deleted: bool = False       # the file was unlinked
     vmflags: list = field(default_factory=list)   # smaps VmFlags: "gd", "nh", "dd"...
+    anonymous: int = 0          # bytes of private anonymous pages (smaps Anonymous)
     stored: str = "none"        # what the core holds: "all", "dirty", "header", "none"
 
     @property

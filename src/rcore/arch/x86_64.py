@@ -70,8 +70,8 @@ SYS = dict(
     set_tid_address=218, restart_syscall=219, exit_group=231, tgkill=234,
     waitid=247, openat=257, set_robust_list=273, get_robust_list=274,
     rt_tgsigqueueinfo=297, prlimit64=302, process_vm_readv=310,
-    process_vm_writev=311, kcmp=312, memfd_create=319, userfaultfd=323,
-    rseq=334, pidfd_open=434, clone3=435, close_range=436,
+    process_vm_writev=311, kcmp=312, vmsplice=278, pipe2=293, memfd_create=319, userfaultfd=323,
+    rseq=334, pidfd_open=434, clone3=435, close_range=436, pidfd_getfd=438,
 )
 
 # Restart codes a thread interrupted inside a system call shows in rax
@@ -154,6 +154,57 @@ SIGACTION_LOOP_CODE = bytes.fromhex(
     "4439cf"        # cmp edi, r9d
     "76df"          # jbe loop             (-33: back to xor esi, esi)
     "cc")           # int3
+
+
+# vmsplice_loop (entered with r12 = a control pipe's read end, r13 = a 24-byte
+# entry buffer): read one entry {u64 pipe, u64 address, u64 length} from the
+# control pipe; vmsplice the range into that pipe (a blocking call may move only
+# part: repeat); madvise(MADV_DONTNEED) the range; next entry.  At the control
+# pipe's end (EOF) or on any error it calls exit_group(-rax): 0 after EOF, the
+# errno otherwise.  It never traps, so that if rcore dies it ends on its own
+# (its pipes' other ends close) instead of taking a signal.  Uses no stack.
+STREAM_ENTRY_SIZE = 24
+VMSPLICE_LOOP_CODE = bytes.fromhex(
+    # next:
+    "31c0"          # xor eax, eax         read
+    "4489e7"        # mov edi, r12d        control pipe
+    "4c89ee"        # mov rsi, r13         entry
+    "ba18000000"    # mov edx, 24
+    "0f05"          # syscall
+    "4883f818"      # cmp rax, 24
+    "7542"          # jne end              EOF or error
+    "4d8b7508"      # mov r14, [r13+8]     start of the range
+    "4d8b7d10"      # mov r15, [r13+16]    its length
+    # more:
+    "418b7d00"      # mov edi, [r13]       pipe
+    "498d7508"      # lea rsi, [r13+8]     the entry's iovec
+    "ba01000000"    # mov edx, 1
+    "4531d2"        # xor r10d, r10d       flags
+    "b816010000"    # mov eax, 278         vmsplice
+    "0f05"          # syscall
+    "4885c0"        # test rax, rax
+    "7e1e"          # jle end
+    "49014508"      # add [r13+8], rax
+    "49294510"      # sub [r13+16], rax
+    "75da"          # jnz more
+    "4c89f7"        # mov rdi, r14
+    "4c89fe"        # mov rsi, r15
+    "ba04000000"    # mov edx, 4           MADV_DONTNEED
+    "b81c000000"    # mov eax, 28          madvise (result ignored)
+    "0f05"          # syscall
+    "eba9"          # jmp next
+    # end:
+    "89c7"          # mov edi, eax
+    "f7df"          # neg edi
+    "b8e7000000"    # mov eax, 231         exit_group
+    "0f05")         # syscall
+
+
+def set_stream_loop(regs, pc, control_fd, entry):
+    regs.rip = pc
+    regs.orig_rax = U64
+    regs.r12 = control_fd
+    regs.r13 = entry
 
 
 # --- XSAVE layout --------------------------------------------------------------

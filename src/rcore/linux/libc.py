@@ -106,6 +106,11 @@ def pidfd_open(pid):
     return syscall("pidfd_open", pid, 0)
 
 
+def pidfd_getfd(pidfd, fd):
+    """A duplicate of another process's descriptor fd (close-on-exec)."""
+    return syscall("pidfd_getfd", pidfd, fd, 0)
+
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 

@@ -56,7 +56,8 @@ def read_maps(pid, proc=PROC):
 
 @_wrap
 def read_smaps(pid, proc=PROC):
-    """maps entries with their VmFlags (smaps walks page tables: read it once)."""
+    """maps entries with their VmFlags and Anonymous bytes (smaps walks page
+    tables: read it once)."""
     entries = []
     for line in _read(pid, "smaps", proc).splitlines():
         if not line:
@@ -70,6 +71,8 @@ def read_smaps(pid, proc=PROC):
                 pass
         if line.startswith(b"VmFlags:") and entries:
             entries[-1].vmflags = [f.decode() for f in line.split()[1:]]
+        elif line.startswith(b"Anonymous:") and entries:
+            entries[-1].anonymous = int(line.split()[1]) * 1024
     return entries
 
 

@@ -1,0 +1,95 @@
+"""The fork copy streaming its own memory (stream.py): what happens when it cannot
+or is disturbed.  The memory contents of streamed dumps are checked page by page
+in test_dump_memory.py and against gdb's gcore in test_dump.py."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import proc_status, wait_lines
+from rcore.dump import dump
+from rcore.elf.reader import CoreFile
+
+PAGE = 4096
+
+
+def _pattern(size):
+    """What seccomp_deny.c writes: byte i of page p is (p * 13 + i) & 0xff, every
+    seventh page zero."""
+    pages = []
+    for p in range(size // PAGE):
+        if p % 7:
+            pages.append(bytes((p * 13 + i) & 0xFF for i in range(PAGE)))
+        else:
+            pages.append(bytes(PAGE))
+    return b"".join(pages)
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+def _assert_untouched(pid):
+    st = proc_status(pid)
+    assert st["TracerPid"] == "0" and st["State"][0] in "SR", st
+    assert _children(pid) == [], "the dump's copy was not reaped"
+
+
+@pytest.mark.parametrize("denied", ["vmsplice", "pipe2"],
+                         ids=["stream-fails-so-dump-again", "setup-fails-so-read-the-copy"])
+def test_a_seccomp_filter_that_forbids_streaming(build, procs, tmp_path, denied):
+    # The copy inherits the target's seccomp filter.  Without vmsplice the loop
+    # fails once the target is already running again: the dump is taken a second
+    # time, reading the copy.  Without pipe2 the set-up fails while the copy is
+    # still stopped: rcore reads it at once.
+    p = procs.start([build("seccomp_deny"), denied, "8"])
+    _, addr, size = wait_lines(p.out_path, 1)[0].split()
+    addr, size = int(addr, 16), int(size)
+    path = tmp_path / "core"
+    summary = dump(p.pid, str(path))
+    assert summary.copy_method == "read"
+    with CoreFile(str(path)) as core:
+        assert core.read(addr, size) == _pattern(size)
+        off, _ = core.stored_range(addr)
+        assert os.lseek(core.fileno(), off, os.SEEK_HOLE) == off      # page 0 is zero
+    assert sorted(os.listdir(tmp_path)) == ["core", "out.0"]
+    _assert_untouched(p.pid)
+
+
+def test_stopping_the_copy_does_not_stall_the_dump(build, procs, tmp_path):
+    # A SIGSTOP sent to the process group (or to the copy itself) stops the copy
+    # too: it cannot be blocked.  rcore resumes it.
+    p = procs.start([build("ticker"), "1024"])
+    wait_lines(p.out_path, 1, timeout=30)
+    stopped, done = [], threading.Event()
+
+    def streaming():
+        tmps = [f for f in os.listdir(tmp_path) if f.startswith(".core.rcore-")]
+        try:
+            return tmps and os.stat(tmp_path / tmps[0]).st_blocks * 512 > (16 << 20)
+        except FileNotFoundError:
+            return False
+
+    def stop_the_copy():
+        while not done.is_set() and not stopped:
+            children = _children(p.pid)
+            if children and streaming():
+                os.kill(children[0], signal.SIGSTOP)
+                stopped.append(children[0])
+            time.sleep(0.0002)
+
+    t = threading.Thread(target=stop_the_copy)
+    t.start()
+    try:
+        summary = dump(p.pid, str(tmp_path / "core"))
+    finally:
+        done.set()
+        t.join()
+    assert stopped, "the copy was never seen streaming"
+    assert summary.copy_method == "stream"
+    assert summary.bytes_stored >= 1024 << 20
+    _assert_untouched(p.pid)

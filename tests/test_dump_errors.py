@@ -81,6 +81,7 @@ def test_disk_full(ticker, tmp_path):
                        capture_output=True, text=True)
     one_line_error(r, "disk full")
     assert_running_untraced(p.pid, p.out_path)
+    assert open(f"/proc/{p.pid}/task/{p.pid}/children").read().split() == []  # copy reaped
 
 
 def test_target_exits_during_dump(ticker, tmp_path):

@@ -8,8 +8,8 @@ without copying them (vmsplice takes page references), so the copy runs a small
 loop (arch VMSPLICE_LOOP_CODE): it reads entries (pipe, address, length) from a
 control pipe, vmsplices each range into its pipe and drops it (MADV_DONTNEED:
 the pipe holds the pages now, and the copy's exit has nothing left to free).
-rcore's workers, one per pipe, each read their pipe into a buffer and write it
-to the core: one copy per byte on each side, the same as a plain write.
+rcore's two workers, two pipes each, read a pipe into a buffer and write it to
+the core: one copy per byte on rcore's side, the same as a plain write.
 
 The copy blocks every signal and is resumed from any stop.  If rcore dies, the
 copy's next read of the control pipe sees its end or its vmsplice sees EPIPE,
@@ -40,8 +40,8 @@ _POLL_SECONDS = 0.005
 
 
 class StreamFailed(RcoreError):
-    """The copy could not be set up to stream, or stopped streaming: the dump
-    must be taken again the other way."""
+    """The copy could not be set up to stream, or stopped streaming: its memory
+    must be read the other way (at once, or by taking the dump again)."""
 
 
 def stream_eligible(m):
@@ -174,8 +174,8 @@ class CopyStream:
             self.control = None
         except BaseException as exc:
             self._kill_copy()
-            if not (errors and isinstance(exc, StreamFailed)):
-                raise                      # else a worker's error is the one to report
+            if not errors or not isinstance(exc, Exception):
+                raise                      # else a worker's error is the cause to report
         finally:
             for q in queues:
                 q.put(None)

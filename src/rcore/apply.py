@@ -18,12 +18,15 @@ import errno
 import os
 import struct
 from dataclasses import dataclass, field
+from fcntl import F_SETFD, F_SETFL, FD_CLOEXEC
+from os import O_ACCMODE, O_CLOEXEC, SEEK_SET
 
 from . import arch, rseq
 from .capture import capture_files
 from .errors import Incompatible, InjectedSyscallError, ProcessExited, PtraceError
 from .linux import ptrace
 from .linux.inject import Injector
+from .linux.libc import AT_FDCWD, PR_SET_NAME
 from .linux.ptrace import Thread
 
 ARCH = arch.host()
@@ -39,13 +42,9 @@ CLONE_ARGS = struct.Struct("<11Q")          # struct clone_args, CLONE_ARGS_SIZE
 
 SS_DISABLE = 2
 ROBUST_LIST_HEAD_SIZE = 24                  # struct robust_list_head
-PR_SET_NAME = 15
 
-F_SETFD, F_SETFL, FD_CLOEXEC, SEEK_SET = 2, 4, 1, 0
-O_ACCMODE, O_CLOEXEC = 0o3, 0o2000000
 # Status flags F_SETFL can change (fs/fcntl.c SETFL_MASK); the others are fixed at open.
 SETFL_MASK = 0o2000 | 0o4000 | 0o20000 | 0o40000 | 0o1000000
-AT_FDCWD = -100
 REOPENABLE = ("file", "dir", "chr", "blk")
 SEEKABLE = ("file", "dir", "blk")
 

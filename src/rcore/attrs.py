@@ -10,9 +10,8 @@ import struct
 
 from .capture import ITIMERS
 from .linux import procfs
+from .linux.libc import PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS
 
-PR_SET_DUMPABLE = 4
-PR_SET_NO_NEW_PRIVS = 38
 RLIMITS = {name: num for num, name in procfs.RLIMIT_NAMES.items()}
 U64 = (1 << 64) - 1
 

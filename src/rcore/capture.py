@@ -11,6 +11,7 @@ import struct
 from . import arch
 from .linux import libc, pipes, procfs
 from .linux.inject import Injector
+from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
 from .errors import InjectedSyscallError
 from .state import (ExeIdentity, FileDescriptor, FileIdentity, MmFields,
@@ -19,8 +20,6 @@ from .state import (ExeIdentity, FileDescriptor, FileIdentity, MmFields,
 ARCH = arch.host()
 NSIG = 64
 SIGKILL, SIGSTOP = 9, 19
-PR_GET_DUMPABLE = 3
-PR_GET_TID_ADDRESS = 40
 ITIMERS = ("real", "virtual", "prof")
 SCRATCH_SIZE = 2 * ARCH.PAGE_SIZE     # a page for results, then a page of code
 

@@ -10,9 +10,7 @@ so /proc/PID/exe is already right."""
 
 import ctypes
 
-
-PR_SET_MM = 35
-PR_SET_MM_MAP = 14
+from .linux.libc import PR_SET_MM, PR_SET_MM_MAP
 
 
 class PrctlMmMap(ctypes.Structure):

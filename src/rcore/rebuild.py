@@ -26,30 +26,26 @@ import errno
 import os
 import threading
 from dataclasses import dataclass, field
+from mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
+from os import O_CLOEXEC, O_RDONLY, O_RDWR
 
 from . import arch
 from .errors import Incompatible, RcoreError
 from .linux import libc, procfs
+from .linux.libc import (AT_FDCWD, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN,
+                         MREMAP_FIXED, MREMAP_MAYMOVE)
 from .memory import CHUNK, LiveMemory
+from .vdso import SPECIAL as SPECIAL_MOVABLE
 
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE
 HELPER_CODE = ARCH.SYSCALL_INSN + b"\xcc"     # syscall; int3
-
-PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
-MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
-MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x100, 0x100000
-MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
-O_RDONLY, O_RDWR, O_CLOEXEC = 0, 2, 0o2000000
-AT_FDCWD = -100
 
 # smaps VmFlags that mmap alone does not give, and the madvise advice that sets
 # (and, where one exists, clears) each (include/uapi/asm-generic/mman-common.h).
 MADVISE_SET = {"nh": 15, "hg": 14, "dd": 16, "wf": 18, "dc": 10}
 MADVISE_CLEAR = {"dd": 17, "wf": 19, "dc": 11}
 
-# Mappings the kernel owns: never unmapped, filled or recreated by mmap.
-SPECIAL_MOVABLE = ("[vvar]", "[vvar_vclock]", "[vdso]")
 USER_SPACE_END = 0x7FFFFFFFF000
 
 

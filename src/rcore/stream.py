@@ -31,8 +31,6 @@ from .linux import inject, libc, ptrace
 ARCH = arch.host()
 WORKERS = 2                # one reading while the other writes: the file's lock is the limit
 PIPES = 4                  # two per worker, so that the copy can run ahead
-F_SETPIPE_SZ = 1031
-SIG_SETMASK = 2
 # Control entries go out in writes of at most PIPE_BUF bytes: those are atomic, so
 # the loop's 24-byte reads always see whole entries.
 _BATCH = 4096 // ARCH.STREAM_ENTRY_SIZE
@@ -86,7 +84,7 @@ class CopyStream:
             self.work = inj.call("mmap", 0, 2 * page, mmap.PROT_READ | mmap.PROT_WRITE,
                                  mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
             libc.write_memory(tid, self.work, b"\xff" * 8)
-            inj.call("rt_sigprocmask", SIG_SETMASK, self.work, 0, 8)
+            inj.call("rt_sigprocmask", signal.SIG_SETMASK, self.work, 0, 8)
             control_read, control_write = self._pipe(inj)
             for _ in range(PIPES):
                 read_end, write_end = self._pipe(inj)
@@ -99,7 +97,7 @@ class CopyStream:
             inj.call("mprotect", code, page, mmap.PROT_READ | mmap.PROT_EXEC)
         for fd in self.pipes:
             try:
-                fcntl.fcntl(fd, F_SETPIPE_SZ, self.chunk_size)
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, self.chunk_size)
             except OSError:
                 pass            # over the user's pipe limits: smaller pipes work too
         os.set_blocking(self.control, False)

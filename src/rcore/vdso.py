@@ -13,6 +13,8 @@ import ctypes
 from .errors import Incompatible
 from .linux import procfs
 
+# Mappings the kernel owns: moved as a whole (mremap), never unmapped, filled or
+# recreated by mmap.
 SPECIAL = ("[vvar]", "[vvar_vclock]", "[vdso]")
 
 

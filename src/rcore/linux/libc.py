@@ -111,8 +111,21 @@ def pidfd_getfd(pidfd, fd):
     return syscall("pidfd_getfd", pidfd, fd, 0)
 
 
+# Constants of the calls above and of calls injected into processes that Python's
+# os, mmap, fcntl and signal modules lack (include/uapi/linux/{prctl,fcntl,mman}.h,
+# asm-generic/mman-common.h).
+AT_FDCWD = -100
+MAP_FIXED, MAP_GROWSDOWN, MAP_FIXED_NOREPLACE = 0x10, 0x100, 0x100000
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+PR_SET_MM_MAP = 14                  # PR_SET_MM's sub-command
+PR_SET_NAME = 15
+PR_SET_MM = 35
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_TID_ADDRESS = 40
 
 
 def prctl(option, a2=0, a3=0, a4=0, a5=0):

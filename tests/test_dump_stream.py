@@ -2,14 +2,19 @@
 or is disturbed.  The memory contents of streamed dumps are checked page by page
 in test_dump_memory.py and against gdb's gcore in test_dump.py."""
 
+import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import proc_status, wait_lines
+from conftest import SRC, proc_status, wait_lines
 from rcore.dump import dump
 from rcore.elf.reader import CoreFile
 
@@ -93,3 +98,35 @@ def test_stopping_the_copy_does_not_stall_the_dump(build, procs, tmp_path):
     assert summary.copy_method == "stream"
     assert summary.bytes_stored >= 1024 << 20
     _assert_untouched(p.pid)
+
+
+def test_a_user_dumps_their_own_process_without_privileges(build, procs):
+    # No root: the pipes, pidfd_getfd and the copy's priority all work for the
+    # process's owner too.
+    public = tempfile.mkdtemp(prefix="rcore-test-")
+    try:
+        os.chmod(public, 0o777)
+        exe = shutil.copy(build("ticker"), public)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        p = procs.start(nobody + [exe, "64"])
+        wait_lines(p.out_path, 1, timeout=30)
+        core = os.path.join(public, "core")
+        r = subprocess.run(nobody + [sys.executable, "-m", "rcore", "dump", str(p.pid), "-o", core,
+                                     "--json"],
+                           env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout)
+        assert summary["copy_method"] == "stream"
+        assert summary["bytes_stored"] >= 64 << 20
+        st = os.stat(core)
+        assert (st.st_uid, st.st_mode & 0o777) == (65534, 0o600)
+        with CoreFile(core) as c:
+            heap = max((m for m in c.state.mappings if m.stored == "all"), key=lambda m: m.size)
+            # ticker.c writes (i >> 12) | 1 at byte i of its malloc'd block (which starts
+            # past malloc's header): 1 on its first page, 5 on its sixth
+            at = heap.start + c.read(heap.start, 256).index(b"\x01")
+            assert c.read(at + (5 << 12), 1) == b"\x05"
+        _assert_untouched(p.pid)
+    finally:
+        shutil.rmtree(public)

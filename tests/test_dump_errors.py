@@ -46,6 +46,15 @@ def test_no_such_process(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_zombie(procs, tmp_path):
+    p = procs.start(["true"])            # not reaped until p.wait(): a zombie meanwhile
+    wait_for(lambda: proc_status(p.pid).get("State", "")[:1] == "Z", what="a zombie")
+    r = rcore_cmd("dump", p.pid, "-o", tmp_path / "c")
+    one_line_error(r, "has exited", str(p.pid))
+    assert [f for f in os.listdir(tmp_path) if not f.startswith("out.")] == []
+    p.wait()
+
+
 def test_not_permitted(ticker, tmp_path):
     p = ticker()
     # an unprivileged user may not trace a root process

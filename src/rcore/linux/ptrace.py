@@ -10,8 +10,8 @@ import os
 import signal
 
 from .. import arch
-from ..errors import AccessDenied, NoSuchProcess, ProcessExited, PtraceError
-from . import libc
+from ..errors import AccessDenied, NoSuchProcess, ProcessExited, PtraceError, RcoreError
+from . import libc, procfs
 
 ARCH = arch.host()
 
@@ -83,10 +83,22 @@ def ptrace(request, pid, addr=0, data=0):
         if err == errno.ESRCH:
             raise NoSuchProcess(pid, f"thread {pid} is gone or not stopped ({name})")
         if err == errno.EPERM and request == PTRACE_SEIZE:
+            if _is_zombie(pid):
+                raise ProcessExited(pid, f"process {pid} has exited (a zombie its parent "
+                                         "has not reaped)")
             raise AccessDenied(pid, f"not permitted to trace process {pid} "
                                     "(already traced, or ptrace refused)")
         raise PtraceError(pid, name, err)
     return res
+
+
+def _is_zombie(tid):
+    # The kernel refuses to seize an exited thread with EPERM, as it refuses a
+    # forbidden one: /proc tells the two apart.
+    try:
+        return procfs.read_stat(tid).state in ("Z", "X")
+    except RcoreError:
+        return False
 
 
 class Stop:

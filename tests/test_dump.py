@@ -11,6 +11,7 @@ import subprocess
 import pytest
 from elftools.elf.elffile import ELFFile
 
+import rcore
 from conftest import proc_status, rcore_cmd, wait_for, wait_lines
 from rcore.elf.reader import CoreFile
 
@@ -228,6 +229,32 @@ def test_full_stores_file_backed_memory_too(target, tmp_path):
         with open(m.path, "rb") as f:
             f.seek(m.offset)
             assert c.read(m.start, 65536) == f.read(65536)
+
+
+def test_thousands_of_mappings(build, procs, tmp_path):
+    n = 3000
+    p = procs.start([build("many_maps"), str(tmp_path / "pages"), str(n)])
+    wait_lines(p.out_path, 1, timeout=30)
+    with open(f"/proc/{p.pid}/maps") as f:
+        live = [line.split()[0] for line in f]
+    summary = rcore.dump(p.pid, str(tmp_path / "core"))
+    assert summary.regions == len(live) - live.count("ffffffffff600000-ffffffffff601000")
+    memfd = os.open(f"/proc/{p.pid}/mem", os.O_RDONLY)
+    try:
+        with CoreFile(str(tmp_path / "core")) as c:
+            files = [m for m in c.state.mappings if m.path == str(tmp_path / "pages")]
+            assert len(files) == n
+            # the written private file pages are stored (whole), the others are not
+            assert sum(m.stored == "all" for m in files) == n // 2
+            values = sorted(c.read(m.start, 1)[0] for m in files if m.stored == "all")
+            assert values == sorted((i | 1) & 0xFF for i in range(1, n, 2))
+            # every stored anonymous page is the live one
+            anons = [m for m in c.state.mappings if not m.path and m.stored == "all"]
+            assert len(anons) >= n
+            for m in anons:
+                assert c.read(m.start, 4096) == os.pread(memfd, 4096, m.start), hex(m.start)
+    finally:
+        os.close(memfd)
 
 
 def test_memory_held_nowhere_else_is_stored(build, procs, tmp_path):

@@ -63,8 +63,10 @@ def plan_mapping(m, mem, full):
         return DENSE
     if full:
         return DENSE
-    if not m.shared and mem.populated_runs(m.start, m.end, private_only=True):
-        return DENSE            # written-to private file mapping: whole, as the kernel does
+    if not m.shared and m.anonymous:
+        # A written-to private file mapping (smaps counts its copied-on-write
+        # pages, resident or swapped, as Anonymous): whole, as the kernel does.
+        return DENSE
     if m.offset == 0 and mem.read(m.start, 4) == ELF_MAGIC:
         return HEADER
     return NOTHING
@@ -301,10 +303,12 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
 def _store_copy(copy, syscall_addr, copier, plan, stream):
     """Store the fork copy's part of the plan; returns how ("stream" or "read").
     Raises StreamFailed when the copy is lost before all is stored."""
-    streamed = [(m, how) for m, how in plan if stream and how == SPARSE and stream_eligible(m)]
+    streamed, rest = [], []
+    for m, how in plan:
+        eligible = stream and how == SPARSE and stream_eligible(m)
+        (streamed if eligible else rest).append((m, how))
     mem = LiveMemory(copy.tid)
     pipes = CopyStream(copy, syscall_addr, CHUNK)
-    rest = [item for item in plan if item not in streamed]
     try:
         if streamed:
             try:

@@ -22,12 +22,15 @@ FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
 
 def find_syscall_insn(pid, maps=None):
     """Address of a `syscall` instruction in the target's vDSO."""
-    for m in maps or procfs.read_maps(pid):
-        if m.path == "[vdso]":
-            code = libc.read_memory(pid, m.start, m.end - m.start)
-            at = code.find(ARCH.SYSCALL_INSN)
-            if at >= 0:
-                return m.start + at
+    if maps is None:
+        vdso = procfs.find_mapping(pid, "[vdso]")
+    else:
+        vdso = next((m for m in maps if m.path == "[vdso]"), None)
+    if vdso is not None:
+        code = libc.read_memory(pid, vdso.start, vdso.end - vdso.start)
+        at = code.find(ARCH.SYSCALL_INSN)
+        if at >= 0:
+            return vdso.start + at
     raise InjectedSyscallError(pid, "syscall", 2)   # no vDSO: ENOENT
 
 

@@ -55,25 +55,50 @@ def read_maps(pid, proc=PROC):
 
 
 @_wrap
+def find_mapping(pid, name, proc=PROC):
+    """The first mapping named `name` ("[vdso]"), None if there is none; without
+    parsing every line of a long maps file."""
+    data = _read(pid, "maps", proc)
+    key = b" " + name.encode() + b"\n"
+    at = data.find(key)
+    while at >= 0:
+        m = parse_maps_line(data[data.rfind(b"\n", 0, at) + 1: at + len(key)])
+        if m.path == name:              # not a file whose name merely ends so
+            return m
+        at = data.find(key, at + 1)
+    return None
+
+
+@_wrap
 def read_smaps(pid, proc=PROC):
     """maps entries with their VmFlags and Anonymous bytes (smaps walks page
     tables: read it once)."""
+    return parse_smaps(_read(pid, "smaps", proc))
+
+
+def parse_smaps(data):
+    """Each entry of smaps is its maps line, "Key: value" lines, and "VmFlags:"
+    last.  Cut at the VmFlags lines and look up the few fields needed, rather than
+    going through every line: a process with 9000 mappings has 225 000 of them.
+    (A newline in a path is shown escaped, so a path cannot fake a line.)"""
     entries = []
-    for line in _read(pid, "smaps", proc).splitlines():
-        if not line:
-            continue
-        head = line.split(b":", 1)[0]
-        if b"-" in head and not head.endswith(b"_"):
-            try:
-                entries.append(parse_maps_line(line))
-                continue
-            except ValueError:
-                pass
-        if line.startswith(b"VmFlags:") and entries:
-            entries[-1].vmflags = [f.decode() for f in line.split()[1:]]
-        elif line.startswith(b"Anonymous:") and entries:
-            entries[-1].anonymous = int(line.split()[1]) * 1024
+    parts = data.split(b"\nVmFlags:")
+    body = parts[0]
+    for part in parts[1:]:
+        flags, _, following = part.partition(b"\n")
+        m = parse_maps_line(body.partition(b"\n")[0])
+        m.vmflags = [f.decode() for f in flags.split()]
+        m.anonymous = _smaps_kib(body, b"\nAnonymous:") + _smaps_kib(body, b"\nSwap:")
+        entries.append(m)
+        body = following
     return entries
+
+
+def _smaps_kib(body, key):
+    at = body.find(key)
+    if at < 0:
+        return 0
+    return int(body[at + len(key): body.index(b"kB", at)]) * 1024
 
 
 @dataclass

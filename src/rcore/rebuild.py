@@ -22,6 +22,7 @@ All changes are system calls injected through one Injector (linux/inject.py);
 memory is written with process_vm_writev, or through /proc/PID/mem for pages the
 target may not write (the kernel forces those, LINUX-NOTES)."""
 
+import bisect
 import errno
 import os
 import threading
@@ -146,12 +147,16 @@ def choose_free_address(taken, size):
 
 def subtract_ranges(ranges, holes):
     """Parts of the (start, end) `ranges` not covered by `holes`."""
-    holes = sorted(holes)
+    holes = merge_ranges(holes)
+    starts = [hs for hs, _ in holes]
     out = []
     for s, e in ranges:
         cur = s
-        for hs, he in holes:
-            if he <= cur or hs >= e:
+        # the holes that may overlap [s, e): from the last one starting at or before s
+        for hs, he in holes[max(0, bisect.bisect_right(starts, s) - 1):]:
+            if hs >= e:
+                break
+            if he <= cur:
                 continue
             if hs > cur:
                 out.append((cur, hs))
@@ -174,8 +179,16 @@ def merge_ranges(ranges):
 
 
 def pieces(live, start, end):
-    """Live maps entries overlapping [start, end), in order."""
-    return [e for e in live if e.end > start and e.start < end]
+    """Live maps entries overlapping [start, end), in order (live: maps entries,
+    sorted and not overlapping, as /proc shows them)."""
+    i = bisect.bisect_right(live, start, key=lambda e: e.start)
+    if i and live[i - 1].end > start:
+        i -= 1
+    out = []
+    while i < len(live) and live[i].start < end:
+        out.append(live[i])
+        i += 1
+    return out
 
 
 def compatible(target, live_pieces):

@@ -3,6 +3,7 @@
 CoreFile parses headers and notes eagerly (they are small) and serves memory
 lazily through read()/segments, like a live process does (LiveMemory)."""
 
+import bisect
 import ctypes
 import mmap
 import os
@@ -96,6 +97,8 @@ class CoreFile:
                 self.segments.append(Segment(ph))
             elif ph.p_type == S.PT_NOTE:
                 note_blobs.append(bytes(data[ph.p_offset: ph.p_offset + ph.p_filesz]))
+        self.segments.sort(key=lambda seg: seg.vaddr)
+        self._starts = [seg.vaddr for seg in self.segments]
         try:
             self.notes = [n for blob in note_blobs for n in N.iter_notes(blob)]
         except ValueError as err:
@@ -156,21 +159,22 @@ class CoreFile:
     def _mappings_from_segments(self, file_note):
         """Kernel and gdb cores: mappings are the PT_LOADs, named by NT_FILE."""
         out = []
+        named = {start: (offset, name) for start, end, offset, name in file_note}
         for seg in self.segments:
             m = Mapping(seg.vaddr, seg.end, seg.perms, stored="all" if seg.filesz else "none")
-            for start, end, offset, name in file_note:
-                if start == seg.vaddr:
-                    deleted = name.endswith(" (deleted)")
-                    m.path = name[: -len(" (deleted)")] if deleted else name
-                    m.offset, m.deleted, m.inode = offset, deleted, 1
+            if seg.vaddr in named:
+                offset, name = named[seg.vaddr]
+                deleted = name.endswith(" (deleted)")
+                m.path = name[: -len(" (deleted)")] if deleted else name
+                m.offset, m.deleted, m.inode = offset, deleted, 1
             out.append(m)
         return out
 
     # --- memory ----------------------------------------------------------------
     def segment_at(self, addr):
-        for seg in self.segments:
-            if seg.vaddr <= addr < seg.end:
-                return seg
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self.segments[i].end:
+            return self.segments[i]
         return None
 
     def stored_range(self, addr):

@@ -13,6 +13,7 @@ from rcore.dump import dump
 from rcore.elf.reader import CoreFile
 from rcore.linux import inject, procfs
 from rcore.linux.ptrace import FrozenProcess
+from rcore.state import ThreadState
 
 SA_SIGINFO, SA_RESTART, SA_NODEFER = 0x4, 0x10000000, 0x40000000
 
@@ -49,6 +50,32 @@ def _read_both_ways(pid):
     return at_once, one_by_one
 
 
+def _thread_info_both_ways(pid):
+    with FrozenProcess(pid) as frozen:
+        with inject.Injector(frozen.leader(), inject.find_syscall_insn(pid)) as inj:
+            scratch = capture._Scratch(inj, pid)
+            try:
+                one_run, two_calls = ThreadState(tid=pid), ThreadState(tid=pid)
+                code = scratch.thread_code
+                capture._read_thread_injected(inj, scratch, pid, one_run)
+                scratch.thread_code = None
+                capture._read_thread_injected(inj, scratch, pid, two_calls)
+            finally:
+                scratch.remove(inj)
+    return code, one_run, two_calls
+
+
+def test_thread_state_read_by_one_run_equals_two_calls(build, procs):
+    p, *_ = _start(build, procs)
+    code, one_run, two_calls = _thread_info_both_ways(p.pid)
+    assert code is not None
+    assert one_run.clear_child_tid != 0                  # glibc points it at the TCB
+    assert one_run.sigaltstack["ss_size"] == 64 * 1024 and one_run.sigaltstack["ss_sp"]
+    assert (one_run.clear_child_tid, one_run.sigaltstack) == \
+        (two_calls.clear_child_tid, two_calls.sigaltstack)
+    _still_handles_usr1(p)
+
+
 def _still_handles_usr1(p):
     os.kill(p.pid, signal.SIGUSR1)
     wait_lines(p.out_path, 2)
@@ -75,9 +102,11 @@ def test_target_refusing_executable_memory_falls_back_to_one_call_per_signal(
     assert at_once is None                   # mprotect(PROT_EXEC) refused: MDWE
     _check_installed(one_by_one, rt, on_usr1, on_rt)
     core = tmp_path / "mdwe.core"
-    dump(p.pid, str(core))
+    summary = dump(p.pid, str(core))
+    assert summary.copy_method == "read"     # the fork copy may not map its loop either
     with CoreFile(str(core)) as c:
         assert c.state.sigactions == one_by_one
+        assert c.state.threads[0].sigaltstack["ss_size"] == 64 * 1024
     _still_handles_usr1(p)
 
 

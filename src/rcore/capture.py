@@ -22,6 +22,7 @@ NSIG = 64
 SIGKILL, SIGSTOP = 9, 19
 ITIMERS = ("real", "virtual", "prof")
 SCRATCH_SIZE = 2 * ARCH.PAGE_SIZE     # a page for results, then a page of code
+_THREAD_CODE_OFFSET = 256              # in the code page, after the sigaction loop
 
 
 def capture_mappings(pid):
@@ -175,29 +176,32 @@ def _capture_injected(frozen, syscall_addr, proc):
             for ts in proc.threads:
                 thread = frozen.threads[ts.tid]
                 if thread is leader:
-                    _read_thread_injected(inj, scratch.addr, frozen.pid, ts)
+                    _read_thread_injected(inj, scratch, frozen.pid, ts)
                 else:
                     with Injector(thread, syscall_addr) as tinj:
-                        _read_thread_injected(tinj, scratch.addr, frozen.pid, ts)
+                        _read_thread_injected(tinj, scratch, frozen.pid, ts)
         finally:
             scratch.remove(inj)
 
 
 class _Scratch:
     """Pages mapped in the target: one for what injected calls return (.addr),
-    then one holding the sigaction loop (.code), None when the target may not
-    make it executable (MDWE, SELinux execmem)."""
+    then one holding the sigaction loop (.code) and the thread_info function
+    (.thread_code); both None when the target may not make it executable (MDWE,
+    SELinux execmem)."""
 
     def __init__(self, inj, pid):
         self.addr = inj.call("mmap", 0, SCRATCH_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
                              mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
-        self.code = None
+        self.code = self.thread_code = None
         try:
             code_at = self.addr + ARCH.PAGE_SIZE
+            thread_code_at = code_at + _THREAD_CODE_OFFSET
             libc.write_memory(pid, code_at, ARCH.SIGACTION_LOOP_CODE)
+            libc.write_memory(pid, thread_code_at, ARCH.THREAD_INFO_CODE)
             if inj.call("mprotect", code_at, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_EXEC,
                         check=False) == 0:
-                self.code = code_at
+                self.code, self.thread_code = code_at, thread_code_at
         except BaseException:
             self.remove(inj)
             raise
@@ -254,8 +258,21 @@ def _read_itimers(inj, scratch, pid):
 
 
 def _read_thread_injected(inj, scratch, pid, ts):
-    inj.call("prctl", PR_GET_TID_ADDRESS, scratch, 0, 0, 0)
-    (ts.clear_child_tid,) = struct.unpack("<Q", libc.read_memory(pid, scratch, 8))
-    inj.call("sigaltstack", 0, scratch)
-    sp, flags, size = struct.unpack("<Qi4xQ", libc.read_memory(pid, scratch, 24))
+    """clear_child_tid and sigaltstack, which only the thread itself can ask for:
+    in one run of the thread_info function, or two calls without it."""
+    at = scratch.addr
+    if scratch.thread_code is not None:
+        inj.run(scratch.thread_code, at,
+                trap_at=scratch.thread_code + len(ARCH.THREAD_INFO_CODE) - 1)
+        data = libc.read_memory(pid, at, ARCH.THREAD_INFO_SIZE)
+        for name, (ret,) in (("prctl", struct.unpack_from("<q", data, 32)),
+                             ("sigaltstack", struct.unpack_from("<q", data, 40))):
+            if -4096 < ret < 0:
+                raise InjectedSyscallError(pid, name, -ret)
+    else:
+        inj.call("prctl", PR_GET_TID_ADDRESS, at, 0, 0, 0)
+        inj.call("sigaltstack", 0, at + 8)
+        data = libc.read_memory(pid, at, 32)
+    (ts.clear_child_tid,) = struct.unpack_from("<Q", data, 0)
+    sp, flags, size = struct.unpack_from("<Qi4xQ", data, 8)
     ts.sigaltstack = {"ss_sp": sp, "ss_flags": flags, "ss_size": size}

@@ -1,7 +1,8 @@
 /* Installs a few distinct signal handlers, prints their addresses, then waits for
  * SIGUSR1 (prints "usr1" each time).  With argument "mdwe" it first forbids itself
  * to make memory executable that was not (prctl PR_SET_MDWE): rcore's injected
- * code page is then refused and it must fall back to one call per signal. */
+ * code page is then refused and it must fall back to one call per signal.  It also
+ * has an alternate signal stack, for the per-thread state read the same two ways. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +24,12 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "mdwe") == 0 &&
         prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0) {
         perror("prctl(PR_SET_MDWE)");
+        return 1;
+    }
+    static char altstack[64 * 1024];
+    stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
+    if (sigaltstack(&ss, NULL) != 0) {
+        perror("sigaltstack");
         return 1;
     }
     struct sigaction sa;

@@ -3,6 +3,7 @@ numbers, ELF machine and note details.  Another architecture gets a sibling modu
 with the same names (see arch/__init__.py)."""
 
 import ctypes
+import functools
 
 NAME = "x86_64"
 ELF_MACHINE = 62            # EM_X86_64
@@ -273,6 +274,14 @@ def extra_thread_notes(xstate):
     if len(xstate) < XSAVE_SW_XFEATURES + 8:
         return []
     (xfeatures,) = struct.unpack_from("<Q", xstate, XSAVE_SW_XFEATURES)
+    layout = _xsave_layout(xfeatures)
+    return [("LINUX", NT_X86_XSAVE_LAYOUT, layout)] if layout else []
+
+
+@functools.cache
+def _xsave_layout(xfeatures):
+    # The same for every thread of a dump (CPUID describes the CPU): asked once.
+    import struct
     try:
         entries = []
         for i in range(2, 64):
@@ -280,5 +289,5 @@ def extra_thread_notes(xstate):
                 size, offset, _, _ = cpuid(0xD, i)
                 entries.append(struct.pack("<IIII", i, size, offset, 0))
     except (OSError, ValueError):      # no executable memory allowed here
-        return []
-    return [("LINUX", NT_X86_XSAVE_LAYOUT, b"".join(entries))] if entries else []
+        return b""
+    return b"".join(entries)

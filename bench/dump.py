@@ -30,7 +30,6 @@ Every process started here is killed by PID when the script ends."""
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 sys.path.insert(0, SRC)
 
+from benchlib import end_process  # noqa: E402
 from rcore.dump import dump  # noqa: E402
 
 MiB = 1 << 20
@@ -75,13 +75,7 @@ class Bench:
         return p, out
 
     def stop(self, p):
-        """End a target by its PID (SIGCONT first, in case a dump left it stopped)."""
-        for sig in (signal.SIGCONT, signal.SIGKILL):
-            try:
-                os.kill(p.pid, sig)
-            except ProcessLookupError:
-                break
-        p.wait()
+        end_process(p)
 
     def cleanup(self):
         for p in self.procs:

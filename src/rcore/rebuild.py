@@ -125,7 +125,7 @@ class Workspace:
         return libc.read_memory(self.pid, self.scratch + offset, length)
 
     def remove(self, inj):
-        inj.call("munmap", self.addr, self.SIZE, check=False)
+        inj.call("munmap", self.addr, self.SIZE, check=False, stop_at_exit=True)
 
 
 def choose_free_address(taken, size):

@@ -36,13 +36,31 @@ def find_syscall_insn(pid, maps=None):
 
 class Injector:
     """System calls run by one stopped thread.  Use as a context manager, or call
-    restore() when done; until then the thread's registers are not its own."""
+    restore() when done; until then the thread's registers are not its own.
+
+    When the `syscall` is followed by an `int3` (rcore's own workspace, not the
+    vDSO), a call is one ptrace stop, at the trap, instead of two (entry and exit
+    of the call)."""
 
     def __init__(self, thread, syscall_addr):
         self.thread = thread
         self.addr = syscall_addr
         self.saved = thread.get_regs()
         self.used = False
+
+    @property
+    def addr(self):
+        return self._addr
+
+    @addr.setter
+    def addr(self, value):
+        self._addr = value
+        after = value + len(ARCH.SYSCALL_INSN)
+        try:
+            self._trap_at = after if libc.read_memory(
+                self.thread.tgid, after, len(ARCH.TRAP_INSN)) == ARCH.TRAP_INSN else None
+        except OSError:
+            self._trap_at = None
 
     def __enter__(self):
         return self
@@ -51,17 +69,25 @@ class Injector:
         self.restore()
         return False
 
-    def call(self, name, *args, check=True, on_event=None):
+    def call(self, name, *args, check=True, on_event=None, stop_at_exit=False):
         """Run syscall `name` and return its result (negative errno when not
         checked).  `on_event(event, msg)` sees ptrace events the call causes
-        (a clone's PTRACE_EVENT_CLONE, with the new pid)."""
+        (a clone's PTRACE_EVENT_CLONE, with the new pid).  stop_at_exit: end at
+        the call's syscall-exit stop even when a trap follows (a call that
+        unmaps the trap itself)."""
         thread = self.thread
         regs = self.saved.copy()
         ARCH.set_syscall(regs, self.addr, ARCH.SYS[name], args)
         thread.set_regs(regs)
         self.used = True
-        self._step_to_syscall_stop()          # entry
-        self._step_to_syscall_stop(on_event)  # exit
+        if self._trap_at is not None and not stop_at_exit:
+            trap_end = self._trap_at + len(ARCH.TRAP_INSN)
+            self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
+                            and stop.sig == signal.SIGTRAP
+                            and thread.get_regs().pc == trap_end, on_event)
+        else:
+            self._step_to_syscall_stop()          # entry
+            self._step_to_syscall_stop(on_event)  # exit
         ret = ARCH.signed(getattr(thread.get_regs(), ARCH.SYSCALL_RET_REG))
         if check and -4096 < ret < 0:
             raise InjectedSyscallError(thread.tgid, name, -ret)

@@ -130,3 +130,31 @@ def test_a_user_dumps_their_own_process_without_privileges(build, procs):
         _assert_untouched(p.pid)
     finally:
         shutil.rmtree(public)
+
+
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "never"
+
+
+def test_memory_in_transparent_huge_pages(build, procs, tmp_path):
+    # Huge pages are vmspliced page by page and dropped half a huge page at a time.
+    p = procs.start([build("huge_pages"), "64"])
+    _, addr, size = wait_lines(p.out_path, 1)[0].split()
+    addr, size = int(addr, 16), int(size)
+    if _thp_mode() != "never":
+        with open(f"/proc/{p.pid}/smaps") as f:
+            huge = sum(int(line.split()[1]) for line in f if line.startswith("AnonHugePages:"))
+        assert huge > 0, "the target got no huge page although THP is enabled"
+    summary = dump(p.pid, str(tmp_path / "core"))
+    assert summary.copy_method == "stream"
+    memfd = os.open(f"/proc/{p.pid}/mem", os.O_RDONLY)
+    try:
+        with CoreFile(str(tmp_path / "core")) as c:
+            assert c.read(addr, size) == os.pread(memfd, size, addr)
+    finally:
+        os.close(memfd)
+    _assert_untouched(p.pid)

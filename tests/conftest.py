@@ -127,6 +127,12 @@ def restart(procs, core, **kwargs):
     return h
 
 
+def children(pid):
+    """PIDs of the children of process pid (its main thread's)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
 def proc_status(pid):
     """Fields of /proc/PID/status as a dict ({} if the process is gone)."""
     try:

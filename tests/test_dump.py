@@ -12,7 +12,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 import rcore
-from conftest import proc_status, rcore_cmd, wait_for, wait_lines
+from conftest import children, proc_status, rcore_cmd, wait_for, wait_lines
 from rcore.elf.reader import CoreFile
 
 
@@ -46,8 +46,7 @@ def test_target_runs_on_untraced(target, core):
     assert st["TracerPid"] == "0"
     assert st["State"][0] in "SR"
     # no child left behind: the copy rcore read memory from was reaped
-    children = open(f"/proc/{target.pid}/task/{target.pid}/children").read().split()
-    assert children == []
+    assert children(target.pid) == []
 
 
 def test_core_file_mode_and_no_leftovers(core, tmp_path):

@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 import rcore
-from conftest import SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
+from conftest import SRC, children, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
 
 
 def one_line_error(r, *words):
@@ -90,7 +90,7 @@ def test_disk_full(ticker, tmp_path):
                        capture_output=True, text=True)
     one_line_error(r, "disk full")
     assert_running_untraced(p.pid, p.out_path)
-    assert open(f"/proc/{p.pid}/task/{p.pid}/children").read().split() == []  # copy reaped
+    assert children(p.pid) == []  # the copy reaped
 
 
 def test_target_exits_during_dump(ticker, tmp_path):
@@ -133,14 +133,14 @@ def test_rcore_killed_mid_dump(ticker, tmp_path, sig):
     assert_running_untraced(p.pid, p.out_path)
     # The dump's copy never outlives rcore: its pipes' other ends are gone, so it
     # exits (left a zombie of the target after a SIGKILL: nothing remains to reap it).
-    children = open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()
-    wait_for(lambda: all(proc_status(int(c)).get("State", "Z")[0] in "ZX" for c in children),
+    copies = children(p.pid)
+    wait_for(lambda: all(proc_status(c).get("State", "Z")[0] in "ZX" for c in copies),
              timeout=5, what="the dump's copy to end")
     if sig == signal.SIGINT:
         # a clean unwind: one line, the temporary file removed, the copy reaped
         assert proc.returncode == 130 and "interrupted" in proc.stderr.read()
         assert [f for f in os.listdir(tmp_path) if not f.startswith("out.")] == []
-        assert open(f"/proc/{p.pid}/task/{p.pid}/children").read().split() == []
+        assert children(p.pid) == []
 
 
 @pytest.mark.parametrize("content,words", [

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SRC, proc_status, wait_lines
+from conftest import SRC, children, proc_status, wait_lines
 from rcore.dump import dump
 from rcore.elf.reader import CoreFile
 
@@ -33,15 +33,10 @@ def _pattern(size):
     return b"".join(pages)
 
 
-def _children(pid):
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(c) for c in f.read().split()]
-
-
 def _assert_untouched(pid):
     st = proc_status(pid)
     assert st["TracerPid"] == "0" and st["State"][0] in "SR", st
-    assert _children(pid) == [], "the dump's copy was not reaped"
+    assert children(pid) == [], "the dump's copy was not reaped"
 
 
 @pytest.mark.parametrize("denied", ["vmsplice", "pipe2"],
@@ -81,10 +76,10 @@ def test_stopping_the_copy_does_not_stall_the_dump(build, procs, tmp_path):
 
     def stop_the_copy():
         while not done.is_set() and not stopped:
-            children = _children(p.pid)
-            if children and streaming():
-                os.kill(children[0], signal.SIGSTOP)
-                stopped.append(children[0])
+            kids = children(p.pid)
+            if kids and streaming():
+                os.kill(kids[0], signal.SIGSTOP)
+                stopped.append(kids[0])
             time.sleep(0.0002)
 
     t = threading.Thread(target=stop_the_copy)

@@ -1,4 +1,7 @@
-"""Sub-commands of the rcore CLI, in the order `rcore --help` lists them."""
+"""Sub-commands of the rcore CLI, in the order `rcore --help` lists them.
+
+Each module imports the library only inside run(): building the parser must
+stay cheap, since every command a user types pays for it."""
 
 from . import dump, info, restart, restore
 

@@ -1,9 +1,5 @@
 """rcore dump PID [-o FILE]: write a core file of a running process."""
 
-import json
-
-from ..capture import UNLINKED_FILE_LIMIT
-from ..dump import dump
 from ..progress import Progress
 
 
@@ -20,21 +16,24 @@ def add_parser(sub):
                    help="also store unmodified file-backed memory (a self-contained core)")
     p.add_argument("--no-fork", action="store_true",
                    help="read all memory while the process is frozen (longer freeze)")
-    p.add_argument("--unlinked-limit", metavar="BYTES", type=int, default=UNLINKED_FILE_LIMIT,
+    p.add_argument("--unlinked-limit", metavar="BYTES", type=int,
                    help="store open unlinked files up to this size in the core, for "
-                        f"restart (default {UNLINKED_FILE_LIMIT})")
+                        "restart (default 1 MiB: capture.UNLINKED_FILE_LIMIT)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
 
 def run(args):
+    from ..dump import dump
+    limit = {} if args.unlinked_limit is None else {"unlinked_limit": args.unlinked_limit}
     bar = Progress("dumping")
     try:
         s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
-                 fork=not args.no_fork, progress=bar, unlinked_limit=args.unlinked_limit)
+                 fork=not args.no_fork, progress=bar, **limit)
     finally:
         bar.finish()
     if args.json:
+        import json
         print(json.dumps(s.__dict__))
     else:
         print(f"{s.path}: {s.threads} threads, {s.regions} regions, "

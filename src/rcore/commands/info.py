@@ -1,10 +1,5 @@
 """rcore info FILE [--json]: what a core file holds."""
 
-import json
-
-from ..elf.reader import CoreFile
-from ..info import describe, format_text
-
 
 def add_parser(sub):
     p = sub.add_parser("info", help="show what a core file holds",
@@ -17,6 +12,9 @@ def add_parser(sub):
 
 
 def run(args):
+    import json
+    from ..elf.reader import CoreFile
+    from ..info import describe, format_text
     with CoreFile(args.file) as core:
         d = describe(core)
     print(json.dumps(d, indent=1) if args.json else format_text(d))

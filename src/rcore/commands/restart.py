@@ -11,7 +11,6 @@ import signal
 import sys
 
 from ..progress import Progress
-from ..restart import restart
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2)
@@ -42,6 +41,7 @@ def add_parser(sub):
 
 
 def run(args):
+    from ..restart import restart
     bar = Progress("restarting")
     try:
         proc = restart(args.file, detach=args.detach, any_pid=args.any_pid, lazy=args.lazy,

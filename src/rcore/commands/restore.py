@@ -1,7 +1,6 @@
 """rcore restore PID [FILE]: roll a running process back to a checkpoint of itself."""
 
 from ..progress import Progress
-from ..restore import restore
 
 
 def add_parser(sub):
@@ -25,6 +24,7 @@ def add_parser(sub):
 
 
 def run(args):
+    from ..restore import restore
     bar = Progress("restoring")
     try:
         s = restore(args.pid, args.file, stop=args.stop, force=args.force,

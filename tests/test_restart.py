@@ -152,3 +152,14 @@ def test_credentials_come_back_when_root_restarts(build, procs, tmp_path):
         h.wait(timeout=10)
     finally:
         shutil.rmtree(public)
+
+
+def test_prot_none_memory_keeps_its_contents(build, procs, tmp_path):
+    # Written, then made PROT_NONE: the bytes are the program's, though it cannot
+    # read them until it mprotects them back (a silent loss before).
+    p = procs.start([build("prot_none"), "3"])
+    wait_lines(p.out_path, 1)
+    checkpoint_and_kill(p, tmp_path / "core")
+    h = restart(procs, tmp_path / "core")
+    assert h.wait(timeout=30) == 0
+    assert read_lines(p.out_path) == ["ready", "prot_none ok"]

@@ -50,9 +50,15 @@ NOTHING, HEADER, SPARSE, DENSE = "none", "header", "sparse", "dense"
 def plan_mapping(m, mem, full):
     """How much of mapping m to store: NOTHING, HEADER (first page, for build-ids,
     as the kernel does), SPARSE (anonymous: only populated pages) or DENSE."""
-    if m.path == "[vsyscall]" or m.perms[0] != "r" or {"io", "pf"} & set(m.vmflags):
+    if m.path == "[vsyscall]" or {"io", "pf"} & set(m.vmflags):
         return NOTHING
     if m.path.startswith("[vvar"):
+        return NOTHING
+    if m.perms[0] != "r" and not m.shared and not m.anonymous:
+        # Never written: a guard page, or file pages the program cannot read.
+        # Written pages made PROT_NONE afterwards are the program's data: they
+        # are stored below, as the kernel's core dumps do (/proc/PID/mem reads
+        # them).
         return NOTHING
     if not m.file_backed:
         return DENSE if (m.shared or m.path == "[vdso]") else SPARSE

@@ -45,8 +45,10 @@ class StreamFailed(RcoreError):
 def stream_eligible(m):
     """Anonymous private memory only: every present page of it can be vmspliced
     and dropped.  File pages may lie beyond the file's end (vmsplice fails
-    there); hugetlb pages cannot be dropped page by page."""
-    return not m.file_backed and not m.shared and m.path != "[vdso]" and "ht" not in m.vmflags
+    there); hugetlb pages cannot be dropped page by page; vmsplice cannot take
+    pages the program may not read (PROT_NONE): /proc/PID/mem can."""
+    return (not m.file_backed and not m.shared and m.path != "[vdso]"
+            and "ht" not in m.vmflags and m.perms[0] == "r")
 
 
 class CopyStream:

@@ -283,3 +283,15 @@ def test_unlinked_limit(build, procs, tmp_path):
     r = rcore_cmd("restart", "--detach", none)
     assert r.returncode != 0 and "unlinked" in r.stderr and "fd 3" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_dump_keeps_the_handler_of_a_blocked_sigtrap(build, procs, tmp_path):
+    # The int3 ending an injected call is a forced SIGTRAP; if the target blocks
+    # SIGTRAP, the kernel resets its handler to SIG_DFL on delivery.
+    p = procs.start([build("sigtrap_blocked")])
+    wait_lines(p.out_path, 1)
+    rcore.dump(p.pid, str(tmp_path / "core"))
+    os.unlink(tmp_path / "core")
+    os.kill(p.pid, signal.SIGUSR1)
+    assert p.wait(timeout=10) == 0
+    assert open(p.out_path).read().split() == ["ready", "traps", "1"]

@@ -163,3 +163,12 @@ def test_prot_none_memory_keeps_its_contents(build, procs, tmp_path):
     h = restart(procs, tmp_path / "core")
     assert h.wait(timeout=30) == 0
     assert read_lines(p.out_path) == ["ready", "prot_none ok"]
+
+
+def test_sigtrap_handler_comes_back(build, procs, tmp_path):
+    p = procs.start([build("sigtrap_handler"), "2"])
+    wait_lines(p.out_path, 1)
+    checkpoint_and_kill(p, tmp_path / "core")
+    h = restart(procs, tmp_path / "core")
+    assert h.wait(timeout=30) == 0
+    assert read_lines(p.out_path) == ["ready", "traps 2"]

@@ -44,7 +44,7 @@ from .linux.ptrace import FrozenProcess
 
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE
-ALL_SIGNALS = (1 << 64) - 1 & ~((1 << 8) | (1 << 18))   # all but SIGKILL, SIGSTOP
+ALL_SIGNALS = inject.BLOCK_ALL       # while the process is built
 
 
 class Restarted:

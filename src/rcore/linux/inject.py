@@ -18,6 +18,14 @@ from .ptrace import PTRACE_EVENT_STOP
 
 ARCH = arch.host()
 FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+# The int3 ending an injected sequence is a forced SIGTRAP: if the thread blocks
+# SIGTRAP, the kernel unblocks it and resets the program's handler to SIG_DFL
+# (force_sig_info_to_task).  The injector unblocks it while it works instead.
+TRAP_BIT = 1 << (signal.SIGTRAP - 1)
+# A mask that blocks every signal an injector lets block: all but SIGKILL and
+# SIGSTOP (which cannot be) and SIGTRAP (above).
+BLOCK_ALL = (1 << 64) - 1 & ~((1 << (signal.SIGKILL - 1)) | (1 << (signal.SIGSTOP - 1))
+                             | TRAP_BIT)
 
 
 def find_syscall_insn(pid, maps=None):
@@ -47,6 +55,7 @@ class Injector:
         self.addr = syscall_addr
         self.saved = thread.get_regs()
         self.used = False
+        self._saved_mask = None         # the thread's mask, while TRAP_BIT is cleared
 
     @property
     def addr(self):
@@ -79,7 +88,7 @@ class Injector:
         regs = self.saved.copy()
         ARCH.set_syscall(regs, self.addr, ARCH.SYS[name], args)
         thread.set_regs(regs)
-        self.used = True
+        self._begin()
         if self._trap_at is not None and not stop_at_exit:
             trap_end = self._trap_at + len(ARCH.TRAP_INSN)
             self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
@@ -101,10 +110,18 @@ class Injector:
         regs = self.saved.copy()
         ARCH.set_call(regs, pc, args)
         thread.set_regs(regs)
-        self.used = True
+        self._begin()
         after_trap = trap_at + len(ARCH.TRAP_INSN)
         self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
                         and stop.sig == signal.SIGTRAP and thread.get_regs().pc == after_trap)
+
+    def _begin(self):
+        if not self.used:
+            self.used = True
+            mask = self.thread.get_sigmask()
+            if mask & TRAP_BIT:
+                self.thread.set_sigmask(mask & ~TRAP_BIT)
+                self._saved_mask = mask
 
     def _step_to_syscall_stop(self, on_event=None):
         self._run_until(self.thread.syscall, lambda stop: stop.is_syscall, on_event)
@@ -137,6 +154,9 @@ class Injector:
         else:
             regs = self.saved
         self.thread.set_regs(regs)
+        if self._saved_mask is not None:
+            self.thread.set_sigmask(self._saved_mask)
+            self._saved_mask = None
         self.used = False
 
 

@@ -333,7 +333,8 @@ def _libc_path(core):
         return next(p for p in c.state.mapped_files if "/libc.so" in p)
 
 
-@pytest.mark.parametrize("what", ["mapped file", "descriptor", "executable ctime"])
+@pytest.mark.parametrize("what", ["mapped file", "mapped file left out", "descriptor",
+                                  "executable ctime"])
 def test_zeroed_identity_fields_refused(procs, user, home, ticker, what):
     """A zero is not a wildcard: identity fields the core leaves out are a
     refusal, not a skipped comparison."""
@@ -341,6 +342,10 @@ def test_zeroed_identity_fields_refused(procs, user, home, ticker, what):
     if what == "mapped file":
         forge(core, NT_RCORE_MAPPINGS, _zero_mapped_file(_libc_path(core)))
         words = ["libc", "device missing"]
+    elif what == "mapped file left out":
+        lib = _libc_path(core)
+        forge(core, NT_RCORE_MAPPINGS, lambda obj: obj["files"].pop(lib))
+        words = [lib, "does not record"]
     elif what == "descriptor":
         readable = os.path.join(home, "readable")
         with open(readable, "w") as f:

@@ -31,6 +31,15 @@ def require_recorded(what, ident, trusted):
                            f"({', '.join(missing)} missing)")
 
 
+def require_mappings_recorded(proc):
+    """Every file a mapping names (but deleted ones) has its identity in the core:
+    a mapping without one would be opened unchecked."""
+    for m in proc.mappings:
+        if m.file_backed and not m.deleted and m.path not in proc.mapped_files:
+            raise Incompatible(f"the core does not record the identity of the mapped "
+                               f"file {m.path}")
+
+
 def diffs(ident, st, build_id_of):
     """The names of the identity fields in which the file differs from `ident`:
     st is its os.stat_result, build_id_of the path its build-id is read from."""

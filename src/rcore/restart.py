@@ -149,6 +149,7 @@ def _check_mapped_files(proc, trusted):
         if m.deleted and not (m.stored == "all" and not m.shared):
             raise Unsupported(f"the mapping {m.start:#x}-{m.end:#x} of the deleted file "
                               f"{m.path} cannot be rebuilt")
+    identity.require_mappings_recorded(proc)
     for path, ident in proc.mapped_files.items():
         if any(m.path == path and m.deleted for m in proc.mappings):
             continue

@@ -160,6 +160,7 @@ def _check_exe(pid, core, live_exe, trusted):
 
 def _check_mapped_files(pid, core, trusted, skip=None):
     proc = core.state
+    identity.require_mappings_recorded(proc)
     live = procfs.read_maps(pid)
     for path, ident in proc.mapped_files.items():
         maps = [m for m in proc.mappings if m.path == path]

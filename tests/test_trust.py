@@ -12,14 +12,13 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import struct
 import subprocess
 import tempfile
 
 import pytest
 
-from conftest import PROGS, SRC, proc_status, read_lines, rcore_cmd, wait_for, wait_lines
+from conftest import PROGS, SRC, proc_status, read_lines, rcore_cmd, wait_lines
 
 USER = "rcoretest"
 PYTHON = "/usr/bin/python3"          # the user cannot reach a Python under /root

@@ -72,4 +72,3 @@ def check_file(what, path, ident, trusted):
     if changed:
         raise Incompatible(f"{what} changed since the checkpoint "
                            f"({', '.join(changed)} differ)")
-

@@ -8,6 +8,7 @@ JSON notes in the core it owns, and hands the core to root, who runs
 `rcore restart` or `rcore restore`: each must be refused with one line, no
 process started, nothing touched."""
 
+import importlib
 import json
 import os
 import pwd
@@ -18,7 +19,8 @@ import tempfile
 
 import pytest
 
-from conftest import PROGS, SRC, proc_status, read_lines, rcore_cmd, wait_lines
+from conftest import (PROGS, SRC, checkpoint_and_kill, proc_status, read_lines, rcore_cmd,
+                      restart, wait_lines)
 
 USER = "rcoretest"
 PYTHON = "/usr/bin/python3"          # the user cannot reach a Python under /root
@@ -416,3 +418,28 @@ def test_user_cannot_use_another_users_core(procs, user, home, ticker):
         procs.adopt(int(started))
     assert_refused(r, pid, f"belongs to uid {user.pw_uid}")
     assert r.stdout == ""
+
+
+def test_lazy_restart_maps_only_the_core_rcore_read(build, procs, tmp_path, monkeypatch):
+    """--lazy has the process open the core by its path: a file renamed over it
+    after rcore read it (whoever may write that directory) is not mapped; the
+    memory is written from the core rcore checked instead."""
+    restart_module = importlib.import_module("rcore.restart")  # rcore.restart: the function
+    p = procs.start([build("ticker"), "8"])
+    wait_lines(p.out_path, 2)
+    core = str(tmp_path / "core")
+    checkpoint_and_kill(p, core)
+    other = shutil.copy(core, str(tmp_path / "other"))
+
+    class RenamedOver(restart_module.CoreFile):
+        def __init__(self, path):
+            super().__init__(path)
+            os.rename(other, path)
+    monkeypatch.setattr(restart_module, "CoreFile", RenamedOver)
+    out = str(tmp_path / "out2")
+    h = restart(procs, core, lazy=True, stdout=out)
+    inode = str(os.stat(core).st_ino)
+    maps = open(f"/proc/{h.pid}/maps").read().splitlines()
+    assert not [line for line in maps if line.split()[4] == inode]
+    assert any("path names another file" in w for w in h.warnings), h.warnings
+    wait_lines(out, 2)

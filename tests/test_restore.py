@@ -136,7 +136,7 @@ def test_changed_executable_refused_unless_forced(procs, build, tmp_path):
     assert rcore_cmd("dump", p.pid, "-o", core).returncode == 0
     os.utime(binary, (1, 1))            # the executable's mtime no longer matches
     r = rcore_cmd("restore", p.pid, core)
-    assert r.returncode != 0 and "mtime differ" in r.stderr and "--force" in r.stderr
+    assert r.returncode != 0 and "mtime, ctime differ" in r.stderr and "--force" in r.stderr
     assert not_traced(p.pid)
     r = rcore_cmd("restore", "--force", p.pid, core)
     assert r.returncode == 0, r.stderr

@@ -252,7 +252,7 @@ def _check_reopenable(f):
         st = os.stat(f.path)
     except OSError as err:
         raise Incompatible(f"fd {f.fd}: cannot reopen {f.path}: {err.strerror}") from None
-    if f.inode and (st.st_ino, st.st_dev) != (f.inode, f.dev):
+    if (st.st_ino, st.st_dev) != (f.inode, f.dev):      # zeroed fields too
         raise Incompatible(f"fd {f.fd}: {f.path} was replaced by another file since "
                            "the checkpoint")
 

@@ -35,21 +35,33 @@ def capture_mappings(pid):
 
 
 def _mapped_file_identity(pid, entry):
-    # map_files/ shows the file actually mapped, even when the path now names another.
+    # map_files/ shows the file actually mapped, even when the path now names
+    # another; it needs CAP_CHECKPOINT_RESTORE.  Without it, the file at the path
+    # is the mapped one when its device and inode are those maps shows.
+    mapped = procfs.path(pid, "map_files", f"{entry.start:x}-{entry.end:x}")
     try:
-        st = os.stat(procfs.path(pid, "map_files", f"{entry.start:x}-{entry.end:x}"))
+        st = os.stat(mapped)
     except OSError:
-        return FileIdentity(entry.path, inode=entry.inode)
-    return FileIdentity(entry.path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        mapped = entry.path
+        try:
+            st = os.stat(mapped)
+        except OSError:
+            return FileIdentity(entry.path, inode=entry.inode)
+        if (st.st_ino, st.st_dev) != (entry.inode, procfs.parse_dev(entry.dev)):
+            return FileIdentity(entry.path, inode=entry.inode)
+    return _identity(FileIdentity, entry.path, st, mapped)
+
+
+def _identity(cls, path, st, build_id_from):
+    return cls(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+               find_build_id(build_id_from), st.st_ctime_ns)
 
 
 def capture_exe(pid):
     path = procfs.read_link(pid, "exe")
     if path.endswith(" (deleted)"):
         path = path[: -len(" (deleted)")]
-    st = procfs.stat_exe(pid)
-    build_id = find_build_id(procfs.path(pid, "exe"))
-    return ExeIdentity(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, build_id)
+    return _identity(ExeIdentity, path, procfs.stat_exe(pid), procfs.path(pid, "exe"))
 
 
 # Unlinked files up to this size are stored whole in the core: nothing else
@@ -75,7 +87,8 @@ def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
             path=target[: -len(" (deleted)")] if deleted else target,
             flags=info.flags & ~os.O_CLOEXEC, pos=info.pos, cloexec=bool(info.flags & os.O_CLOEXEC),
             description=description, inode=info.ino, dev=info.st_dev, rdev=info.st_rdev,
-            size=info.st_size, mtime_ns=info.st_mtime_ns, deleted=deleted))
+            size=info.st_size, mtime_ns=info.st_mtime_ns, ctime_ns=info.st_ctime_ns,
+            deleted=deleted))
     if with_data:
         _capture_fd_data(pid, fds, unlinked_limit)
     return fds

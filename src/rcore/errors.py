@@ -57,6 +57,10 @@ class Incompatible(RcoreError):
     """A checkpoint does not fit the process or system it is applied to."""
 
 
+class NotPermitted(RcoreError):
+    """A core asks for more than the user it speaks for (its owner) may have."""
+
+
 class Unsupported(RcoreError):
     """The process holds something rcore cannot save or rebuild."""
 

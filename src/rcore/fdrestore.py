@@ -176,7 +176,7 @@ def _open_path(plan, f, flags):
 def _open_regular(plan, f):
     fd = _open_path(plan, f, f.flags)
     st = os.fstat(fd)
-    if f.inode and (st.st_ino, st.st_dev) != (f.inode, f.dev):
+    if (st.st_ino, st.st_dev) != (f.inode, f.dev):      # zeroed fields too
         raise Incompatible(f"fd {f.fd}: {f.path} is another file than at the checkpoint")
     writable = f.flags & os.O_ACCMODE != os.O_RDONLY
     if writable:
@@ -186,9 +186,10 @@ def _open_regular(plan, f):
         if st.st_size > f.size and f.flags & os.O_APPEND:
             # Appends made after the checkpoint would be made again after them.
             plan.truncate.append((fd, f.size))
-    elif (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns) and f.mtime_ns:
+    elif (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns) \
+            or f.ctime_ns and st.st_ctime_ns != f.ctime_ns:     # ctime: 0 in older cores
         raise Incompatible(f"fd {f.fd}: {f.path} changed since the checkpoint "
-                           "(size or modification time)")
+                           "(size, modification or change time)")
     return fd
 
 

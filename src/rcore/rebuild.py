@@ -442,9 +442,17 @@ def core_mappable(core, mappings, min_size=MAP_CORE_MIN):
 
 def open_core_in_target(inj, ws, core):
     """The core file opened (read-only, close-on-exec) by the target itself, as
-    its own user: its fd there, or -errno (e.g. -EACCES) when it may not."""
-    return inj.call("openat", AT_FDCWD, ws.put_str(os.path.abspath(core.path)),
-                    O_RDONLY | O_CLOEXEC, 0, check=False)
+    its own user: its fd there, or -errno (e.g. -EACCES) when it may not, or
+    -ESTALE when the path names another file than the one rcore read (renamed
+    over since: its bytes would be mapped unchecked, whoever wrote them)."""
+    fd = inj.call("openat", AT_FDCWD, ws.put_str(os.path.abspath(core.path)),
+                  O_RDONLY | O_CLOEXEC, 0, check=False)
+    if fd >= 0:
+        st, mine = os.stat(procfs.path(inj.thread.tgid, "fd", str(fd))), os.fstat(core.fileno())
+        if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+            inj.call("close", fd, check=False)
+            return -errno.ESTALE
+    return fd
 
 
 def map_from_core(inj, core, mappings, fd):
@@ -683,8 +691,10 @@ def rebuild_address_space(pid, inj, ws, mappings, core, mm=None, progress=None,
             # Opened first, before anything changes, as the process's own user.
             ret = open_core_in_target(inj, ws, core)
             if ret < 0:
+                why = ("its path names another file now" if ret == -errno.ESTALE
+                       else os.strerror(-ret))
                 b.summary.skipped.append(f"map_core: the process cannot open the core "
-                                         f"({os.strerror(-ret)}): its memory was written")
+                                         f"({why}): its memory was written")
             else:
                 core_fd = ret
                 b.from_core = {m.start for m in lazy}

@@ -34,11 +34,11 @@ import select
 import signal
 from dataclasses import replace
 
-from . import apply, arch, attrs, fdrestore, mm, rebuild, rseq, spawn, vdso
+from . import apply, arch, attrs, fdrestore, identity, mm, owner, rebuild, rseq, spawn, vdso
 from .elf.reader import CoreFile
 from .errors import Incompatible, Unsupported
 from .interrupts import signals_held
-from .linux import inject, ptrace
+from .linux import inject, procfs, ptrace
 from .linux.inject import Injector
 from .linux.ptrace import FrozenProcess
 
@@ -103,22 +103,28 @@ class Restarted:
 # --- checks, before anything is built ----------------------------------------------
 
 def check_restartable(core, any_pid=False):
-    """Everything that can be checked without starting a process.  Raises
-    CoreFormatError, Unsupported, Incompatible or spawn.PidTaken."""
+    """Everything that can be checked without starting a process.  Returns the
+    owner.Owner the core speaks for (None: a core rcore trusts).  Raises
+    CoreFormatError, Unsupported, Incompatible, NotPermitted or spawn.PidTaken."""
     proc = core.state
     if not core.has_rcore:
         raise Unsupported(f"{core.path} was not written by rcore (a kernel or gdb core "
                           "lacks the kernel state a restart needs)")
     if core.arch is not ARCH:
         raise Incompatible(f"{core.path} is a core of {core.arch.NAME}, this is {ARCH.NAME}")
+    speaker = owner.of_core(core)
+    owner.check_creds(speaker, core)
     _check_core_complete(core)
-    _check_exe(proc)
-    _check_mapped_files(proc)
+    with owner.as_owner(speaker):
+        _check_exe(proc, speaker is None)
+        _check_mapped_files(proc, speaker is None)
+        _check_fd_identities(proc, speaker is None)
+        apply.check_process_state(proc)
     vdso.check_vdso(core)
-    apply.check_process_state(proc)
     _check_creds(proc)
     if not any_pid:
         spawn.check_pids_free([t.tid for t in proc.threads])
+    return speaker
 
 
 def _check_core_complete(core):
@@ -129,39 +135,33 @@ def _check_core_complete(core):
                                "missing from the core (truncated?)")
 
 
-def _check_exe(proc):
+def _check_exe(proc, trusted):
     exe = proc.exe
     if exe is None:
         raise Unsupported("the core does not name its executable")
-    try:
-        st = os.stat(exe.path)
-    except OSError as err:
-        raise Incompatible(f"the executable {exe.path} is gone: {err.strerror}") from None
-    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (exe.dev, exe.inode, exe.size,
-                                                            exe.mtime_ns):
-        raise Incompatible(f"the executable {exe.path} changed since the checkpoint "
-                           "(device, inode, size or modification time differ)")
+    identity.check_file(f"the executable {exe.path}", exe.path, exe, trusted)
 
 
-def _check_mapped_files(proc):
+def _check_mapped_files(proc, trusted):
     for m in proc.mappings:
         if not rebuild.is_file_mapping(m):
             continue
         if m.deleted and not (m.stored == "all" and not m.shared):
             raise Unsupported(f"the mapping {m.start:#x}-{m.end:#x} of the deleted file "
                               f"{m.path} cannot be rebuilt")
+    identity.require_mappings_recorded(proc)
     for path, ident in proc.mapped_files.items():
         if any(m.path == path and m.deleted for m in proc.mappings):
             continue
-        try:
-            st = os.stat(path)
-        except OSError as err:
-            raise Incompatible(f"the mapped file {path} is gone: {err.strerror}") from None
-        got = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        want = (ident.dev, ident.inode, ident.size, ident.mtime_ns)
-        if (got != want) if ident.dev else st.st_ino != ident.inode:
-            raise Incompatible(f"the mapped file {path} changed since the checkpoint "
-                               "(device, inode, size or modification time differ)")
+        identity.check_file(f"the mapped file {path}", path, ident, trusted)
+
+
+def _check_fd_identities(proc, trusted):
+    """Files reopened by path (fdrestore.py compares them as it opens them) must
+    have their identity recorded, or the comparison would be vacuous."""
+    for f in proc.files:
+        if f.kind == "file" and not f.deleted:
+            identity.require_recorded(f"fd {f.fd} ({f.path})", f, trusted)
 
 
 def _creds_to_take(proc):
@@ -206,15 +206,22 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                   (handle.warnings says which) instead of refusing"""
     core = CoreFile(path)
     try:
-        check_restartable(core, any_pid)
+        speaker = check_restartable(core, any_pid)
         proc = core.state
-        plan = fdrestore.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
+        # Descriptors, FIFOs, recreated unlinked files and redirections are
+        # opened as the core's owner; the process itself is its owner (spawn).
+        with owner.as_owner(speaker):
+            plan = fdrestore.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
         try:
             with signals_held():
                 pid, same_tids = _spawn(proc, plan, detach, any_pid)
                 pidfd = None
                 try:
                     pidfd = os.pidfd_open(pid)
+                    # What execve ran, not what the path named at the check.
+                    identity.check_file(f"the executable {proc.exe.path}",
+                                        procfs.path(pid, "exe"), proc.exe, speaker is None)
+                    owner.check_exec(speaker, pid)
                     _build(pid, core, plan, lazy, same_tids, progress)
                     handle = Restarted(pid, pidfd, detach, list(plan.warnings))
                 except BaseException:

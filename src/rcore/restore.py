@@ -17,11 +17,10 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import arch, rseq
+from . import arch, identity, owner, rseq
 from .apply import (apply_process_state, apply_thread_state, check_process_state,
                     create_thread, end_thread, plan_files, plan_threads, set_thread_name)
 from .interrupts import signals_held
-from .elf.notes import find_build_id
 from .elf.reader import CoreFile
 from .errors import Incompatible, NoSuchProcess, ProcessExited, RcoreError
 from .linux import inject, procfs, ptrace
@@ -71,8 +70,11 @@ def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     with CoreFile(path) as core:
-        check_compatible(pid, core, force)
+        speaker = check_compatible(pid, core, force)
         with signals_held(), FrozenProcess(pid) as frozen:
+            # Again once frozen: the process could have gained privileges
+            # (execve of a set-user-ID program) since the first check.
+            owner.check_target(speaker, pid)
             job = _Restore(frozen, core, progress, map_core)
             job.plan()
             try:
@@ -114,20 +116,29 @@ def _kill(frozen):
 
 def check_compatible(pid, core, force=False):
     """Refuse, before anything changes, a checkpoint that is not of process pid:
-    another architecture, another executable (device, inode, size, mtime,
-    build-id; skipped with force), or a mapped file changed since.  For cores
-    without rcore's notes the file mappings the core names must be where they
-    were.  Raises Incompatible with one line naming what differs."""
+    another architecture, another executable (identity.py: device, inode, size,
+    mtime, ctime, build-id; skipped with force), or a mapped file changed since.
+    For cores without rcore's notes the file mappings the core names must be
+    where they were.  A core owned by another user than root may only go into a
+    process that user could change, and its files are looked at as that user
+    (owner.py).  Raises Incompatible or NotPermitted with one line naming what
+    differs; returns the owner.Owner the core speaks for (None: trusted)."""
     if core.arch.NAME != ARCH.NAME:
         raise Incompatible(f"{core.path} is a core of an {core.arch.NAME} process, "
                            f"this machine is {ARCH.NAME}")
-    live_exe = _live_exe_path(pid)
-    if core.has_rcore:
-        if not force:
-            _check_exe(pid, core, live_exe)
-        _check_mapped_files(pid, core, skip=core.state.exe.path if force else None)
-    else:
-        _check_foreign_layout(pid, core, live_exe)
+    speaker = owner.of_core(core)
+    owner.check_creds(speaker, core)
+    owner.check_target(speaker, pid)
+    with owner.as_owner(speaker):
+        live_exe = _live_exe_path(pid)
+        if core.has_rcore:
+            if not force:
+                _check_exe(pid, core, live_exe, speaker is None)
+            _check_mapped_files(pid, core, speaker is None,
+                                skip=core.state.exe.path if force else None)
+        else:
+            _check_foreign_layout(pid, core, live_exe)
+    return speaker
 
 
 def _live_exe_path(pid):
@@ -135,28 +146,21 @@ def _live_exe_path(pid):
     return exe[: -len(" (deleted)")] if exe.endswith(" (deleted)") else exe
 
 
-def _check_exe(pid, core, live_exe):
+def _check_exe(pid, core, live_exe, trusted):
     want = core.state.exe
     if want is None:
         raise Incompatible(f"{core.path} does not record its executable")
-    st = procfs.stat_exe(pid)
-    diffs = []
-    if (st.st_dev, st.st_ino) != (want.dev, want.inode):
-        diffs.append("device/inode")
-    if st.st_size != want.size:
-        diffs.append("size")
-    if st.st_mtime_ns != want.mtime_ns:
-        diffs.append("mtime")
-    if want.build_id and find_build_id(procfs.path(pid, "exe")) != want.build_id:
-        diffs.append("build-id")
+    identity.require_recorded(f"the executable {want.path}", want, trusted)
+    diffs = identity.diffs(want, procfs.stat_exe(pid), procfs.path(pid, "exe"))
     if diffs:
         raise Incompatible(f"{core.path} is a checkpoint of {want.path}, but process {pid} "
                            f"runs {live_exe} ({', '.join(diffs)} differ); --force to "
                            "restore anyway")
 
 
-def _check_mapped_files(pid, core, skip=None):
+def _check_mapped_files(pid, core, trusted, skip=None):
     proc = core.state
+    identity.require_mappings_recorded(proc)
     live = procfs.read_maps(pid)
     for path, ident in proc.mapped_files.items():
         maps = [m for m in proc.mappings if m.path == path]
@@ -165,36 +169,19 @@ def _check_mapped_files(pid, core, skip=None):
         if any(m.deleted for m in maps):
             _check_deleted_mapping(pid, path, ident, maps, live)
             continue
-        try:
-            st = os.stat(path)
-        except OSError:
-            raise Incompatible(f"mapped file {path} no longer exists") from None
-        diffs = _identity_diffs(st, ident)
-        if diffs:
-            raise Incompatible(f"mapped file {path} changed since the checkpoint "
-                               f"({', '.join(diffs)} differ)")
-
-
-def _identity_diffs(st, ident):
-    diffs = []
-    if st.st_ino != ident.inode or (ident.dev and st.st_dev != ident.dev):
-        diffs.append("device/inode")
-    if ident.dev and st.st_size != ident.size:
-        diffs.append("size")
-    if ident.dev and st.st_mtime_ns != ident.mtime_ns:
-        diffs.append("mtime")
-    return diffs
+        identity.check_file(f"mapped file {path}", path, ident, trusted)
 
 
 def _check_deleted_mapping(pid, path, ident, maps, live):
     # A deleted file can only be used while the process still maps it.
     for e in live:
         if e.path == path and e.inode == ident.inode:
+            mapped = procfs.path(pid, "map_files", f"{e.start:x}-{e.end:x}")
             try:
-                st = os.stat(procfs.path(pid, "map_files", f"{e.start:x}-{e.end:x}"))
+                st = os.stat(mapped)
             except OSError:
                 continue
-            if not _identity_diffs(st, ident):
+            if not identity.diffs(ident, st, mapped):
                 return
     raise Incompatible(f"mapped file {path} was deleted and the process no longer "
                        "maps it")

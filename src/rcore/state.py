@@ -54,24 +54,24 @@ class _Record:
 
 
 @dataclass
-class ExeIdentity(_Record):
-    """What identifies the executable file, to refuse a checkpoint of another one."""
+class FileIdentity(_Record):
+    """What identifies a file a checkpoint names (its executable, a mapped file),
+    to refuse it at restore/restart once it is another file or was rewritten
+    (identity.py compares it).  ctime: no user can set it back (utime sets mtime
+    only), so an in-place rewrite that keeps size and mtime still shows.  Cores
+    written before ctime_ns and build_id were recorded load with 0 and ""."""
     path: str
     dev: int = 0
     inode: int = 0
     size: int = 0
     mtime_ns: int = 0
-    build_id: str = ""          # hex
+    build_id: str = ""          # hex GNU build-id of an ELF file ("" = none)
+    ctime_ns: int = 0
 
 
 @dataclass
-class FileIdentity(_Record):
-    """A file a mapping comes from, to check it is unchanged at restore/restart."""
-    path: str
-    dev: int = 0
-    inode: int = 0
-    size: int = 0
-    mtime_ns: int = 0
+class ExeIdentity(FileIdentity):
+    """The executable's identity, to refuse a checkpoint of another program."""
 
 
 @dataclass
@@ -150,6 +150,7 @@ class FileDescriptor(_Record):
     size: int = 0
     mtime_ns: int = 0
     deleted: bool = False
+    ctime_ns: int = 0           # 0 in cores written before it was recorded
     # Added for restart (older cores load with the defaults):
     queued: str = ""            # pipe/FIFO: bytes queued in it at the checkpoint (hex),
                                 # on the lowest fd of each pipe

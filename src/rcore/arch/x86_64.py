@@ -66,6 +66,7 @@ SYS = dict(
     madvise=28, dup=32, dup2=33, pause=34, nanosleep=35, getitimer=36,
     setitimer=38, getpid=39, clone=56, fork=57, exit=60, wait4=61, kill=62,
     fcntl=72, chdir=80, fchdir=81, umask=95, getrlimit=97, ptrace=101,
+    setgroups=116, setresuid=117, setresgid=119,
     rt_sigpending=127, rt_sigqueueinfo=129, sigaltstack=131, personality=135,
     prctl=157, arch_prctl=158, setrlimit=160, gettid=186, futex=202,
     set_tid_address=218, restart_syscall=219, exit_group=231, tgkill=234,

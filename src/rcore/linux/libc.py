@@ -111,6 +111,22 @@ def pidfd_getfd(pidfd, fd):
     return syscall("pidfd_getfd", pidfd, fd, 0)
 
 
+# Credentials of the calling thread only.  The kernel keeps credentials per
+# thread; glibc's setresuid/setgroups (and Python's os.*) change every thread of
+# the process (its setxid broadcast), these raw calls do not.  -1: unchanged.
+def thread_setresuid(ruid, euid, suid):
+    syscall("setresuid", ruid, euid, suid)
+
+
+def thread_setresgid(rgid, egid, sgid):
+    syscall("setresgid", rgid, egid, sgid)
+
+
+def thread_setgroups(groups):
+    array = (ctypes.c_uint32 * max(len(groups), 1))(*groups)
+    syscall("setgroups", len(groups), array)
+
+
 # Constants of the calls above and of calls injected into processes that Python's
 # os, mmap, fcntl and signal modules lack (include/uapi/linux/{prctl,fcntl,mman}.h,
 # asm-generic/mman-common.h).

@@ -174,6 +174,12 @@ def read_comm(pid, tid=None, proc=PROC):
     return _read(pid, name, proc).rstrip(b"\n").decode("utf-8", "surrogateescape")
 
 
+def parse_dev(text):
+    """st_dev of the "fe:01" maps shows (major:minor in hex)."""
+    major, minor = text.split(":")
+    return os.makedev(int(major, 16), int(minor, 16))
+
+
 @_wrap
 def stat_exe(pid, proc=PROC):
     return os.stat(path(pid, "exe", proc=proc))
@@ -192,6 +198,7 @@ class FdInfo:
     st_rdev: int
     st_size: int
     st_mtime_ns: int
+    st_ctime_ns: int
 
 
 @_wrap
@@ -208,7 +215,8 @@ def read_fds(pid, proc=PROC):
             continue          # closed meanwhile
         fds.append(FdInfo(fd, target, int(info.get("pos", "0")), int(info.get("flags", "0"), 8),
                           int(info.get("mnt_id", "0")), int(info.get("ino", "0")),
-                          st.st_mode, st.st_dev, st.st_rdev, st.st_size, st.st_mtime_ns))
+                          st.st_mode, st.st_dev, st.st_rdev, st.st_size, st.st_mtime_ns,
+                          st.st_ctime_ns))
     return fds
 
 

@@ -22,7 +22,7 @@ from fcntl import F_SETFD, F_SETFL, FD_CLOEXEC
 from os import O_ACCMODE, O_CLOEXEC, SEEK_SET
 
 from . import arch, rseq
-from .capture import capture_files
+from .fds import capture_files, kind_of
 from .errors import Incompatible, InjectedSyscallError, ProcessExited, PtraceError
 from .linux import ptrace
 from .linux.inject import Injector
@@ -45,8 +45,6 @@ ROBUST_LIST_HEAD_SIZE = 24                  # struct robust_list_head
 
 # Status flags F_SETFL can change (fs/fcntl.c SETFL_MASK); the others are fixed at open.
 SETFL_MASK = 0o2000 | 0o4000 | 0o20000 | 0o40000 | 0o1000000
-REOPENABLE = ("file", "dir", "chr", "blk")
-SEEKABLE = ("file", "dir", "blk")
 
 
 # --- threads -------------------------------------------------------------------------
@@ -243,7 +241,7 @@ def _same_open_file(live, want):
 
 
 def _check_reopenable(f):
-    if f.kind not in REOPENABLE:
+    if not kind_of(f).reopenable:
         raise Incompatible(f"fd {f.fd} ({f.path}) was closed or replaced since the "
                            f"checkpoint, and a {f.kind} cannot be reopened")
     if f.deleted:
@@ -299,7 +297,7 @@ def apply_files(inj, ws, plan):
         inj.call("dup2", src, dst)
     for f, cur in plan.adjust:
         primary = f.description == f.fd
-        if primary and f.kind in SEEKABLE and (cur is None or cur.pos != f.pos):
+        if primary and kind_of(f).seekable(f) and (cur is None or cur.pos != f.pos):
             inj.call("lseek", f.fd, f.pos, SEEK_SET)
         if primary and cur is not None and (cur.flags ^ f.flags) & SETFL_MASK:
             inj.call("fcntl", f.fd, F_SETFL, f.flags & SETFL_MASK)

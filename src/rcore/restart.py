@@ -12,7 +12,7 @@
     threads    created with their TIDs (apply.create_thread) and given their
                registers, XSAVE, masks, sigaltstack, robust list, rseq
     process    handlers, cwd, umask (apply.py), close-on-exec flags
-               (fdrestore.py), rlimits, itimers, personality, dumpable,
+               (fds/), rlimits, itimers, personality, dumpable,
                no_new_privs (attrs.py), pending signals queued again with their
                siginfo
     release    the workspace unmapped, final registers set, every thread detached
@@ -34,7 +34,7 @@ import select
 import signal
 from dataclasses import replace
 
-from . import apply, arch, attrs, fdrestore, mm, rebuild, rseq, spawn, vdso
+from . import apply, arch, attrs, fds, mm, rebuild, rseq, spawn, vdso
 from .elf.reader import CoreFile
 from .errors import Incompatible, Unsupported
 from .interrupts import signals_held
@@ -208,7 +208,7 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     try:
         check_restartable(core, any_pid)
         proc = core.state
-        plan = fdrestore.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
+        plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
         try:
             with signals_held():
                 pid, same_tids = _spawn(proc, plan, detach, any_pid)
@@ -278,7 +278,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         changed = [sa for sa in proc.sigactions if (sa.handler, sa.flags, sa.mask) != (0, 0, 0)]
         plan.warnings += apply.apply_process_state(
             pid, inj, ws, replace(proc, sigactions=changed), files_plan=apply.FilesPlan())
-        fdrestore.apply_cloexec(inj, plan)
+        fds.finish(inj, ws, plan, {ts.tid: t.tid for t, ts in threads})
         attrs.apply_personality(inj, proc.personality)
         attrs.apply_prctl_flags(inj, proc)
         for t, ts in threads:

@@ -1,0 +1,121 @@
+"""The interface every descriptor kind implements (one module per kind, as
+CRIU's files-*.c).  Defaults here describe a kind rcore cannot rebuild."""
+
+import os
+
+from ..errors import Incompatible, Unsupported
+
+
+class Kind:
+    """One kind of descriptor: how it is captured, what its entry in the core
+    holds, whether and how a restart rebuilds it, and what restore does.
+
+    names        the `kind` values of RCORE_FILES entries it handles
+    anon_names   the readlink targets "anon_inode:NAME" that make a live
+                 descriptor one of its kind (for kinds without a file of their own)
+    reopenable   restore may reopen it by path when it was closed or replaced
+                 since the checkpoint (otherwise restore refuses then)
+    stage        0: rcore opens it before the process exists (open());
+                 1, 2...: it is finished inside the new process, once every
+                 descriptor and thread is there, in the order of stages
+                 (in_process()); an epoll instance is completed after the
+                 descriptors it watches
+    """
+    names = ()
+    anon_names = ()
+    reopenable = False
+    stage = 0
+
+    def seekable(self, f):
+        """Whether restore puts f's offset back."""
+        return False
+
+    def capture(self, ctx, f, fdinfo):
+        """Dump side, while the process is frozen: fill f.kind_state (and the
+        fields of its own) from fdinfo (the dict of /proc/PID/fdinfo/N, with
+        "lines": its raw lines) and what only the process can show.  ctx
+        (fds.Capture): pid; with_data: also what only the process holds
+        (queued bytes, contents) for a restart; unlinked_limit; kind_data: a
+        dict the kinds share over one walk of the table.  Runs for the lowest
+        fd of each open file description only."""
+
+    def decode(self, f):
+        """Check the kind's own keys of a FileDescriptor read from a core;
+        raise ValueError naming what is wrong."""
+
+    def check(self, f, plan):
+        """Whether a restart can rebuild f at all, from the entry alone (no
+        file system: open() checks that): raise Unsupported naming the fd if not.
+        plan: the FdPlan (files, pid, tids).  The default refuses: a kind
+        that rebuilds overrides check() and open()."""
+        raise Unsupported(f"fd {f.fd} ({f.path}): rcore cannot rebuild a {f.kind} yet")
+
+    def skippable(self, f):
+        """Whether --skip-unsupported may replace f by a disconnected descriptor."""
+        return True
+
+    def why_not_skippable(self, f):
+        return ""
+
+    def warnings(self, f):
+        """What a restart loses of f although it rebuilds it, said at dump and
+        restart (words, without the fd)."""
+        return []
+
+    def open(self, plan, f):
+        """Restart: open the open file description in rcore, before the process
+        exists; returns rcore's descriptor, which spawn installs at f.fd.  None:
+        in_process() creates it."""
+        raise Unsupported(f"fd {f.fd} ({f.path}): rcore cannot rebuild a {f.kind} yet")
+
+    def in_process(self, inj, ws, plan, f):
+        """Restart, stage > 0: finish f inside the new process (Injector inj,
+        Workspace ws), once every descriptor and thread exists."""
+
+    def describe(self, f):
+        """rcore info: the kind's state in a few words."""
+        return ""
+
+    def action(self, f):
+        """rcore info: what restart does with it."""
+        return "refused (not supported yet)"
+
+
+def status_flags(f, mask=os.O_NONBLOCK):
+    """The flags of f that a kind passes at creation (O_NONBLOCK by default)."""
+    return f.flags & mask
+
+
+def fdinfo_int(fdinfo, key, base=10):
+    try:
+        return int(fdinfo[key].split()[0], base)
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(f"fdinfo has no number {key!r}") from None
+
+
+# Status flags an open() can give (the rest belongs to the descriptor or to creation).
+STATUS_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_DIRECT | os.O_NOATIME
+                | os.O_SYNC | os.O_DSYNC | os.O_LARGEFILE | os.O_PATH | os.O_DIRECTORY)
+
+
+def open_path(plan, f, flags):
+    """Reopen f by its path with the status flags `flags`, at its offset."""
+    try:
+        fd = plan.own(os.open(f.path, (flags & STATUS_FLAGS) | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise Incompatible(f"fd {f.fd}: {f.path} no longer exists") from None
+    except OSError as err:
+        raise Incompatible(f"fd {f.fd}: cannot reopen {f.path}: {err.strerror}") from None
+    if f.pos and not f.flags & os.O_PATH:
+        try:
+            os.lseek(fd, f.pos, os.SEEK_SET)
+        except OSError:
+            pass                      # devices without offsets
+    return fd
+
+
+class Rebuilt(Kind):
+    """A kind a restart rebuilds: check() passes."""
+
+    def check(self, f, plan):
+        pass

@@ -30,7 +30,7 @@ import os
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-from . import device, directory, file, pipe
+from . import device, directory, eventfd, file, pipe, signalfd, timerfd
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -46,7 +46,8 @@ def _register(*kinds):
             ANON["anon_inode:" + anon] = k.names[0]
 
 
-_register(file.KIND, directory.KIND, device.KIND, pipe.KIND)
+_register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timerfd.KIND,
+          signalfd.KIND)
 
 STDIO_NAMES = ("stdin", "stdout", "stderr")
 F_SETFD, FD_CLOEXEC = 2, 1
@@ -147,7 +148,7 @@ def decode(f):
     ValueError naming fd and kind)."""
     if not isinstance(f.kind_state, dict):
         raise ValueError(f"fd {f.fd}: kind_state is not an object")
-    if "error" not in f.kind_state:
+    if f.description == f.fd and "error" not in f.kind_state:
         try:
             kind_of(f).decode(f)
         except (KeyError, TypeError, ValueError) as err:
@@ -166,6 +167,7 @@ class FdPlan:
         self.cloexec = []
         self.warnings = []
         self.truncate = []              # (rcore fd, size) done by commit()
+        self.at_commit = []             # what kinds do last (arm timers)
         self.redirected = {}            # (path, is stdin) -> rcore fd
         self.in_process = []            # FileDescriptor finished by finish()
         self.dups = []                  # (from fd, to fd) made by finish()
@@ -183,10 +185,14 @@ class FdPlan:
         return fd
 
     def commit(self):
-        """Just before the process runs: roll written files back to the checkpoint."""
+        """Just before the process runs: roll written files back to the
+        checkpoint, arm timers."""
         for fd, size in self.truncate:
             os.ftruncate(fd, size)
         self.truncate = []
+        for step in self.at_commit:
+            step()
+        self.at_commit = []
 
     def close(self):
         for fd in self._owned + self._keepers:

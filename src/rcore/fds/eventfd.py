@@ -1,0 +1,49 @@
+"""eventfd: a counter."""
+
+import os
+
+from .kind import Rebuilt, fdinfo_int
+
+
+class Eventfd(Rebuilt):
+    """Captured (fdinfo): `count` (eventfd-count, hex), `semaphore`
+    (eventfd-semaphore, Linux 6.6+; None where the kernel does not say).
+    Restart: a new eventfd with that count and flags (EFD_SEMAPHORE, nonblock).
+    Restore: kept if still open; refused if closed since."""
+    names = ("eventfd",)
+    anon_names = ("[eventfd]",)
+
+    def capture(self, ctx, f, fdinfo):
+        semaphore = fdinfo_int(fdinfo, "eventfd-semaphore") if "eventfd-semaphore" in fdinfo \
+            else None
+        f.kind_state = {"count": fdinfo_int(fdinfo, "eventfd-count", 16),
+                        "semaphore": None if semaphore is None else bool(semaphore)}
+
+    def decode(self, f):
+        count = f.kind_state["count"]
+        if not isinstance(count, int) or not 0 <= count < (1 << 64) - 1:
+            raise ValueError(f"count {count!r}")
+        if f.kind_state.get("semaphore") not in (None, True, False):
+            raise ValueError("semaphore")
+
+    def open(self, plan, f):
+        flags = os.EFD_CLOEXEC | (f.flags & os.O_NONBLOCK)
+        if f.kind_state.get("semaphore"):
+            flags |= os.EFD_SEMAPHORE
+        return plan.own(os.eventfd(f.kind_state["count"], flags))
+
+    def warnings(self, f):
+        if f.kind_state.get("semaphore") is None:
+            return ["the kernel does not say whether it counts as a semaphore "
+                    "(EFD_SEMAPHORE): it comes back without"]
+        return []
+
+    def describe(self, f):
+        return f"count {f.kind_state['count']}" + (
+            " semaphore" if f.kind_state.get("semaphore") else "")
+
+    def action(self, f):
+        return "a new eventfd with the same count and flags"
+
+
+KIND = Eventfd()

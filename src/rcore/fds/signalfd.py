@@ -1,0 +1,36 @@
+"""signalfd: a set of signals read as data."""
+
+import os
+
+from ..linux import libc
+from .kind import Rebuilt, fdinfo_int, status_flags
+
+
+class Signalfd(Rebuilt):
+    """Captured: `sigmask` (fdinfo, hex).  The signals it reads are the
+    process's pending signals, which restart queues again.
+    Restart: a new signalfd with that mask.  Restore: kept if still open."""
+    names = ("signalfd",)
+    anon_names = ("[signalfd]",)
+
+    def capture(self, ctx, f, fdinfo):
+        f.kind_state = {"sigmask": fdinfo_int(fdinfo, "sigmask", 16)}
+
+    def decode(self, f):
+        mask = f.kind_state["sigmask"]
+        if not isinstance(mask, int) or not 0 <= mask < 1 << 64:
+            raise ValueError(f"sigmask {mask!r}")
+
+    def open(self, plan, f):
+        return plan.own(libc.signalfd(f.kind_state["sigmask"],
+                                      status_flags(f) | os.O_CLOEXEC))
+
+    def describe(self, f):
+        mask = f.kind_state["sigmask"]
+        return "signals " + ",".join(str(s) for s in range(1, 65) if mask >> (s - 1) & 1)
+
+    def action(self, f):
+        return "a new signalfd with the same mask"
+
+
+KIND = Signalfd()

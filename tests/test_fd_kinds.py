@@ -7,11 +7,11 @@ import pytest
 from conftest import checkpoint_and_kill, read_lines, restart, wait_lines
 
 
-def restarted_verdict(procs, build, tmp_path, prog, **restart_args):
+def restarted_verdict(procs, build, tmp_path, prog, *args, **restart_args):
     """Run tests/progs/PROG.c through dump, kill and restart; returns its output
     after the restart (the last line is its verdict)."""
     go = tmp_path / "go"
-    p = procs.start([build(prog), str(go)])
+    p = procs.start([build(prog), str(go), *args])
     wait_lines(p.out_path, 1)
     checkpoint_and_kill(p, tmp_path / "core")
     h = restart(procs, tmp_path / "core", **restart_args)
@@ -23,6 +23,6 @@ def restarted_verdict(procs, build, tmp_path, prog, **restart_args):
     return lines, h
 
 
-@pytest.mark.parametrize("prog", ["fd_eventfd", "fd_timerfd", "fd_signalfd"])
+@pytest.mark.parametrize("prog", ["fd_eventfd", "fd_timerfd", "fd_signalfd", "fd_memfd"])
 def test_kind_comes_back(procs, build, tmp_path, prog):
     restarted_verdict(procs, build, tmp_path, prog)

@@ -30,7 +30,7 @@ import os
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-from . import device, directory, eventfd, file, pipe, signalfd, timerfd
+from . import device, directory, eventfd, file, memfd, pipe, signalfd, timerfd
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -47,7 +47,7 @@ def _register(*kinds):
 
 
 _register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timerfd.KIND,
-          signalfd.KIND)
+          signalfd.KIND, memfd.KIND)
 
 STDIO_NAMES = ("stdin", "stdout", "stderr")
 F_SETFD, FD_CLOEXEC = 2, 1

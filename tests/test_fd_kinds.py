@@ -23,6 +23,7 @@ def restarted_verdict(procs, build, tmp_path, prog, *args, **restart_args):
     return lines, h
 
 
-@pytest.mark.parametrize("prog", ["fd_eventfd", "fd_timerfd", "fd_signalfd", "fd_memfd"])
+@pytest.mark.parametrize("prog", ["fd_eventfd", "fd_timerfd", "fd_signalfd", "fd_memfd",
+                                  "fd_epoll"])
 def test_kind_comes_back(procs, build, tmp_path, prog):
     restarted_verdict(procs, build, tmp_path, prog)

@@ -30,7 +30,7 @@ import os
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-from . import device, directory, eventfd, file, memfd, pipe, signalfd, timerfd
+from . import device, directory, epoll, eventfd, file, memfd, pipe, signalfd, timerfd
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -47,7 +47,7 @@ def _register(*kinds):
 
 
 _register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timerfd.KIND,
-          signalfd.KIND, memfd.KIND)
+          signalfd.KIND, memfd.KIND, epoll.KIND)
 
 STDIO_NAMES = ("stdin", "stdout", "stderr")
 F_SETFD, FD_CLOEXEC = 2, 1
@@ -161,8 +161,9 @@ def decode(f):
 class FdPlan:
     """rcore-side descriptors for the new process: fds {number: rcore fd}."""
 
-    def __init__(self, files):
-        self.files = files              # FileDescriptor list, by number
+    def __init__(self, proc):
+        self.files = sorted(proc.files, key=lambda f: f.fd)
+        self.pid = proc.pid
         self.fds = {}
         self.cloexec = []
         self.warnings = []
@@ -171,7 +172,7 @@ class FdPlan:
         self.redirected = {}            # (path, is stdin) -> rcore fd
         self.in_process = []            # FileDescriptor finished by finish()
         self.dups = []                  # (from fd, to fd) made by finish()
-        self.tids = {}                  # checkpointed TID -> TID in the new process
+        self.tids = {t.tid: t.tid for t in proc.threads}    # checkpointed -> now
         self.kind_data = {}             # kind name -> what its open() shares
         self._owned = []                # rcore fds to close when done
         self._keepers = []              # held open until the process has its own
@@ -208,9 +209,7 @@ def plan_files(proc, stdio=(None, None, None), skip_unsupported=False):
     any process exists; raise Unsupported/Incompatible naming the fd if
     something cannot be rebuilt.  stdio: redirections of fds 0-2 (a path, an
     open fd, or a file object)."""
-    plan = FdPlan(sorted(proc.files, key=lambda f: f.fd))
-    plan.pid = proc.pid
-    plan.tids = {t.tid: t.tid for t in proc.threads}
+    plan = FdPlan(proc)
     try:
         _plan(plan, stdio, skip_unsupported)
     except BaseException:
@@ -236,22 +235,22 @@ def _plan(plan, stdio, skip_unsupported):
         try:
             _check(f, plan)
             src = kind_of(f).open(plan, f)
+            if src is None or kind_of(f).stage:
+                plan.in_process.append(f)
         except Unsupported as err:
             if not skip_unsupported:
                 raise Unsupported(f"{err} (--skip-unsupported replaces it with "
                                   "/dev/null)") from None
             plan.warnings.append(f"{err}: replaced with /dev/null")
             src = plan.own(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
-        if src is None:
-            plan.in_process.append(f)
-        else:
+        if src is not None:
             plan.fds[f.fd] = src
         by_description[f.description] = src
         _note_cloexec(plan, f)
     for fd, target in enumerate(stdio):     # redirections of streams that were closed
         if target is not None and fd not in plan.fds:
             plan.fds[fd] = _redirect(plan, fd, target)
-    plan.in_process.sort(key=lambda f: kind_of(f).stage)
+    plan.in_process.sort(key=lambda f: (kind_of(f).stage, kind_of(f).order(f, plan)))
 
 
 def _check(f, plan):

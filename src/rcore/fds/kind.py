@@ -68,6 +68,10 @@ class Kind:
         in_process() creates it."""
         raise Unsupported(f"fd {f.fd} ({f.path}): rcore cannot rebuild a {f.kind} yet")
 
+    def order(self, f, plan):
+        """Within its stage, kinds finished inside the process go by this."""
+        return 0
+
     def in_process(self, inj, ws, plan, f):
         """Restart, stage > 0: finish f inside the new process (Injector inj,
         Workspace ws), once every descriptor and thread exists."""

@@ -141,8 +141,8 @@ KcmpEpollSlot = ctypes.c_uint32 * 3         # struct kcmp_epoll_slot {efd, tfd, 
 
 def kcmp_epoll_tfd(pid, fd, epfd, tfd):
     """0 when fd of pid is the file epoll epfd watches under number tfd."""
-    return syscall("kcmp", pid, pid, KCMP_EPOLL_TFD, fd,
-                   ctypes.addressof(KcmpEpollSlot(epfd, tfd, 0)))
+    slot = KcmpEpollSlot(epfd, tfd, 0)
+    return syscall("kcmp", pid, pid, KCMP_EPOLL_TFD, fd, ctypes.addressof(slot))
 
 
 class Timespec(ctypes.Structure):

@@ -2,9 +2,11 @@
 tests/progs/fd_*.c sets up its descriptors, is checkpointed, killed and
 restarted, then checks its own state and prints a verdict."""
 
+import os
+
 import pytest
 
-from conftest import checkpoint_and_kill, read_lines, restart, wait_lines
+from conftest import checkpoint_and_kill, children, rcore_cmd, read_lines, restart, wait_lines
 
 
 def restarted_verdict(procs, build, tmp_path, prog, *args, **restart_args):
@@ -24,6 +26,27 @@ def restarted_verdict(procs, build, tmp_path, prog, *args, **restart_args):
 
 
 @pytest.mark.parametrize("prog", ["fd_eventfd", "fd_timerfd", "fd_signalfd", "fd_memfd",
-                                  "fd_epoll"])
+                                  "fd_epoll", "fd_pidfd"])
 def test_kind_comes_back(procs, build, tmp_path, prog):
     restarted_verdict(procs, build, tmp_path, prog)
+
+
+def fd_with_fdinfo(pid, line):
+    """The fd of process pid whose fdinfo holds `line`."""
+    for name in os.listdir(f"/proc/{pid}/fdinfo"):
+        with open(f"/proc/{pid}/fdinfo/{name}") as f:
+            if line in f.read().splitlines():
+                return int(name)
+    raise AssertionError(f"no fd of {pid} with {line!r}")
+
+
+def test_pidfd_of_another_process_refused(procs, build, tmp_path):
+    p = procs.start([build("fd_pidfd"), str(tmp_path / "go"), "child"])
+    wait_lines(p.out_path, 1)
+    child = children(p.pid)[0]
+    procs.adopt(child)
+    fd = fd_with_fdinfo(p.pid, f"Pid:\t{child}")
+    checkpoint_and_kill(p, tmp_path / "core")
+    res = rcore_cmd("restart", tmp_path / "core")
+    assert res.returncode != 0
+    assert f"fd {fd} is a pidfd of process {child}" in res.stderr, res.stderr

@@ -30,7 +30,7 @@ import os
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-from . import device, directory, epoll, eventfd, file, memfd, pipe, signalfd, timerfd
+from . import device, directory, epoll, eventfd, file, memfd, pidfd, pipe, signalfd, timerfd
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -47,7 +47,7 @@ def _register(*kinds):
 
 
 _register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timerfd.KIND,
-          signalfd.KIND, memfd.KIND, epoll.KIND)
+          signalfd.KIND, memfd.KIND, epoll.KIND, pidfd.KIND)
 
 STDIO_NAMES = ("stdin", "stdout", "stderr")
 F_SETFD, FD_CLOEXEC = 2, 1
@@ -291,6 +291,8 @@ def finish(inj, ws, plan, tids=None):
         plan.tids.update(tids)
     for f in plan.in_process:
         kind_of(f).in_process(inj, ws, plan, f)
+        if f.fd not in plan.fds and not f.cloexec:
+            inj.call("fcntl", f.fd, F_SETFD, 0)     # made there, maybe close-on-exec
     for src, dst in plan.dups:
         inj.call("dup2", src, dst)
     for fd in plan.cloexec:

@@ -1,6 +1,7 @@
 """rcore dump PID [-o FILE]: write a core file of a running process."""
 
 import json
+import sys
 
 from ..capture import UNLINKED_FILE_LIMIT
 from ..dump import dump
@@ -34,6 +35,8 @@ def run(args):
                  fork=not args.no_fork, progress=bar, unlinked_limit=args.unlinked_limit)
     finally:
         bar.finish()
+    for warning in s.warnings:
+        print(f"rcore: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(s.__dict__))
     else:

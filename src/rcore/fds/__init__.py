@@ -30,7 +30,8 @@ import os
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-from . import device, directory, epoll, eventfd, file, memfd, pidfd, pipe, signalfd, timerfd
+from . import (device, directory, epoll, eventfd, file, inotify, memfd, pidfd, pipe, signalfd,
+               timerfd)
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -47,7 +48,7 @@ def _register(*kinds):
 
 
 _register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timerfd.KIND,
-          signalfd.KIND, memfd.KIND, epoll.KIND, pidfd.KIND)
+          signalfd.KIND, memfd.KIND, epoll.KIND, pidfd.KIND, inotify.KIND)
 
 STDIO_NAMES = ("stdin", "stdout", "stderr")
 F_SETFD, FD_CLOEXEC = 2, 1
@@ -118,27 +119,29 @@ def _same_description(pid, fd1, fd2):
         return False
 
 
-def dump_warnings(files):
-    """What a restart of these descriptors will not carry, in words (one line
+def dump_warnings(proc):
+    """What a restart of proc's descriptors will not carry, in words (one line
     per descriptor), to say at dump time."""
+    plan = FdPlan(proc)
     out = []
-    for f in files:
+    for f in plan.files:
         if f.description != f.fd:
             continue
-        why = _why_not(f)
-        if why:
-            out.append(why)
-        out += [f"fd {f.fd} ({f.kind}): {w}" for w in kind_of(f).warnings(f)]
+        why = _why_not(f, plan)
+        out += [f"{why}: a restart will refuse it"] if why else _kind_warnings(f)
     return out
 
 
-def _why_not(f):
+def _why_not(f, plan):
     try:
-        _check(f, None)
-    except (Unsupported, Incompatible) as err:
-        if isinstance(err, Unsupported):
-            return f"{err}; restart will refuse it"
+        _check(f, plan)
+    except Unsupported as err:
+        return str(err)
     return None
+
+
+def _kind_warnings(f):
+    return [f"fd {f.fd} ({f.kind}): {w}" for w in kind_of(f).warnings(f)]
 
 
 # --- core file --------------------------------------------------------------------
@@ -237,6 +240,7 @@ def _plan(plan, stdio, skip_unsupported):
             src = kind_of(f).open(plan, f)
             if src is None or kind_of(f).stage:
                 plan.in_process.append(f)
+            plan.warnings += _kind_warnings(f)
         except Unsupported as err:
             if not skip_unsupported:
                 raise Unsupported(f"{err} (--skip-unsupported replaces it with "
@@ -301,11 +305,18 @@ def finish(inj, ws, plan, tids=None):
 
 # --- info -------------------------------------------------------------------------
 
-def describe(f):
-    """rcore info: (the kind's state, what restart does with it)."""
-    if f.description != f.fd:
-        return "", f"shares fd {f.description}'s open file description"
-    why = _why_not(f)
-    k = kind_of(f)
-    return k.describe(f), (why.replace("; restart will refuse it", ": refused")
-                           if why else k.action(f))
+def describe(proc):
+    """rcore info: {fd: (the kind's state, what restart does with it)}."""
+    plan = FdPlan(proc)
+    out = {}
+    for f in plan.files:
+        if f.description != f.fd:
+            out[f.fd] = ("", f"shares fd {f.description}'s open file description")
+            continue
+        why = _why_not(f, plan)
+        try:
+            state = kind_of(f).describe(f) if not f.kind_state.get("error") else ""
+        except (KeyError, TypeError, ValueError):
+            state = ""
+        out[f.fd] = (state, f"refused: {why}" if why else kind_of(f).action(f))
+    return out

@@ -3,11 +3,13 @@ tests/progs/fd_*.c sets up its descriptors, is checkpointed, killed and
 restarted, then checks its own state and prints a verdict."""
 
 import os
+import socket
 
 import pytest
 import rcore
 
-from conftest import checkpoint_and_kill, children, rcore_cmd, read_lines, restart, wait_lines
+from conftest import (checkpoint_and_kill, children, proc_status, rcore_cmd, read_lines, restart,
+                      wait_for, wait_lines)
 
 
 def restarted_verdict(procs, build, tmp_path, prog, *args, **restart_args):
@@ -61,3 +63,30 @@ def test_inotify_watches_come_back_queued_events_lost(procs, build, tmp_path):
     lost = "bytes of inotify events queued at the checkpoint are lost"
     assert any(lost in w for w in summary.warnings), summary.warnings
     assert any(lost in w for w in h.warnings), h.warnings
+
+
+def test_skipped_descriptors_are_disconnected_not_dev_null(procs, build, tmp_path):
+    _, summary, h = restarted_verdict(procs, build, tmp_path, "fd_skipped",
+                                      skip_unsupported=True)
+    assert sum("a restart will refuse it" in w for w in summary.warnings) == 2, summary.warnings
+    assert sum("disconnected socket" in w for w in h.warnings) == 2, h.warnings
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+def test_server_socket_refused_even_with_skip_unsupported(procs, tmp_path, kind):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
+        s.listen()
+    port = s.getsockname()[1]
+    p = procs.start(["sleep", "100"], pass_fds=[s.fileno()])
+    s.close()
+    wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"))
+    fd = max(int(x) for x in os.listdir(f"/proc/{p.pid}/fd"))
+    summary = rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+    p.wait(timeout=10)
+    assert any(f"fd {fd}" in w and f"127.0.0.1:{port}" in w for w in summary.warnings)
+    res = rcore_cmd("restart", "--skip-unsupported", tmp_path / "core")
+    assert res.returncode != 0
+    assert f"fd {fd}" in res.stderr and "server socket" in res.stderr, res.stderr
+    assert not os.path.exists(f"/proc/{p.pid}")

@@ -21,8 +21,8 @@ Any failure after spawning kills the half-built process and reaps it: nothing is
 left behind (PTRACE_O_EXITKILL covers rcore itself dying).
 
 Not carried over (README, restart): child processes (a restarted process
-waiting for one gets ECHILD), sockets, eventfd, epoll, timerfd, signalfd,
-inotify and memfd descriptors (refused, or /dev/null with skip_unsupported),
+waiting for one gets ECHILD), sockets and pidfds of other processes (refused,
+or disconnected with skip_unsupported; see fds/), events queued in an inotify,
 pipes to other processes except on fds 0-2 (those get rcore's own), file locks,
 POSIX timers (timer_create), SysV IPC, seccomp filters, namespaces and chroot,
 the process group and session (the process joins rcore's; detached, a session
@@ -202,8 +202,9 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                   copying them (milliseconds for GiBs); see rebuild.map_from_core
                   for what that changes
     stdin/stdout/stderr  redirect a standard stream: a path, an fd or a file
-    skip_unsupported     descriptors rcore cannot rebuild become /dev/null
-                  (handle.warnings says which) instead of refusing"""
+    skip_unsupported     descriptors rcore cannot rebuild become disconnected
+                  sockets (handle.warnings says which) instead of refusing; server
+                  sockets are refused all the same (fds/__init__.py)"""
     core = CoreFile(path)
     try:
         check_restartable(core, any_pid)

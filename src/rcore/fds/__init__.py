@@ -19,19 +19,23 @@ docs/ARCHITECTURE.md.  This layer holds what every kind shares:
   their numbers; finish() runs inside the new process once its threads exist:
   the kinds that must be completed there (stage > 0: pidfds, epoll watches),
   then close-on-exec flags;
-- --skip-unsupported (plan_files): a kind that cannot be rebuilt becomes
-  /dev/null and a warning names fd and kind.
+- --skip-unsupported (plan_files): a descriptor that cannot be rebuilt becomes
+  a disconnected socket (reads see end of file, writes fail with EPIPE), and a
+  warning names fd and kind; one whose loss would leave the process running
+  but unreachable (Kind.skippable() false: a listening socket, a bound
+  datagram socket without a peer) is refused all the same.
 
 Restore (same live process, apply.py) keeps descriptors that are still the same
 open file and reopens by path only what Kind.reopenable allows."""
 
 import os
+import socket
 
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
 from . import (device, directory, epoll, eventfd, file, inotify, memfd, pidfd, pipe, signalfd,
-               timerfd)
+               sockets, timerfd)
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -48,7 +52,7 @@ def _register(*kinds):
 
 
 _register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timerfd.KIND,
-          signalfd.KIND, memfd.KIND, epoll.KIND, pidfd.KIND, inotify.KIND)
+          signalfd.KIND, memfd.KIND, epoll.KIND, pidfd.KIND, inotify.KIND, sockets.KIND)
 
 STDIO_NAMES = ("stdin", "stdout", "stderr")
 F_SETFD, FD_CLOEXEC = 2, 1
@@ -242,11 +246,7 @@ def _plan(plan, stdio, skip_unsupported):
                 plan.in_process.append(f)
             plan.warnings += _kind_warnings(f)
         except Unsupported as err:
-            if not skip_unsupported:
-                raise Unsupported(f"{err} (--skip-unsupported replaces it with "
-                                  "/dev/null)") from None
-            plan.warnings.append(f"{err}: replaced with /dev/null")
-            src = plan.own(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+            src = _skip(plan, f, err, skip_unsupported)
         if src is not None:
             plan.fds[f.fd] = src
         by_description[f.description] = src
@@ -255,6 +255,29 @@ def _plan(plan, stdio, skip_unsupported):
         if target is not None and fd not in plan.fds:
             plan.fds[fd] = _redirect(plan, fd, target)
     plan.in_process.sort(key=lambda f: (kind_of(f).stage, kind_of(f).order(f, plan)))
+
+
+def _skip(plan, f, err, skip_unsupported):
+    """--skip-unsupported: a disconnected descriptor in place of f, and a warning;
+    refused without the option, or when f is not skippable (a server socket)."""
+    k = kind_of(f)
+    if not k.skippable(f):
+        hint = f"; --skip-unsupported does not skip it: {k.why_not_skippable(f)}"
+        raise Unsupported(f"{err}{hint}") from None
+    if not skip_unsupported:
+        raise Unsupported(f"{err} (--skip-unsupported makes it a disconnected descriptor)") \
+            from None
+    plan.warnings.append(f"{err}: it is now a disconnected socket (reads see end of file, "
+                         "writes fail with EPIPE)")
+    return _disconnected(plan)
+
+
+def _disconnected(plan):
+    """What stands for a skipped descriptor: one end of a socket pair whose other
+    end is closed.  Not /dev/null, which would swallow writes in silence."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    b.close()
+    return plan.own(a.detach())
 
 
 def _check(f, plan):

@@ -90,3 +90,19 @@ def test_server_socket_refused_even_with_skip_unsupported(procs, tmp_path, kind)
     assert res.returncode != 0
     assert f"fd {fd}" in res.stderr and "server socket" in res.stderr, res.stderr
     assert not os.path.exists(f"/proc/{p.pid}")
+
+
+def test_info_shows_each_descriptor_with_its_state_and_restart(procs, build, tmp_path):
+    a, b = socket.socketpair()
+    p = procs.start([build("fd_eventfd"), str(tmp_path / "go")], pass_fds=[a.fileno()])
+    a.close()
+    b.close()
+    wait_lines(p.out_path, 1)
+    rcore.dump(p.pid, str(tmp_path / "core"))
+    out = rcore_cmd("info", tmp_path / "core").stdout
+    assert "eventfd  anon_inode:[eventfd]  count 25\n" in out, out
+    assert "count 3 semaphore\n" in out
+    assert "restart: a new eventfd with the same count and flags" in out
+    assert "socket" in out and "AF_UNIX SOCK_STREAM" in out
+    assert "restart: refused: fd" in out
+    assert "shares fd" in out                     # the dup of an eventfd

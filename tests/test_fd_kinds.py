@@ -106,3 +106,12 @@ def test_info_shows_each_descriptor_with_its_state_and_restart(procs, build, tmp
     assert "socket" in out and "AF_UNIX SOCK_STREAM" in out
     assert "restart: refused: fd" in out
     assert "shares fd" in out                     # the dup of an eventfd
+
+
+def test_memfd_mapped_shared_stays_one_file_with_its_fd(procs, build, tmp_path):
+    restarted_verdict(procs, build, tmp_path, "fd_memfd", "map")
+
+
+def test_memfd_mapped_without_descriptor(procs, build, tmp_path):
+    _, _, h = restarted_verdict(procs, build, tmp_path, "fd_memfd_mapped")
+    assert any("had no descriptor left" in w for w in h.warnings), h.warnings

@@ -147,7 +147,8 @@ def _check_mapped_files(proc):
     for m in proc.mappings:
         if not rebuild.is_file_mapping(m):
             continue
-        if m.deleted and not (m.stored == "all" and not m.shared):
+        if m.deleted and not (m.stored == "all" and (not m.shared
+                                                    or fds.memfd.is_memfd_mapping(m))):
             raise Unsupported(f"the mapping {m.start:#x}-{m.end:#x} of the deleted file "
                               f"{m.path} cannot be rebuilt")
     for path, ident in proc.mapped_files.items():
@@ -210,6 +211,7 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
         check_restartable(core, any_pid)
         proc = core.state
         plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
+        fds.plan_mappings(plan, core.read)
         try:
             with signals_held():
                 pid, same_tids = _spawn(proc, plan, detach, any_pid)
@@ -264,7 +266,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         rseq.drop_registration(inj)
         avoid = [(m.start, m.end) for m in proc.mappings]
         ws = rebuild.Workspace.create(inj, pid, avoid)
-        mappings = [_as_anonymous(m) for m in proc.mappings]
+        mappings = [_as_anonymous(m) for m in plan.mappings]
         summary = rebuild.rebuild_address_space(pid, inj, ws, mappings, core, mm=None,
                                                 progress=progress, map_core=lazy)
         plan.warnings += summary.skipped

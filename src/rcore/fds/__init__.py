@@ -15,7 +15,9 @@ docs/ARCHITECTURE.md.  This layer holds what every kind shares:
   (For process trees, the master is the lowest (pid, fd); the others receive
   it the same way: FdPlan.fds maps numbers to one rcore descriptor.)
 - restart: plan_files() checks and opens everything before any process exists
-  (the single planning entry point of restart.py); spawn installs FdPlan.fds at
+  (the single planning entry point of restart.py), then plan_mappings() turns
+  shared memfd mappings into mappings of the new memfd (/proc/self/fd/N in the
+  new process, FdPlan.mappings); spawn installs FdPlan.fds at
   their numbers; finish() runs inside the new process once its threads exist:
   the kinds that must be completed there (stage > 0: pidfds, epoll watches),
   then close-on-exec flags;
@@ -179,6 +181,8 @@ class FdPlan:
         self.redirected = {}            # (path, is stdin) -> rcore fd
         self.in_process = []            # FileDescriptor finished by finish()
         self.dups = []                  # (from fd, to fd) made by finish()
+        self.spare = []                 # numbers used only while rebuilding; finish() closes
+        self.mappings = proc.mappings   # to rebuild (plan_mappings)
         self.tids = {t.tid: t.tid for t in proc.threads}    # checkpointed -> now
         self.kind_data = {}             # kind name -> what its open() shares
         self._owned = []                # rcore fds to close when done
@@ -223,6 +227,16 @@ def plan_files(proc, stdio=(None, None, None), skip_unsupported=False):
         plan.close()
         raise
     return plan
+
+
+def plan_mappings(plan, read_memory):
+    """After plan_files, before spawn: plan.mappings with shared memfd mappings
+    made mappings of the rebuilt memfd (memfd.map_sources)."""
+    try:
+        plan.mappings = memfd.map_sources(plan, plan.mappings, read_memory)
+    except BaseException:
+        plan.close()
+        raise
 
 
 def _plan(plan, stdio, skip_unsupported):
@@ -316,6 +330,8 @@ def finish(inj, ws, plan, tids=None):
     tids: checkpointed TID -> TID now, when they differ."""
     if tids:
         plan.tids.update(tids)
+    for fd in plan.spare:
+        inj.call("close", fd)
     for f in plan.in_process:
         kind_of(f).in_process(inj, ws, plan, f)
         if f.fd not in plan.fds and not f.cloexec:

@@ -2,6 +2,7 @@
 
 import fcntl
 import os
+from dataclasses import replace
 
 from ..errors import Unsupported
 from ..linux import procfs
@@ -9,6 +10,7 @@ from .file import write_all
 from .kind import Rebuilt
 
 PREFIX = "/memfd:"
+CHUNK = 1 << 20
 
 
 class Memfd(Rebuilt):
@@ -89,3 +91,41 @@ def memfd_for(plan, dev, inode):
 
 
 KIND = Memfd()
+
+
+def is_memfd_mapping(m):
+    return m.shared and m.deleted and m.path.startswith(PREFIX)
+
+
+def map_sources(plan, mappings, read_memory):
+    """Shared mappings of memfds, turned into mappings of the rebuilt memfd
+    through /proc/self/fd/N in the new process, so that the mapping and the
+    descriptors stay one file.  A memfd no descriptor holds any more (closed
+    after mmap) is made here from what is mapped (read_memory(addr, length):
+    the core's bytes), at a spare number that finish() closes; its size beyond
+    the mappings and its seals are not known."""
+    numbers = {f.inode: f.fd for f in plan.files if f.kind == "memfd" and f.fd in plan.fds}
+    spare = max([2, *plan.fds, *(f.fd for f in plan.files)]) + 1
+    out = []
+    for m in mappings:
+        if not is_memfd_mapping(m):
+            out.append(m)
+            continue
+        if m.inode not in numbers:
+            size = max(e.offset + e.size for e in mappings if is_memfd_mapping(e)
+                       and e.inode == m.inode)
+            fd = plan.own(os.memfd_create(m.path[len(PREFIX):], os.MFD_CLOEXEC))
+            os.ftruncate(fd, size)
+            for e in mappings:
+                if is_memfd_mapping(e) and e.inode == m.inode:
+                    for off in range(0, e.size, CHUNK):
+                        n = min(CHUNK, e.size - off)
+                        os.pwrite(fd, read_memory(e.start + off, n), e.offset + off)
+            plan.fds[spare] = fd
+            plan.spare.append(spare)
+            numbers[m.inode] = spare
+            plan.warnings.append(f"the memfd {m.path} mapped at {m.start:#x} had no descriptor "
+                                 f"left: made again from its mappings ({size} bytes, no seals)")
+            spare += 1
+        out.append(replace(m, path=f"/proc/self/fd/{numbers[m.inode]}", deleted=False))
+    return out

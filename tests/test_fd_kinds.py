@@ -4,6 +4,7 @@ restarted, then checks its own state and prints a verdict."""
 
 import os
 import socket
+import sys
 
 import pytest
 import rcore
@@ -115,3 +116,41 @@ def test_memfd_mapped_shared_stays_one_file_with_its_fd(procs, build, tmp_path):
 def test_memfd_mapped_without_descriptor(procs, build, tmp_path):
     _, _, h = restarted_verdict(procs, build, tmp_path, "fd_memfd_mapped")
     assert any("had no descriptor left" in w for w in h.warnings), h.warnings
+
+
+@pytest.mark.parametrize("prog", ["fd_epoll", "fd_timerfd", "fd_memfd", "fd_pidfd"])
+def test_restore_leaves_unchanged_descriptors_in_place(procs, build, tmp_path, prog):
+    """rcore restore (the same live process) with these kinds present: they stay."""
+    p = procs.start([build(prog), str(tmp_path / "go")])
+    wait_lines(p.out_path, 1)
+    rcore.dump(p.pid, str(tmp_path / "core"))
+    res = rcore_cmd("restore", p.pid, tmp_path / "core")
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "go").touch()
+    assert p.wait(timeout=30) == 0
+    assert read_lines(p.out_path)[-1] == "verdict: ok"
+
+
+REPLACE_EVENTFD = """
+import os, sys, time
+fd = os.eventfd(5)
+print(fd, flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+new = os.eventfd(9)
+os.dup2(new, fd)
+os.close(new)
+print("replaced", flush=True)
+time.sleep(100)
+"""
+
+
+def test_restore_refuses_an_eventfd_replaced_since(procs, tmp_path):
+    p = procs.start([sys.executable, "-c", REPLACE_EVENTFD, str(tmp_path / "go")])
+    fd = int(wait_lines(p.out_path, 1)[0])
+    rcore.dump(p.pid, str(tmp_path / "core"))
+    (tmp_path / "go").touch()
+    wait_lines(p.out_path, 2)
+    res = rcore_cmd("restore", p.pid, tmp_path / "core")
+    assert res.returncode != 0
+    assert f"fd {fd}" in res.stderr and "eventfd cannot be reopened" in res.stderr, res.stderr

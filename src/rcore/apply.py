@@ -237,7 +237,8 @@ class FilesPlan:
 def _same_open_file(live, want):
     return (live.kind == want.kind and live.inode == want.inode and live.dev == want.dev
             and live.rdev == want.rdev
-            and (live.flags & O_ACCMODE) == (want.flags & O_ACCMODE))
+            and (live.flags & O_ACCMODE) == (want.flags & O_ACCMODE)
+            and kind_of(want).same(live, want))
 
 
 def _check_reopenable(f):

@@ -9,7 +9,10 @@ class Eventfd(Rebuilt):
     """Captured (fdinfo): `count` (eventfd-count, hex), `semaphore`
     (eventfd-semaphore, Linux 6.6+; None where the kernel does not say).
     Restart: a new eventfd with that count and flags (EFD_SEMAPHORE, nonblock).
-    Restore: kept if still open; refused if closed since."""
+    Restore: kept unless closed or replaced since, then refused.  A
+    replacement shows as another eventfd-id (`id`) only if the old eventfd
+    still existed when the new one was made: ids of closed eventfds are
+    reused, and all eventfds share one inode."""
     names = ("eventfd",)
     anon_names = ("[eventfd]",)
 
@@ -18,6 +21,8 @@ class Eventfd(Rebuilt):
             else None
         f.kind_state = {"count": fdinfo_int(fdinfo, "eventfd-count", 16),
                         "semaphore": None if semaphore is None else bool(semaphore)}
+        if "eventfd-id" in fdinfo:
+            f.kind_state["id"] = fdinfo_int(fdinfo, "eventfd-id")
 
     def decode(self, f):
         count = f.kind_state["count"]
@@ -25,6 +30,10 @@ class Eventfd(Rebuilt):
             raise ValueError(f"count {count!r}")
         if f.kind_state.get("semaphore") not in (None, True, False):
             raise ValueError("semaphore")
+
+    def same(self, live, want):
+        ids = live.kind_state.get("id"), want.kind_state.get("id")
+        return None in ids or ids[0] == ids[1]
 
     def open(self, plan, f):
         flags = os.EFD_CLOEXEC | (f.flags & os.O_NONBLOCK)

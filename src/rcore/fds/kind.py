@@ -30,6 +30,12 @@ class Kind:
         """Whether restore puts f's offset back."""
         return False
 
+    def same(self, live, want):
+        """Restore: whether the live descriptor (captured without data) still is
+        the checkpoint's, beyond kind, inode and access mode, which the caller
+        compares (anon inodes are one for all eventfds, epolls...)."""
+        return True
+
     def capture(self, ctx, f, fdinfo):
         """Dump side, while the process is frozen: fill f.kind_state (and the
         fields of its own) from fdinfo (the dict of /proc/PID/fdinfo/N, with

@@ -64,6 +64,7 @@ int main(int argc, char **argv)
     int pipefd[2];
     pipe(pipefd);
     int ep = epoll_create1(0), inner = epoll_create1(0), nested = eventfd(0, 0);
+    fcntl(inner, F_SETFL, O_NONBLOCK);
     add(ep, et, EPOLLIN | EPOLLET, 1);
     add(ep, pipefd[0], EPOLLIN, 2);
     add(ep, oneshot, EPOLLIN | EPOLLONESHOT, 3);
@@ -84,6 +85,8 @@ int main(int argc, char **argv)
     CHECK(!strcmp(had, has), "watches differ:\n%s---\n%s", had, has);
     CHECK(before == 1 << 3 && taken == gone, "before the checkpoint: %#x", before);
     CHECK(ready(ep) == 0, "ready without an event");
+    CHECK(fcntl(inner, F_GETFL) & O_NONBLOCK, "epoll lost O_NONBLOCK");
+    CHECK(!(fcntl(ep, F_GETFL) & O_NONBLOCK), "epoll became non-blocking");
     kick(et);
     CHECK(ready(ep) == 1 << 1, "edge-triggered eventfd");
     CHECK(ready(ep) == 0, "edge-triggered eventfd reported twice");

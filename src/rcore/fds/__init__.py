@@ -30,6 +30,7 @@ docs/ARCHITECTURE.md.  This layer holds what every kind shares:
 Restore (same live process, apply.py) keeps descriptors that are still the same
 open file and reopens by path only what Kind.reopenable allows."""
 
+import fcntl
 import os
 import socket
 
@@ -57,6 +58,7 @@ _register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timer
           signalfd.KIND, memfd.KIND, epoll.KIND, pidfd.KIND, inotify.KIND, sockets.KIND)
 
 STDIO_NAMES = ("stdin", "stdout", "stderr")
+SETTABLE_FLAGS = os.O_NONBLOCK | os.O_APPEND    # what F_SETFL sets and kinds care about
 F_SETFD, FD_CLOEXEC = 2, 1
 
 # Unlinked files up to this size are stored whole in the core: nothing else
@@ -256,6 +258,8 @@ def _plan(plan, stdio, skip_unsupported):
         try:
             _check(f, plan)
             src = kind_of(f).open(plan, f)
+            if src is not None and kind_of(f).new_description:
+                _set_status_flags(src, f)
             if src is None or kind_of(f).stage:
                 plan.in_process.append(f)
             plan.warnings += _kind_warnings(f)
@@ -269,6 +273,13 @@ def _plan(plan, stdio, skip_unsupported):
         if target is not None and fd not in plan.fds:
             plan.fds[fd] = _redirect(plan, fd, target)
     plan.in_process.sort(key=lambda f: (kind_of(f).stage, kind_of(f).order(f, plan)))
+
+
+def _set_status_flags(fd, f):
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    want = (flags & ~SETTABLE_FLAGS) | (f.flags & SETTABLE_FLAGS)
+    if want != flags:
+        fcntl.fcntl(fd, fcntl.F_SETFL, want)
 
 
 def _skip(plan, f, err, skip_unsupported):

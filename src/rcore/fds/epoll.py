@@ -26,6 +26,7 @@ class Epoll(Rebuilt):
     back).  An epoll watched by another is completed first.
     Restore: kept if still open."""
     names = ("epoll",)
+    new_description = True
     anon_names = ("[eventpoll]",)
     stage = 2
 

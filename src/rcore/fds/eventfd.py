@@ -14,6 +14,7 @@ class Eventfd(Rebuilt):
     still existed when the new one was made: ids of closed eventfds are
     reused, and all eventfds share one inode."""
     names = ("eventfd",)
+    new_description = True
     anon_names = ("[eventfd]",)
 
     def capture(self, ctx, f, fdinfo):
@@ -36,7 +37,7 @@ class Eventfd(Rebuilt):
         return None in ids or ids[0] == ids[1]
 
     def open(self, plan, f):
-        flags = os.EFD_CLOEXEC | (f.flags & os.O_NONBLOCK)
+        flags = os.EFD_CLOEXEC
         if f.kind_state.get("semaphore"):
             flags |= os.EFD_SEMAPHORE
         return plan.own(os.eventfd(f.kind_state["count"], flags))

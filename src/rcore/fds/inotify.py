@@ -26,6 +26,7 @@ class Inotify(Rebuilt):
     Events queued at the checkpoint are lost: dump and restart say so.
     Restore: kept if still open."""
     names = ("inotify",)
+    new_description = True
     anon_names = ("inotify",)
 
     def capture(self, ctx, f, fdinfo):
@@ -91,8 +92,6 @@ class Inotify(Rebuilt):
             shutil.rmtree(scratch, ignore_errors=True)
         while pipes.queued_bytes(fd):          # the scratch watches' IN_IGNORED
             os.read(fd, 65536)
-        if not f.flags & os.O_NONBLOCK:
-            os.set_blocking(fd, True)
         return fd
 
     def describe(self, f):

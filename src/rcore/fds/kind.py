@@ -15,6 +15,8 @@ class Kind:
                  descriptor one of its kind (for kinds without a file of their own)
     reopenable   restore may reopen it by path when it was closed or replaced
                  since the checkpoint (otherwise restore refuses then)
+    new_description  open() returns a new open file description of f's own,
+                 whose status flags the generic layer sets as f had them
     stage        0: rcore opens it before the process exists (open());
                  1, 2...: it is finished inside the new process, once every
                  descriptor and thread is there, in the order of stages
@@ -25,6 +27,8 @@ class Kind:
     anon_names = ()
     reopenable = False
     stage = 0
+    new_description = False     # open() makes a description of f's own: the generic
+                                # layer gives it f's O_NONBLOCK and O_APPEND
 
     def seekable(self, f):
         """Whether restore puts f's offset back."""
@@ -89,11 +93,6 @@ class Kind:
     def action(self, f):
         """rcore info: what restart does with it."""
         return "refused (not supported yet)"
-
-
-def status_flags(f, mask=os.O_NONBLOCK):
-    """The flags of f that a kind passes at creation (O_NONBLOCK by default)."""
-    return f.flags & mask
 
 
 def fdinfo_int(fdinfo, key, base=10):

@@ -23,6 +23,7 @@ class Memfd(Rebuilt):
     offset.  A shared mapping of it maps the same new memfd (restart.py).
     Restore: kept if still open; refused if closed since."""
     names = ("memfd",)
+    new_description = True
 
     def capture(self, ctx, f, fdinfo):
         seen = ctx.kind_data.setdefault("memfds", set())
@@ -50,7 +51,7 @@ class Memfd(Rebuilt):
 
     def open(self, plan, f):
         base = memfd_for(plan, f.dev, f.inode)
-        flags = (f.flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK)) | os.O_CLOEXEC
+        flags = (f.flags & os.O_ACCMODE) | os.O_CLOEXEC
         fd = plan.own(os.open(f"/proc/self/fd/{base}", flags))
         os.lseek(fd, f.pos, os.SEEK_SET)
         return fd

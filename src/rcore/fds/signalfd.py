@@ -3,7 +3,7 @@
 import os
 
 from ..linux import libc
-from .kind import Rebuilt, fdinfo_int, status_flags
+from .kind import Rebuilt, fdinfo_int
 
 
 class Signalfd(Rebuilt):
@@ -11,6 +11,7 @@ class Signalfd(Rebuilt):
     process's pending signals, which restart queues again.
     Restart: a new signalfd with that mask.  Restore: kept if still open."""
     names = ("signalfd",)
+    new_description = True
     anon_names = ("[signalfd]",)
 
     def capture(self, ctx, f, fdinfo):
@@ -23,7 +24,7 @@ class Signalfd(Rebuilt):
 
     def open(self, plan, f):
         return plan.own(libc.signalfd(f.kind_state["sigmask"],
-                                      status_flags(f) | os.O_CLOEXEC))
+                                      os.O_CLOEXEC))
 
     def describe(self, f):
         mask = f.kind_state["sigmask"]

@@ -5,7 +5,7 @@ import re
 import time
 
 from ..linux import libc
-from .kind import Rebuilt, fdinfo_int, status_flags
+from .kind import Rebuilt, fdinfo_int
 
 # Clocks whose absolute time means the same after a reboot: an absolute timer
 # on them keeps its deadline; on the others it keeps its remaining time.
@@ -31,6 +31,7 @@ class Timerfd(Rebuilt):
     deadline; its unread expirations are put back (TFD_IOC_SET_TICKS).
     Restore: kept if still open."""
     names = ("timerfd",)
+    new_description = True
     anon_names = ("[timerfd]",)
 
     def capture(self, ctx, f, fdinfo):
@@ -50,7 +51,7 @@ class Timerfd(Rebuilt):
 
     def open(self, plan, f):
         st = f.kind_state
-        fd = plan.own(libc.timerfd_create(st["clockid"], status_flags(f) | os.O_CLOEXEC))
+        fd = plan.own(libc.timerfd_create(st["clockid"], os.O_CLOEXEC))
         plan.at_commit.append(lambda: _arm(fd, st))
         return fd
 

@@ -174,7 +174,6 @@ class FdPlan:
 
     def __init__(self, proc):
         self.files = sorted(proc.files, key=lambda f: f.fd)
-        self.pid = proc.pid
         self.fds = {}
         self.cloexec = []
         self.warnings = []
@@ -368,5 +367,5 @@ def describe(proc):
             state = kind_of(f).describe(f) if not f.kind_state.get("error") else ""
         except (KeyError, TypeError, ValueError):
             state = ""
-        out[f.fd] = (state, f"refused: {why}" if why else kind_of(f).action(f))
+        out[f.fd] = (state, f"refused: {why}" if why else kind_of(f).action(f, plan))
     return out

@@ -26,7 +26,7 @@ class Device(Rebuilt):
     def describe(self, f):
         return "terminal" if is_terminal(f) else f"device {os.major(f.rdev)}:{os.minor(f.rdev)}"
 
-    def action(self, f):
+    def action(self, f, plan):
         return "rcore's terminal" if is_terminal(f) else "reopened by path"
 
 

@@ -17,7 +17,7 @@ class Directory(Rebuilt):
     def open(self, plan, f):
         return open_path(plan, f, f.flags | os.O_DIRECTORY)
 
-    def action(self, f):
+    def action(self, f, plan):
         return "reopened by path"
 
 

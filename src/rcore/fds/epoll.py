@@ -99,7 +99,7 @@ class Epoll(Rebuilt):
                          + f" events {w['events']:#x} data {w['data']:#x}"
                          for w in f.kind_state["watches"]) or "no watches"
 
-    def action(self, f):
+    def action(self, f, plan):
         return "a new epoll; its watches added inside the new process under the same numbers"
 
 

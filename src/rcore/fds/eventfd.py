@@ -52,7 +52,7 @@ class Eventfd(Rebuilt):
         return f"count {f.kind_state['count']}" + (
             " semaphore" if f.kind_state.get("semaphore") else "")
 
-    def action(self, f):
+    def action(self, f, plan):
         return "a new eventfd with the same count and flags"
 
 

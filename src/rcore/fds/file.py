@@ -41,7 +41,7 @@ class RegularFile(Rebuilt):
     def describe(self, f):
         return f"pos {f.pos}" + (" (unlinked)" if f.deleted else "")
 
-    def action(self, f):
+    def action(self, f, plan):
         if not f.deleted:
             return "reopened by path at its offset"
         if f.contents_stored:

@@ -100,7 +100,7 @@ class Inotify(Rebuilt):
         return (text or "no watches") + (f"; {st['queued']} bytes of events queued"
                                          if st["queued"] else "")
 
-    def action(self, f):
+    def action(self, f, plan):
         return "a new inotify, each watch added again by path (queued events lost)"
 
 

@@ -90,8 +90,8 @@ class Kind:
         """rcore info: the kind's state in a few words."""
         return ""
 
-    def action(self, f):
-        """rcore info: what restart does with it."""
+    def action(self, f, plan):
+        """rcore info: what restart does with it (plan: FdPlan, nothing opened)."""
         return "refused (not supported yet)"
 
 

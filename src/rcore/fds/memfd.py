@@ -60,7 +60,7 @@ class Memfd(Rebuilt):
         seals = f.kind_state.get("seals")
         return f"{f.size} bytes" + (f", seals {seals:#x}" if seals else "")
 
-    def action(self, f):
+    def action(self, f, plan):
         return "a new memfd of the same name, contents and seals"
 
 

@@ -50,7 +50,7 @@ class Pidfd(Rebuilt):
         what = "thread" if f.flags & PIDFD_THREAD else "process"
         return f"{what} {f.kind_state['pid']}"
 
-    def action(self, f):
+    def action(self, f, plan):
         return "pidfd_open inside the new process (its own PID or TID)"
 
 

@@ -45,10 +45,23 @@ class Pipe(Rebuilt):
         queued = len(f.queued) // 2
         return end + (f", {queued} bytes queued" if queued else "")
 
-    def action(self, f):
+    def action(self, f, plan):
         if f.kind == "fifo":
             return "reopened by path, queued bytes put back"
-        return "a new pipe with the queued bytes (rcore's own if the other end is outside)"
+        if _outside(plan, f):
+            return f"rcore's own {('stdin', 'stdout', 'stderr')[f.fd]}"
+        return "a new pipe with the bytes that were queued"
+
+    def check(self, f, plan):
+        if f.kind == "pipe" and f.fd >= 3 and _outside(plan, f):
+            raise Unsupported(f"fd {f.fd} ({f.path}) is a pipe whose other end is outside "
+                              "the process")
+
+
+def _outside(plan, f):
+    """Whether pipe f has only this end in the process."""
+    ends = _ends(plan)[f.inode]
+    return not (ends["r"] and ends["w"])
 
 
 def _ends(plan):
@@ -90,15 +103,15 @@ def _open_pipe(plan, f):
             end = plan.own(os.open(f"/proc/self/fd/{end}",
                                    access | os.O_NONBLOCK | os.O_CLOEXEC))
         return end
-    if f.fd < 3:
-        # A standard stream piped to or from another program, which is not
-        # part of the checkpoint: the restarted process uses rcore's own.
-        try:
-            os.fstat(f.fd)
-            return f.fd
-        except OSError:
-            pass
-    raise Unsupported(f"fd {f.fd} ({f.path}) is a pipe whose other end is outside the process")
+    # A standard stream piped to or from another program, which is not part of
+    # the checkpoint (check() refuses the others): the restarted process uses
+    # rcore's own.
+    try:
+        os.fstat(f.fd)
+        return f.fd
+    except OSError:
+        raise Unsupported(f"fd {f.fd} ({f.path}) is a pipe to another program, and rcore "
+                          f"has no {('stdin', 'stdout', 'stderr')[f.fd]} to give it") from None
 
 
 def _open_fifo(plan, f):

@@ -30,7 +30,7 @@ class Signalfd(Rebuilt):
         mask = f.kind_state["sigmask"]
         return "signals " + ",".join(str(s) for s in range(1, 65) if mask >> (s - 1) & 1)
 
-    def action(self, f):
+    def action(self, f, plan):
         return "a new signalfd with the same mask"
 
 

@@ -10,6 +10,8 @@ from .kind import Rebuilt, fdinfo_int
 # Clocks whose absolute time means the same after a reboot: an absolute timer
 # on them keeps its deadline; on the others it keeps its remaining time.
 WALL_CLOCKS = (0, 8, 11)               # CLOCK_REALTIME, _REALTIME_ALARM, _TAI
+# The alarm clocks are read through the clocks they follow.
+CLOCK_READ = {8: 0, 9: 7}              # _REALTIME_ALARM, _BOOTTIME_ALARM
 _PAIR = re.compile(r"\((-?\d+),\s*(-?\d+)\)")
 
 
@@ -40,7 +42,7 @@ class Timerfd(Rebuilt):
               "value_ns": _ns(fdinfo, "it_value"), "interval_ns": _ns(fdinfo, "it_interval"),
               "ticks": fdinfo_int(fdinfo, "ticks")}
         if st["flags"] & libc.TFD_TIMER_ABSTIME and st["value_ns"]:
-            st["deadline_ns"] = time.clock_gettime_ns(st["clockid"]) + st["value_ns"]
+            st["deadline_ns"] = _now(st["clockid"]) + st["value_ns"]
         f.kind_state = st
 
     def decode(self, f):
@@ -67,8 +69,12 @@ class Timerfd(Rebuilt):
             armed += ", absolute"
         return f"clock {st['clockid']}, {armed}, {st['ticks']} expirations unread"
 
-    def action(self, f):
+    def action(self, f, plan):
         return "a new timerfd armed with the time it had left, unread expirations kept"
+
+
+def _now(clockid):
+    return time.clock_gettime_ns(CLOCK_READ.get(clockid, clockid))
 
 
 def _arm(fd, st):
@@ -78,7 +84,7 @@ def _arm(fd, st):
             if st["clockid"] in WALL_CLOCKS and "deadline_ns" in st:
                 value = max(st["deadline_ns"], 1)
             else:
-                value += time.clock_gettime_ns(st["clockid"])
+                value += _now(st["clockid"])
         libc.timerfd_settime(fd, st["flags"], value, st["interval_ns"])
     if st["ticks"]:
         libc.timerfd_set_ticks(fd, st["ticks"])

@@ -154,3 +154,19 @@ def test_restore_refuses_an_eventfd_replaced_since(procs, tmp_path):
     res = rcore_cmd("restore", p.pid, tmp_path / "core")
     assert res.returncode != 0
     assert f"fd {fd}" in res.stderr and "eventfd cannot be reopened" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("kind, state, what", [
+    ("eventfd", {"count": "lots", "semaphore": False}, "count"),
+    ("timerfd", {"clockid": 1, "flags": 0, "value_ns": -5, "interval_ns": 0, "ticks": 0},
+     "value_ns"),
+    ("epoll", {"watches": [{"tfd": 4, "events": 1}]}, "data"),
+    ("inotify", {"watches": [], "queued": None}, "queued"),
+    ("pidfd", {}, "pid"),
+])
+def test_bad_kind_state_in_a_core_is_named(kind, state, what):
+    from rcore.fds import decode
+    from rcore.state import FileDescriptor
+    with pytest.raises(ValueError, match=f"fd 7 \\({kind}\\): bad .*{what}"):
+        decode(FileDescriptor(fd=7, kind=kind, path="anon_inode:x", description=7,
+                              kind_state=state))

@@ -58,7 +58,8 @@ class Kind:
         file system: open() checks that): raise Unsupported naming the fd if not.
         plan: the FdPlan (files, pid, tids).  The default refuses: a kind
         that rebuilds overrides check() and open()."""
-        raise Unsupported(f"fd {f.fd} ({f.path}): rcore cannot rebuild a {f.kind} yet")
+        raise Unsupported(f"fd {f.fd} ({f.path}): rcore cannot rebuild this kind of "
+                          "descriptor yet")
 
     def skippable(self, f):
         """Whether --skip-unsupported may replace f by a disconnected descriptor."""
@@ -75,8 +76,8 @@ class Kind:
     def open(self, plan, f):
         """Restart: open the open file description in rcore, before the process
         exists; returns rcore's descriptor, which spawn installs at f.fd.  None:
-        in_process() creates it."""
-        raise Unsupported(f"fd {f.fd} ({f.path}): rcore cannot rebuild a {f.kind} yet")
+        in_process() creates it.  Only called once check() passed."""
+        raise NotImplementedError
 
     def order(self, f, plan):
         """Within its stage, kinds finished inside the process go by this."""

@@ -210,8 +210,7 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     try:
         check_restartable(core, any_pid)
         proc = core.state
-        plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
-        fds.plan_mappings(plan, core.read)
+        plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported, core.read)
         try:
             with signals_held():
                 pid, same_tids = _spawn(proc, plan, detach, any_pid)

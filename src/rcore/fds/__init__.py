@@ -15,9 +15,9 @@ docs/ARCHITECTURE.md.  This layer holds what every kind shares:
   (For process trees, the master is the lowest (pid, fd); the others receive
   it the same way: FdPlan.fds maps numbers to one rcore descriptor.)
 - restart: plan_files() checks and opens everything before any process exists
-  (the single planning entry point of restart.py), then plan_mappings() turns
-  shared memfd mappings into mappings of the new memfd (/proc/self/fd/N in the
-  new process, FdPlan.mappings); spawn installs FdPlan.fds at
+  (the single planning entry point of restart.py; it also turns shared memfd
+  mappings into mappings of the new memfd: /proc/self/fd/N in the new process,
+  FdPlan.mappings); spawn installs FdPlan.fds at
   their numbers; finish() runs inside the new process once its threads exist:
   the kinds that must be completed there (stage > 0: pidfds, epoll watches),
   then close-on-exec flags;
@@ -183,7 +183,7 @@ class FdPlan:
         self.in_process = []            # FileDescriptor finished by finish()
         self.dups = []                  # (from fd, to fd) made by finish()
         self.spare = []                 # numbers used only while rebuilding; finish() closes
-        self.mappings = proc.mappings   # to rebuild (plan_mappings)
+        self.mappings = proc.mappings   # to rebuild (memfd.map_sources)
         self.tids = {t.tid: t.tid for t in proc.threads}    # checkpointed -> now
         self.kind_data = {}             # kind name -> what its open() shares
         self._owned = []                # rcore fds to close when done
@@ -216,28 +216,22 @@ class FdPlan:
         self._owned, self._keepers = [], []
 
 
-def plan_files(proc, stdio=(None, None, None), skip_unsupported=False):
+def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, read_memory=None):
     """Check and open everything the checkpoint's descriptor table needs, before
     any process exists; raise Unsupported/Incompatible naming the fd if
     something cannot be rebuilt.  stdio: redirections of fds 0-2 (a path, an
-    open fd, or a file object)."""
+    open fd, or a file object).  read_memory(addr, length): the core's bytes;
+    with it, plan.mappings are the mappings to rebuild, shared memfd mappings
+    made mappings of the rebuilt memfd (memfd.map_sources)."""
     plan = FdPlan(proc)
     try:
         _plan(plan, stdio, skip_unsupported)
+        if read_memory is not None:
+            plan.mappings = memfd.map_sources(plan, proc.mappings, read_memory)
     except BaseException:
         plan.close()
         raise
     return plan
-
-
-def plan_mappings(plan, read_memory):
-    """After plan_files, before spawn: plan.mappings with shared memfd mappings
-    made mappings of the rebuilt memfd (memfd.map_sources)."""
-    try:
-        plan.mappings = memfd.map_sources(plan, plan.mappings, read_memory)
-    except BaseException:
-        plan.close()
-        raise
 
 
 def _plan(plan, stdio, skip_unsupported):

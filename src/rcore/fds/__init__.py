@@ -77,7 +77,12 @@ def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
     """The descriptor table of (frozen) process pid, each entry captured by its
     kind.  with_data: also what only the process holds (queued pipe bytes,
     contents of unlinked files up to unlinked_limit bytes...) for a restart."""
-    ctx = Capture(pid, with_data, unlinked_limit)
+    with Capture(pid, with_data, unlinked_limit) as ctx:
+        return _capture_table(ctx)
+
+
+def _capture_table(ctx):
+    pid = ctx.pid
     fds = []
     for info in procfs.read_fds(pid):
         description = info.fd
@@ -109,6 +114,21 @@ class Capture:
     def __init__(self, pid, with_data, unlinked_limit):
         self.pid, self.with_data, self.unlinked_limit = pid, with_data, unlinked_limit
         self.kind_data = {}
+        self._pidfd = None
+
+    def copy_fd(self, fd):
+        """rcore's own duplicate of the process's fd (pidfd_getfd), to ask the
+        kernel what only an open descriptor tells; the caller closes it."""
+        if self._pidfd is None:
+            self._pidfd = libc.pidfd_open(self.pid)
+        return libc.pidfd_getfd(self._pidfd, fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pidfd is not None:
+            os.close(self._pidfd)
 
 
 def _capture_kind(ctx, f, fdinfo):

@@ -144,11 +144,7 @@ def _mount_of(pid, dev):
 
 def _queued(ctx, fd):
     """Bytes of events waiting in inotify fd of the process."""
-    pidfd = libc.pidfd_open(ctx.pid)
-    try:
-        copy = libc.pidfd_getfd(pidfd, fd)
-    finally:
-        os.close(pidfd)
+    copy = ctx.copy_fd(fd)
     try:
         return pipes.queued_bytes(copy)
     finally:

@@ -44,7 +44,8 @@ class Kind:
         """Dump side, while the process is frozen: fill f.kind_state (and the
         fields of its own) from fdinfo (the dict of /proc/PID/fdinfo/N, with
         "lines": its raw lines) and what only the process can show.  ctx
-        (fds.Capture): pid; with_data: also what only the process holds
+        (fds.Capture): pid; copy_fd(fd): rcore's duplicate of one of its fds;
+        with_data: also what only the process holds
         (queued bytes, contents) for a restart; unlinked_limit; kind_data: a
         dict the kinds share over one walk of the table.  Runs for the lowest
         fd of each open file description only."""

@@ -2,11 +2,9 @@
 --skip-unsupported from hiding a server that no longer listens."""
 
 import errno
-import os
 import socket
 
 from ..errors import Unsupported
-from ..linux import libc
 from .kind import Kind
 
 
@@ -24,12 +22,7 @@ class Socket(Kind):
     def capture(self, ctx, f, fdinfo):
         if not ctx.with_data:
             return                      # restore compares the common fields only
-        pidfd = libc.pidfd_open(ctx.pid)
-        try:
-            copy = libc.pidfd_getfd(pidfd, f.fd)
-        finally:
-            os.close(pidfd)
-        s = socket.socket(fileno=copy)
+        s = socket.socket(fileno=ctx.copy_fd(f.fd))
         try:
             f.kind_state = {
                 "family": s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),

@@ -270,7 +270,7 @@ def _plan(plan, stdio, skip_unsupported):
             continue
         try:
             _check(f, plan)
-            src = kind_of(f).open(plan, f)
+            src = _open(plan, f)
             if src is not None and kind_of(f).new_description:
                 _set_status_flags(src, f)
             if src is None or kind_of(f).stage:
@@ -286,6 +286,14 @@ def _plan(plan, stdio, skip_unsupported):
         if target is not None and fd not in plan.fds:
             plan.fds[fd] = _redirect(plan, fd, target)
     plan.in_process.sort(key=lambda f: (kind_of(f).stage, kind_of(f).order(f, plan)))
+
+
+def _open(plan, f):
+    try:
+        return kind_of(f).open(plan, f)
+    except OSError as err:
+        raise Incompatible(f"fd {f.fd} ({f.kind}): cannot be rebuilt: "
+                           f"{err.strerror or err}") from None
 
 
 def _set_status_flags(fd, f):

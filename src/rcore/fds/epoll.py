@@ -6,7 +6,7 @@ import re
 from .. import arch
 from ..errors import Unsupported
 from ..linux import libc, procfs
-from .kind import Rebuilt
+from .kind import Rebuilt, check_int
 
 ARCH = arch.host()
 F_DUPFD_CLOEXEC = 1030
@@ -45,11 +45,11 @@ class Epoll(Rebuilt):
 
     def decode(self, f):
         for w in f.kind_state["watches"]:
-            for key in ("tfd", "events", "data"):
-                if not isinstance(w[key], int) or w[key] < 0:
-                    raise ValueError(f"watch {key} {w[key]!r}")
-            if w["fd"] is not None and not isinstance(w["fd"], int):
-                raise ValueError(f"watch fd {w['fd']!r}")
+            check_int(w["tfd"], "watch tfd", high=1 << 31)
+            check_int(w["events"], "watch events", high=1 << 32)
+            check_int(w["data"], "watch data")
+            if w["fd"] is not None:
+                check_int(w["fd"], "watch fd", high=1 << 31)
 
     def check(self, f, plan):
         numbers = {e.fd for e in plan.files} if plan is not None else set()

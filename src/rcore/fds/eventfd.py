@@ -2,7 +2,7 @@
 
 import os
 
-from .kind import Rebuilt, fdinfo_int
+from .kind import Rebuilt, check_int, fdinfo_int
 
 
 class Eventfd(Rebuilt):
@@ -26,9 +26,7 @@ class Eventfd(Rebuilt):
             f.kind_state["id"] = fdinfo_int(fdinfo, "eventfd-id")
 
     def decode(self, f):
-        count = f.kind_state["count"]
-        if not isinstance(count, int) or not 0 <= count < (1 << 64) - 1:
-            raise ValueError(f"count {count!r}")
+        check_int(f.kind_state["count"], "count", high=(1 << 64) - 1)
         if f.kind_state.get("semaphore") not in (None, True, False):
             raise ValueError("semaphore")
 

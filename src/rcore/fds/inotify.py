@@ -7,7 +7,7 @@ import tempfile
 
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, pipes, procfs
-from .kind import Rebuilt
+from .kind import Rebuilt, check_int
 
 _FIELD = re.compile(r"([\w-]+):(\S+)")
 MAX_WD = 1 << 16                # wd numbers rcore walks up to (one add/rm each)
@@ -47,14 +47,14 @@ class Inotify(Rebuilt):
 
     def decode(self, f):
         st = f.kind_state
-        if not isinstance(st["queued"], int):
-            raise ValueError("queued")
+        check_int(st["queued"], "queued")
         for w in st["watches"]:
-            for key in ("wd", "mask", "ino", "dev"):
-                if not isinstance(w[key], int) or w[key] < 0:
-                    raise ValueError(f"watch {key} {w[key]!r}")
-            if not isinstance(w["path"], str):
-                raise ValueError("watch path")
+            check_int(w["wd"], "watch wd", 1, 1 << 31)
+            check_int(w["mask"], "watch mask", high=1 << 32)
+            check_int(w["ino"], "watch ino")
+            check_int(w["dev"], "watch dev")
+            if not isinstance(w["path"], str) or "\0" in w["path"]:
+                raise ValueError(f"watch path {w['path']!r}")
 
     def check(self, f, plan):
         for w in f.kind_state["watches"]:

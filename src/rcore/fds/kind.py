@@ -130,3 +130,10 @@ class Rebuilt(Kind):
 
     def check(self, f, plan):
         pass
+
+
+def check_int(value, what, low=0, high=1 << 64):
+    """value from a core, an int in [low, high): else ValueError naming what."""
+    if type(value) is not int or not low <= value < high:
+        raise ValueError(f"{what} {value!r}")
+    return value

@@ -7,9 +7,10 @@ from dataclasses import replace
 from ..errors import Unsupported
 from ..linux import procfs
 from .file import write_all
-from .kind import Rebuilt
+from .kind import Rebuilt, check_int
 
 PREFIX = "/memfd:"
+NAME_MAX = 249                              # MFD_NAME_MAX_LEN
 CHUNK = 1 << 20
 
 
@@ -40,9 +41,12 @@ class Memfd(Rebuilt):
 
     def decode(self, f):
         bytes.fromhex(f.contents)
-        for key in ("seals", "mode"):
-            if key in f.kind_state and not isinstance(f.kind_state[key], int):
-                raise ValueError(key)
+        if not f.path.startswith(PREFIX) or len(f.path) - len(PREFIX) > NAME_MAX:
+            raise ValueError(f"memfd name {f.path!r}")
+        if "seals" in f.kind_state:
+            check_int(f.kind_state["seals"], "seals", high=1 << 16)
+        if "mode" in f.kind_state:
+            check_int(f.kind_state["mode"], "mode", high=0o10000)
 
     def check(self, f, plan):
         if not _holder(plan, f).contents_stored:

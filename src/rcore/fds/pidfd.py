@@ -3,7 +3,7 @@
 import os
 
 from ..errors import Unsupported
-from .kind import Rebuilt, fdinfo_int
+from .kind import Rebuilt, check_int, fdinfo_int
 
 PIDFD_THREAD = os.O_EXCL                  # include/uapi/linux/pidfd.h
 
@@ -24,8 +24,7 @@ class Pidfd(Rebuilt):
         f.kind_state = {"pid": fdinfo_int(fdinfo, "Pid")}
 
     def decode(self, f):
-        if not isinstance(f.kind_state["pid"], int):
-            raise ValueError(f"pid {f.kind_state['pid']!r}")
+        check_int(f.kind_state["pid"], "pid", -1, 1 << 31)
 
     def check(self, f, plan):
         pid = f.kind_state["pid"]

@@ -5,7 +5,7 @@ import stat
 
 from ..errors import Incompatible, Unsupported
 from ..linux import pipes
-from .kind import STATUS_FLAGS, Rebuilt
+from .kind import STATUS_FLAGS, Rebuilt, check_int
 
 
 class Pipe(Rebuilt):
@@ -34,8 +34,7 @@ class Pipe(Rebuilt):
 
     def decode(self, f):
         bytes.fromhex(f.queued)
-        if not isinstance(f.pipe_size, int) or f.pipe_size < 0:
-            raise ValueError("pipe_size")
+        check_int(f.pipe_size, "pipe_size", high=1 << 31)
 
     def open(self, plan, f):
         return _open_fifo(plan, f) if f.kind == "fifo" else _open_pipe(plan, f)

@@ -3,7 +3,7 @@
 import os
 
 from ..linux import libc
-from .kind import Rebuilt, fdinfo_int
+from .kind import Rebuilt, check_int, fdinfo_int
 
 
 class Signalfd(Rebuilt):
@@ -18,9 +18,7 @@ class Signalfd(Rebuilt):
         f.kind_state = {"sigmask": fdinfo_int(fdinfo, "sigmask", 16)}
 
     def decode(self, f):
-        mask = f.kind_state["sigmask"]
-        if not isinstance(mask, int) or not 0 <= mask < 1 << 64:
-            raise ValueError(f"sigmask {mask!r}")
+        check_int(f.kind_state["sigmask"], "sigmask")
 
     def open(self, plan, f):
         return plan.own(libc.signalfd(f.kind_state["sigmask"],

@@ -5,11 +5,12 @@ import re
 import time
 
 from ..linux import libc
-from .kind import Rebuilt, fdinfo_int
+from .kind import Rebuilt, check_int, fdinfo_int
 
 # Clocks whose absolute time means the same after a reboot: an absolute timer
 # on them keeps its deadline; on the others it keeps its remaining time.
 WALL_CLOCKS = (0, 8, 11)               # CLOCK_REALTIME, _REALTIME_ALARM, _TAI
+CLOCKS = (0, 1, 7, 8, 9)               # those timerfd_create takes
 # The alarm clocks are read through the clocks they follow.
 CLOCK_READ = {8: 0, 9: 7}              # _REALTIME_ALARM, _BOOTTIME_ALARM
 _PAIR = re.compile(r"\((-?\d+),\s*(-?\d+)\)")
@@ -47,9 +48,13 @@ class Timerfd(Rebuilt):
 
     def decode(self, f):
         st = f.kind_state
-        for key in ("clockid", "flags", "value_ns", "interval_ns", "ticks"):
-            if not isinstance(st[key], int) or st[key] < 0:
-                raise ValueError(f"{key} {st[key]!r}")
+        if st["clockid"] not in CLOCKS:
+            raise ValueError(f"clockid {st['clockid']!r}")
+        check_int(st["flags"], "flags", high=4)
+        for key in ("value_ns", "interval_ns", "deadline_ns"):
+            if key in st:
+                check_int(st[key], key, high=1 << 63)
+        check_int(st["ticks"], "ticks")
 
     def open(self, plan, f):
         st = f.kind_state

@@ -9,7 +9,7 @@ import sys
 import pytest
 import rcore
 
-from conftest import (checkpoint_and_kill, children, proc_status, rcore_cmd, read_lines, restart,
+from conftest import (children, proc_status, rcore_cmd, read_lines, restart,
                       wait_for, wait_lines)
 
 
@@ -51,7 +51,10 @@ def test_pidfd_of_another_process_refused(procs, build, tmp_path):
     child = children(p.pid)[0]
     procs.adopt(child)
     fd = fd_with_fdinfo(p.pid, f"Pid:\t{child}")
-    checkpoint_and_kill(p, tmp_path / "core")
+    res = rcore_cmd("dump", p.pid, "-o", tmp_path / "core", "--kill")
+    assert res.returncode == 0, res.stderr
+    assert f"rcore: warning: fd {fd} is a pidfd of process {child}" in res.stderr, res.stderr
+    p.wait(timeout=10)
     res = rcore_cmd("restart", tmp_path / "core")
     assert res.returncode != 0
     assert f"fd {fd} is a pidfd of process {child}" in res.stderr, res.stderr

@@ -173,3 +173,17 @@ def test_bad_kind_state_in_a_core_is_named(kind, state, what):
     with pytest.raises(ValueError, match=f"fd 7 \\({kind}\\): bad .*{what}"):
         decode(FileDescriptor(fd=7, kind=kind, path="anon_inode:x", description=7,
                               kind_state=state))
+
+
+def test_restore_puts_back_eventfd_signalfd_timerfd_says_epoll_changed(procs, build, tmp_path):
+    go, marker = tmp_path / "go", tmp_path / "changed"
+    p = procs.start([build("fd_rollback"), str(go), str(marker)])
+    wait_lines(p.out_path, 1)
+    rcore.dump(p.pid, str(tmp_path / "core"))
+    go.touch()
+    assert wait_lines(p.out_path, 2)[-1] == "changed"
+    res = rcore_cmd("restore", p.pid, tmp_path / "core")
+    assert res.returncode == 0, res.stderr
+    assert "(epoll): its watches changed since the checkpoint" in res.stdout, res.stdout
+    assert p.wait(timeout=30) == 0, read_lines(p.out_path)
+    assert read_lines(p.out_path)[-1] == "verdict: ok"

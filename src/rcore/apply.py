@@ -285,7 +285,8 @@ def plan_files(pid, files):
 
 
 def apply_files(inj, ws, plan):
-    """Carry out a FilesPlan in the target (Injector inj, workspace ws)."""
+    """Carry out a FilesPlan in the target (Injector inj, workspace ws).
+    Returns what was left as it is, in words."""
     for fd in plan.close:
         inj.call("close", fd, check=False)
     for f in plan.reopen:
@@ -304,6 +305,9 @@ def apply_files(inj, ws, plan):
             inj.call("fcntl", f.fd, F_SETFL, f.flags & SETFL_MASK)
         if cur is None or cur.cloexec != f.cloexec:
             inj.call("fcntl", f.fd, F_SETFD, FD_CLOEXEC if f.cloexec else 0)
+    # The state of kept descriptors (eventfd counts, timers...): by their kinds.
+    return [note for f, cur in plan.adjust if cur is not None and f.description == f.fd
+            for note in kind_of(f).roll_back(ws.pid, cur, f)]
 
 
 # --- process-wide ------------------------------------------------------------------
@@ -335,5 +339,6 @@ def apply_process_state(pid, inj, ws, proc, files_plan=None):
     if proc.umask is not None:
         inj.call("umask", proc.umask)
     if proc.files:
-        apply_files(inj, ws, plan_files(pid, proc.files) if files_plan is None else files_plan)
+        missed += apply_files(inj, ws,
+                              plan_files(pid, proc.files) if files_plan is None else files_plan)
     return missed

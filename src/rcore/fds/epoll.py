@@ -31,17 +31,25 @@ class Epoll(Rebuilt):
     stage = 2
 
     def capture(self, ctx, f, fdinfo):
-        if not ctx.with_data:
-            return                      # restore compares the common fields only
         watches = []
         for line in fdinfo["lines"]:
             m = _WATCH.match(line)
             if not m:
                 continue
             tfd = int(m.group(1))
+            # Without data (restore's comparison) the holder is not looked for.
             watches.append({"tfd": tfd, "events": int(m.group(2), 16),
-                            "data": int(m.group(3), 16), "fd": _holder(ctx.pid, f.fd, tfd)})
+                            "data": int(m.group(3), 16),
+                            "fd": _holder(ctx.pid, f.fd, tfd) if ctx.with_data else tfd})
         f.kind_state = {"watches": watches}
+
+    def roll_back(self, pid, live, want):
+        def key(st):
+            return sorted((w["tfd"], w["events"], w["data"]) for w in st.get("watches", []))
+        if key(live.kind_state) != key(want.kind_state):
+            return [f"fd {want.fd} (epoll): its watches changed since the checkpoint and "
+                    f"were left as they are now ({self.describe(live)})"]
+        return []
 
     def decode(self, f):
         for w in f.kind_state["watches"]:

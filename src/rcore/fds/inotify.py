@@ -30,8 +30,6 @@ class Inotify(Rebuilt):
     anon_names = ("inotify",)
 
     def capture(self, ctx, f, fdinfo):
-        if not ctx.with_data:
-            return                      # restore compares the common fields only
         watches = []
         for line in fdinfo["lines"]:
             if not line.startswith("inotify "):
@@ -40,10 +38,19 @@ class Inotify(Rebuilt):
             sdev = int(fields["sdev"], 16)
             dev = os.makedev(sdev >> 20, sdev & 0xFFFFF)       # the kernel's dev_t
             watches.append({"wd": int(fields["wd"]), "mask": int(fields["mask"], 16),
-                            "ino": int(fields["ino"], 16), "dev": dev,
-                            "path": _path_of(ctx.pid, dev, int(fields["fhandle-type"]),
-                                             bytes.fromhex(fields["f_handle"]))})
-        f.kind_state = {"watches": watches, "queued": _queued(ctx, f.fd)}
+                            "ino": int(fields["ino"], 16), "dev": dev, "path": ""})
+            if ctx.with_data:        # restore's comparison needs no path
+                watches[-1]["path"] = _path_of(ctx.pid, dev, int(fields["fhandle-type"]),
+                                               bytes.fromhex(fields["f_handle"]))
+        f.kind_state = {"watches": watches, "queued": _queued(ctx, f.fd) if ctx.with_data else 0}
+
+    def roll_back(self, pid, live, want):
+        def key(st):
+            return sorted((w["wd"], w["mask"], w["ino"], w["dev"]) for w in st.get("watches", []))
+        if key(live.kind_state) != key(want.kind_state):
+            return [f"fd {want.fd} (inotify): its watches changed since the checkpoint and "
+                    "were left as they are now"]
+        return []
 
     def decode(self, f):
         st = f.kind_state

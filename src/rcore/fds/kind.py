@@ -1,9 +1,11 @@
 """The interface every descriptor kind implements (one module per kind, as
 CRIU's files-*.c).  Defaults here describe a kind rcore cannot rebuild."""
 
+import contextlib
 import os
 
 from ..errors import Incompatible, Unsupported
+from ..linux import libc
 
 
 class Kind:
@@ -39,6 +41,13 @@ class Kind:
         the checkpoint's, beyond kind, inode and access mode, which the caller
         compares (anon inodes are one for all eventfds, epolls...)."""
         return True
+
+    def roll_back(self, pid, live, want):
+        """Restore, for a descriptor kept in place (same() was true): bring its
+        state back to the checkpoint's (want) from what it is now (live, captured
+        without data), through rcore's own copy of it (pidfd_getfd of pid's
+        want.fd) where need be.  Returns what it left as it is, in words."""
+        return []
 
     def capture(self, ctx, f, fdinfo):
         """Dump side, while the process is frozen: fill f.kind_state (and the
@@ -137,3 +146,17 @@ def check_int(value, what, low=0, high=1 << 64):
     if type(value) is not int or not low <= value < high:
         raise ValueError(f"{what} {value!r}")
     return value
+
+
+@contextlib.contextmanager
+def copy_of(pid, fd):
+    """rcore's own duplicate of fd of process pid (pidfd_getfd), closed after."""
+    pidfd = libc.pidfd_open(pid)
+    try:
+        copy = libc.pidfd_getfd(pidfd, fd)
+    finally:
+        os.close(pidfd)
+    try:
+        yield copy
+    finally:
+        os.close(copy)

@@ -3,13 +3,13 @@
 import os
 
 from ..linux import libc
-from .kind import Rebuilt, check_int, fdinfo_int
+from .kind import Rebuilt, check_int, copy_of, fdinfo_int
 
 
 class Signalfd(Rebuilt):
     """Captured: `sigmask` (fdinfo, hex).  The signals it reads are the
     process's pending signals, which restart queues again.
-    Restart: a new signalfd with that mask.  Restore: kept if still open."""
+    Restart: a new signalfd with that mask.  Restore: kept, its mask put back."""
     names = ("signalfd",)
     new_description = True
     anon_names = ("[signalfd]",)
@@ -23,6 +23,12 @@ class Signalfd(Rebuilt):
     def open(self, plan, f):
         return plan.own(libc.signalfd(f.kind_state["sigmask"],
                                       os.O_CLOEXEC))
+
+    def roll_back(self, pid, live, want):
+        if live.kind_state["sigmask"] != want.kind_state["sigmask"]:
+            with copy_of(pid, want.fd) as fd:
+                libc.signalfd(want.kind_state["sigmask"], 0, fd)
+        return []
 
     def describe(self, f):
         mask = f.kind_state["sigmask"]

@@ -5,7 +5,7 @@ import re
 import time
 
 from ..linux import libc
-from .kind import Rebuilt, check_int, fdinfo_int
+from .kind import Rebuilt, check_int, copy_of, fdinfo_int
 
 # Clocks whose absolute time means the same after a reboot: an absolute timer
 # on them keeps its deadline; on the others it keeps its remaining time.
@@ -32,7 +32,8 @@ class Timerfd(Rebuilt):
     runs again: with the time it had left (the time spent dead does not count,
     as for sleeps and itimers), or for an absolute timer on a wall clock at its
     deadline; its unread expirations are put back (TFD_IOC_SET_TICKS).
-    Restore: kept if still open."""
+    Restore: kept, and set again as at the checkpoint (time left, interval,
+    unread expirations)."""
     names = ("timerfd",)
     new_description = True
     anon_names = ("[timerfd]",)
@@ -61,6 +62,15 @@ class Timerfd(Rebuilt):
         fd = plan.own(libc.timerfd_create(st["clockid"], os.O_CLOEXEC))
         plan.at_commit.append(lambda: _arm(fd, st))
         return fd
+
+    def roll_back(self, pid, live, want):
+        if live.kind_state["clockid"] != want.kind_state["clockid"]:
+            return [f"fd {want.fd} (timerfd): it runs on another clock than at the "
+                    "checkpoint: left as it is"]
+        with copy_of(pid, want.fd) as fd:
+            libc.timerfd_settime(fd, 0, 0, 0)          # disarmed, no expirations
+            _arm(fd, want.kind_state)
+        return []
 
     def describe(self, f):
         st = f.kind_state

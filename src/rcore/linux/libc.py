@@ -176,8 +176,9 @@ def timerfd_set_ticks(fd, ticks):
     syscall("ioctl", fd, TFD_IOC_SET_TICKS, ctypes.byref(ctypes.c_uint64(ticks)))
 
 
-def signalfd(mask, flags):
-    return syscall("signalfd4", -1, ctypes.byref(ctypes.c_uint64(mask)), 8, flags)
+def signalfd(mask, flags, fd=-1):
+    """A new signalfd (fd -1), or a new mask for signalfd fd."""
+    return syscall("signalfd4", fd, ctypes.byref(ctypes.c_uint64(mask)), 8, flags)
 
 
 EPOLL_CTL_ADD = 1

@@ -84,12 +84,15 @@ def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
 def _capture_table(ctx):
     pid = ctx.pid
     fds = []
+    masters = {}                    # (dev, inode) -> fds opening a description of it
     for info in procfs.read_fds(pid):
-        description = info.fd
-        for earlier in fds:         # kcmp: which fds share one open file description
-            if earlier.description == earlier.fd and _same_description(pid, earlier.fd, info.fd):
-                description = earlier.fd
-                break
+        # kcmp: which fds share one open file description (only fds of one
+        # file can: the others are not compared, which keeps big tables fast)
+        same_file = masters.setdefault((info.st_dev, info.ino), [])
+        description = next((m for m in same_file if _same_description(pid, m, info.fd)),
+                           info.fd)
+        if description == info.fd:
+            same_file.append(info.fd)
         target = info.target
         deleted = target.endswith(" (deleted)")
         kind = procfs.fd_kind(info)

@@ -60,9 +60,9 @@ class Epoll(Rebuilt):
                 check_int(w["fd"], "watch fd", high=1 << 31)
 
     def check(self, f, plan):
-        numbers = {e.fd for e in plan.files} if plan is not None else set()
+        numbers = {e.fd for e in plan.files}
         for w in f.kind_state["watches"]:
-            if w["fd"] is None or (plan is not None and w["fd"] not in numbers):
+            if w["fd"] is None or w["fd"] not in numbers:
                 raise Unsupported(f"fd {f.fd} (epoll): it watches a file it knows as fd "
                                   f"{w['tfd']} that no descriptor of the process holds any more")
 

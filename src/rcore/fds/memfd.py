@@ -70,8 +70,7 @@ class Memfd(Rebuilt):
 
 def _holder(plan, f):
     """The entry that holds the file's contents (the first of its descriptions)."""
-    files = plan.files if plan is not None else [f]
-    return next((e for e in files if e.kind == "memfd" and (e.dev, e.inode) == (f.dev, f.inode)
+    return next((e for e in plan.files if e.kind == "memfd" and (e.dev, e.inode) == (f.dev, f.inode)
                  and e.contents_stored), f)
 
 

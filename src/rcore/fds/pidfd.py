@@ -30,7 +30,7 @@ class Pidfd(Rebuilt):
         pid = f.kind_state["pid"]
         if pid <= 0:
             raise Unsupported(f"fd {f.fd} is a pidfd of a process that had exited")
-        if plan is not None and pid not in plan.tids:
+        if pid not in plan.tids:
             raise Unsupported(f"fd {f.fd} is a pidfd of process {pid}, which is not part of "
                               "the checkpoint (only pidfds of the process itself and its "
                               "threads come back)")

@@ -22,7 +22,7 @@ from fcntl import F_SETFD, F_SETFL, FD_CLOEXEC
 from os import O_ACCMODE, O_CLOEXEC, SEEK_SET
 
 from . import arch, rseq
-from .capture import capture_files
+from .fds import capture_files, kind_of
 from .errors import Incompatible, InjectedSyscallError, ProcessExited, PtraceError
 from .linux import ptrace
 from .linux.inject import Injector
@@ -45,8 +45,6 @@ ROBUST_LIST_HEAD_SIZE = 24                  # struct robust_list_head
 
 # Status flags F_SETFL can change (fs/fcntl.c SETFL_MASK); the others are fixed at open.
 SETFL_MASK = 0o2000 | 0o4000 | 0o20000 | 0o40000 | 0o1000000
-REOPENABLE = ("file", "dir", "chr", "blk")
-SEEKABLE = ("file", "dir", "blk")
 
 
 # --- threads -------------------------------------------------------------------------
@@ -239,11 +237,12 @@ class FilesPlan:
 def _same_open_file(live, want):
     return (live.kind == want.kind and live.inode == want.inode and live.dev == want.dev
             and live.rdev == want.rdev
-            and (live.flags & O_ACCMODE) == (want.flags & O_ACCMODE))
+            and (live.flags & O_ACCMODE) == (want.flags & O_ACCMODE)
+            and kind_of(want).same(live, want))
 
 
 def _check_reopenable(f):
-    if f.kind not in REOPENABLE:
+    if not kind_of(f).reopenable:
         raise Incompatible(f"fd {f.fd} ({f.path}) was closed or replaced since the "
                            f"checkpoint, and a {f.kind} cannot be reopened")
     if f.deleted:
@@ -286,7 +285,8 @@ def plan_files(pid, files):
 
 
 def apply_files(inj, ws, plan):
-    """Carry out a FilesPlan in the target (Injector inj, workspace ws)."""
+    """Carry out a FilesPlan in the target (Injector inj, workspace ws).
+    Returns what was left as it is, in words."""
     for fd in plan.close:
         inj.call("close", fd, check=False)
     for f in plan.reopen:
@@ -299,12 +299,15 @@ def apply_files(inj, ws, plan):
         inj.call("dup2", src, dst)
     for f, cur in plan.adjust:
         primary = f.description == f.fd
-        if primary and f.kind in SEEKABLE and (cur is None or cur.pos != f.pos):
+        if primary and kind_of(f).seekable(f) and (cur is None or cur.pos != f.pos):
             inj.call("lseek", f.fd, f.pos, SEEK_SET)
         if primary and cur is not None and (cur.flags ^ f.flags) & SETFL_MASK:
             inj.call("fcntl", f.fd, F_SETFL, f.flags & SETFL_MASK)
         if cur is None or cur.cloexec != f.cloexec:
             inj.call("fcntl", f.fd, F_SETFD, FD_CLOEXEC if f.cloexec else 0)
+    # The state of kept descriptors (eventfd counts, timers...): by their kinds.
+    return [note for f, cur in plan.adjust if cur is not None and f.description == f.fd
+            for note in kind_of(f).roll_back(ws.pid, cur, f)]
 
 
 # --- process-wide ------------------------------------------------------------------
@@ -336,5 +339,6 @@ def apply_process_state(pid, inj, ws, proc, files_plan=None):
     if proc.umask is not None:
         inj.call("umask", proc.umask)
     if proc.files:
-        apply_files(inj, ws, plan_files(pid, proc.files) if files_plan is None else files_plan)
+        missed += apply_files(inj, ws,
+                              plan_files(pid, proc.files) if files_plan is None else files_plan)
     return missed

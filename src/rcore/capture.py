@@ -9,12 +9,13 @@ import os
 import struct
 
 from . import arch
-from .linux import libc, pipes, procfs
+from .linux import libc, procfs
 from .linux.inject import Injector
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
 from .errors import InjectedSyscallError
-from .state import (ExeIdentity, FileDescriptor, FileIdentity, MmFields,
+from .fds import UNLINKED_FILE_LIMIT, capture_files
+from .state import (ExeIdentity, FileIdentity, MmFields,
                     ProcessState, SigAction, ThreadState)
 
 ARCH = arch.host()
@@ -62,63 +63,6 @@ def capture_exe(pid):
     if path.endswith(" (deleted)"):
         path = path[: -len(" (deleted)")]
     return _identity(ExeIdentity, path, procfs.stat_exe(pid), procfs.path(pid, "exe"))
-
-
-# Unlinked files up to this size are stored whole in the core: nothing else
-# will hold their contents once the process is gone.
-UNLINKED_FILE_LIMIT = 1 << 20
-
-
-def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
-    """The descriptor table.  with_data: also what only the process holds (queued
-    pipe bytes, unlinked files of at most unlinked_limit bytes) for a restart."""
-    infos = procfs.read_fds(pid)
-    fds = []
-    for info in infos:
-        description = info.fd
-        for earlier in fds:             # kcmp: which fds share one open file description
-            if earlier.description == earlier.fd and _same_description(pid, earlier.fd, info.fd):
-                description = earlier.fd
-                break
-        target = info.target
-        deleted = target.endswith(" (deleted)")
-        fds.append(FileDescriptor(
-            fd=info.fd, kind=procfs.fd_kind(info),
-            path=target[: -len(" (deleted)")] if deleted else target,
-            flags=info.flags & ~os.O_CLOEXEC, pos=info.pos, cloexec=bool(info.flags & os.O_CLOEXEC),
-            description=description, inode=info.ino, dev=info.st_dev, rdev=info.st_rdev,
-            size=info.st_size, mtime_ns=info.st_mtime_ns, ctime_ns=info.st_ctime_ns,
-            deleted=deleted))
-    if with_data:
-        _capture_fd_data(pid, fds, unlinked_limit)
-    return fds
-
-
-def _capture_fd_data(pid, fds, unlinked_limit):
-    """What a restart cannot find anywhere else: the bytes queued in pipes and
-    FIFOs (peeked without consuming them, see linux/pipes.py) and the contents
-    of small unlinked files.  A failure here leaves the fields empty; restart
-    then refuses what it cannot rebuild."""
-    seen_pipes = set()
-    for f in fds:
-        try:
-            if f.kind in ("pipe", "fifo") and (f.dev, f.inode) not in seen_pipes:
-                seen_pipes.add((f.dev, f.inode))
-                data, f.pipe_size = pipes.peek_pipe(pid, f.fd)
-                f.queued = data.hex()
-            elif f.kind == "file" and f.deleted and f.size <= unlinked_limit:
-                with open(procfs.path(pid, "fd", str(f.fd)), "rb") as src:
-                    f.contents = src.read(unlinked_limit + 1)[:unlinked_limit].hex()
-                f.contents_stored = True
-        except OSError:
-            continue
-
-
-def _same_description(pid, fd1, fd2):
-    try:
-        return libc.kcmp_file(pid, pid, fd1, fd2) == 0
-    except OSError:
-        return False
 
 
 def capture_creds(status):

@@ -14,9 +14,9 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import arch
+from . import arch, fds
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
@@ -41,6 +41,7 @@ class DumpSummary:
     freeze_seconds: float
     seconds: float
     copy_method: str           # how memory left the process: "stream", "read" or "frozen"
+    warnings: list = field(default_factory=list)   # what a restart will not carry, in words
 
 
 # Where each mapping's bytes come from and how much of it the core stores.
@@ -303,7 +304,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
         if writer:
             writer.abort()
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
-                       writer.size, freeze, 0.0, method)
+                       writer.size, freeze, 0.0, method, fds.dump_warnings(proc))
 
 
 def _store_copy(copy, syscall_addr, copier, plan, stream):

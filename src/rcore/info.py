@@ -2,6 +2,8 @@
 
 import os
 
+from . import fds
+
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 12: "USR2",
            13: "PIPE", 14: "ALRM", 15: "TERM", 17: "CHLD", 19: "STOP"}
@@ -19,6 +21,10 @@ def describe(core):
         "regions": [],
         "files": [f.to_dict() for f in proc.files],
     }
+    if core.has_rcore:
+        described = fds.describe(proc)
+        for f in d["files"]:
+            f["state"], f["restart"] = described[f["fd"]]
     for m in proc.mappings:
         seg = core.segment_at(m.start)
         stored = 0
@@ -78,8 +84,11 @@ def format_text(d):
     if d["files"]:
         lines.append(f"files:    {len(d['files'])}")
         for f in d["files"]:
-            extra = f" pos {f['pos']}" if f["kind"] == "file" else ""
-            lines.append(f"  fd {f['fd']:<3} {f['kind']:<6} {f['path']}{extra}")
+            state = f.get("state") or (f"pos {f['pos']}" if f["kind"] == "file" else "")
+            lines.append(f"  fd {f['fd']:<3} {f['kind']:<8} {f['path']}"
+                         + (f"  {state}" if state else ""))
+            if f.get("restart"):
+                lines.append(f"  {'':<12} restart: {f['restart']}")
     if "rcore" in d:
         r = d["rcore"]
         lines.append(f"cwd:      {r['cwd']}   umask {r['umask']}   brk {r['brk']:#x}")

@@ -12,7 +12,7 @@
     threads    created with their TIDs (apply.create_thread) and given their
                registers, XSAVE, masks, sigaltstack, robust list, rseq
     process    handlers, cwd, umask (apply.py), close-on-exec flags
-               (fdrestore.py), rlimits, itimers, personality, dumpable,
+               (fds/), rlimits, itimers, personality, dumpable,
                no_new_privs (attrs.py), pending signals queued again with their
                siginfo
     release    the workspace unmapped, final registers set, every thread detached
@@ -21,8 +21,8 @@ Any failure after spawning kills the half-built process and reaps it: nothing is
 left behind (PTRACE_O_EXITKILL covers rcore itself dying).
 
 Not carried over (README, restart): child processes (a restarted process
-waiting for one gets ECHILD), sockets, eventfd, epoll, timerfd, signalfd,
-inotify and memfd descriptors (refused, or /dev/null with skip_unsupported),
+waiting for one gets ECHILD), sockets and pidfds of other processes (refused,
+or disconnected with skip_unsupported; see fds/), events queued in an inotify,
 pipes to other processes except on fds 0-2 (those get rcore's own), file locks,
 POSIX timers (timer_create), SysV IPC, seccomp filters, namespaces and chroot,
 the process group and session (the process joins rcore's; detached, a session
@@ -34,7 +34,7 @@ import select
 import signal
 from dataclasses import replace
 
-from . import apply, arch, attrs, fdrestore, identity, mm, owner, rebuild, rseq, spawn, vdso
+from . import apply, arch, attrs, fds, identity, mm, owner, rebuild, rseq, spawn, vdso
 from .elf.reader import CoreFile
 from .errors import Incompatible, Unsupported
 from .interrupts import signals_held
@@ -146,7 +146,8 @@ def _check_mapped_files(proc, trusted):
     for m in proc.mappings:
         if not rebuild.is_file_mapping(m):
             continue
-        if m.deleted and not (m.stored == "all" and not m.shared):
+        if m.deleted and not (m.stored == "all" and (not m.shared
+                                                    or fds.memfd.is_memfd_mapping(m))):
             raise Unsupported(f"the mapping {m.start:#x}-{m.end:#x} of the deleted file "
                               f"{m.path} cannot be rebuilt")
     identity.require_mappings_recorded(proc)
@@ -157,7 +158,7 @@ def _check_mapped_files(proc, trusted):
 
 
 def _check_fd_identities(proc, trusted):
-    """Files reopened by path (fdrestore.py compares them as it opens them) must
+    """Files reopened by path (the fds kinds compare them as they open them) must
     have their identity recorded, or the comparison would be vacuous."""
     for f in proc.files:
         if f.kind == "file" and not f.deleted:
@@ -202,8 +203,9 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                   copying them (milliseconds for GiBs); see rebuild.map_from_core
                   for what that changes
     stdin/stdout/stderr  redirect a standard stream: a path, an fd or a file
-    skip_unsupported     descriptors rcore cannot rebuild become /dev/null
-                  (handle.warnings says which) instead of refusing"""
+    skip_unsupported     descriptors rcore cannot rebuild become disconnected
+                  sockets (handle.warnings says which) instead of refusing; server
+                  sockets are refused all the same (fds/__init__.py)"""
     core = CoreFile(path)
     try:
         speaker = check_restartable(core, any_pid)
@@ -211,7 +213,8 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
         # Descriptors, FIFOs, recreated unlinked files and redirections are
         # opened as the core's owner; the process itself is its owner (spawn).
         with owner.as_owner(speaker):
-            plan = fdrestore.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
+            plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported,
+                                  core.read)
         try:
             with signals_held():
                 pid, same_tids = _spawn(proc, plan, detach, any_pid)
@@ -270,7 +273,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         rseq.drop_registration(inj)
         avoid = [(m.start, m.end) for m in proc.mappings]
         ws = rebuild.Workspace.create(inj, pid, avoid)
-        mappings = [_as_anonymous(m) for m in proc.mappings]
+        mappings = [_as_anonymous(m) for m in plan.mappings]
         summary = rebuild.rebuild_address_space(pid, inj, ws, mappings, core, mm=None,
                                                 progress=progress, map_core=lazy)
         plan.warnings += summary.skipped
@@ -285,7 +288,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         changed = [sa for sa in proc.sigactions if (sa.handler, sa.flags, sa.mask) != (0, 0, 0)]
         plan.warnings += apply.apply_process_state(
             pid, inj, ws, replace(proc, sigactions=changed), files_plan=apply.FilesPlan())
-        fdrestore.apply_cloexec(inj, plan)
+        fds.finish(inj, ws, plan, {ts.tid: t.tid for t, ts in threads})
         attrs.apply_personality(inj, proc.personality)
         attrs.apply_prctl_flags(inj, proc)
         for t, ts in threads:

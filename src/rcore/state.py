@@ -138,7 +138,8 @@ class SigAction(_Record):
 @dataclass
 class FileDescriptor(_Record):
     fd: int
-    kind: str                   # file, dir, pipe, fifo, chr, blk, socket, anon, memfd
+    kind: str                   # file, dir, pipe, fifo, chr, blk, socket, memfd, eventfd,
+                                # timerfd, signalfd, epoll, inotify, pidfd, anon (others)
     path: str                   # readlink of /proc/PID/fd/N ("pipe:[123]" for pipes)
     flags: int = 0              # open flags (O_ACCMODE, O_APPEND, O_NONBLOCK...)
     pos: int = 0
@@ -157,6 +158,8 @@ class FileDescriptor(_Record):
     pipe_size: int = 0          # pipe/FIFO capacity (F_GETPIPE_SZ); 0 = not recorded
     contents: str = ""          # unlinked regular file: its whole contents (hex)
     contents_stored: bool = False   # contents holds the file (it may be empty)
+    kind_state: dict = field(default_factory=dict)  # what its kind captured (fds/KIND.py);
+                                # {"error": why} when that failed
 
 
 @dataclass

@@ -4,6 +4,7 @@ with the same names (see arch/__init__.py)."""
 
 import ctypes
 import functools
+import struct
 
 NAME = "x86_64"
 ELF_MACHINE = 62            # EM_X86_64
@@ -74,7 +75,13 @@ SYS = dict(
     rt_tgsigqueueinfo=297, prlimit64=302, process_vm_readv=310,
     process_vm_writev=311, kcmp=312, vmsplice=278, pipe2=293, memfd_create=319, userfaultfd=323,
     rseq=334, pidfd_open=434, clone3=435, close_range=436, pidfd_getfd=438,
+    epoll_ctl=233, inotify_add_watch=254, inotify_rm_watch=255, timerfd_create=283,
+    timerfd_settime=286, timerfd_gettime=287, signalfd4=289, eventfd2=290, epoll_create1=291,
+    inotify_init1=294, open_by_handle_at=304,
 )
+
+# struct epoll_event {u32 events; u64 data}: packed on x86-64 only (EPOLL_PACKED).
+EPOLL_EVENT = struct.Struct("<IQ")
 
 # Restart codes a thread interrupted inside a system call shows in rax
 # (include/linux/errno.h).  They never reach user space on their own.

@@ -1,5 +1,7 @@
 """rcore dump PID [-o FILE]: write a core file of a running process."""
 
+import sys
+
 from ..progress import Progress
 
 
@@ -32,6 +34,8 @@ def run(args):
                  fork=not args.no_fork, progress=bar, **limit)
     finally:
         bar.finish()
+    for warning in s.warnings:
+        print(f"rcore: warning: {warning}", file=sys.stderr)
     if args.json:
         import json
         print(json.dumps(s.__dict__))

@@ -35,8 +35,9 @@ def add_parser(sub):
     for name in ("stdin", "stdout", "stderr"):
         p.add_argument(f"--{name}", metavar="FILE", help=f"connect {name} to FILE")
     p.add_argument("--skip-unsupported", action="store_true",
-                   help="replace descriptors rcore cannot rebuild (sockets, eventfd...) "
-                        "with /dev/null instead of refusing")
+                   help="replace descriptors rcore cannot rebuild (sockets...) with "
+                        "disconnected ones (end of file, EPIPE) instead of refusing; "
+                        "listening sockets are refused all the same")
     p.set_defaults(func=run)
 
 

@@ -8,6 +8,7 @@ documents every field."""
 import json
 import struct
 
+from .. import fds
 from ..state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmFields,
                      SigAction, ThreadState)
 
@@ -87,4 +88,4 @@ def encode_files(proc):
 
 
 def decode_files(desc):
-    return [FileDescriptor.from_dict(f) for f in _decode(desc).get("fds", [])]
+    return [fds.decode(FileDescriptor.from_dict(f)) for f in _decode(desc).get("fds", [])]

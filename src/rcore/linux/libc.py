@@ -146,3 +146,80 @@ PR_GET_TID_ADDRESS = 40
 
 def prctl(option, a2=0, a3=0, a4=0, a5=0):
     return syscall("prctl", option, a2, a3, a4, a5)
+
+
+# --- descriptor kinds (fds/): calls Python's os, select and signal modules lack ----
+
+# include/uapi/linux/kcmp.h
+KCMP_EPOLL_TFD = 7
+KcmpEpollSlot = ctypes.c_uint32 * 3         # struct kcmp_epoll_slot {efd, tfd, toff}
+
+
+def kcmp_epoll_tfd(pid, fd, epfd, tfd):
+    """0 when fd of pid is the file epoll epfd watches under number tfd."""
+    slot = KcmpEpollSlot(epfd, tfd, 0)
+    return syscall("kcmp", pid, pid, KCMP_EPOLL_TFD, fd, ctypes.addressof(slot))
+
+
+class Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_int64)]
+
+
+class Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", Timespec), ("it_value", Timespec)]
+
+
+def _timespec(ns):
+    return Timespec(ns // 1000000000, ns % 1000000000)
+
+
+# include/uapi/linux/timerfd.h
+TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET = 1, 2
+TFD_IOC_SET_TICKS = 0x40085400              # _IOW('T', 0, u64)
+
+
+def timerfd_create(clockid, flags):
+    return syscall("timerfd_create", clockid, flags)
+
+
+def timerfd_settime(fd, flags, value_ns, interval_ns):
+    spec = Itimerspec(_timespec(interval_ns), _timespec(value_ns))
+    syscall("timerfd_settime", fd, flags, ctypes.byref(spec), 0)
+
+
+def timerfd_set_ticks(fd, ticks):
+    """Expirations not read yet (needs CONFIG_CHECKPOINT_RESTORE)."""
+    syscall("ioctl", fd, TFD_IOC_SET_TICKS, ctypes.byref(ctypes.c_uint64(ticks)))
+
+
+def signalfd(mask, flags, fd=-1):
+    """A new signalfd (fd -1), or a new mask for signalfd fd."""
+    return syscall("signalfd4", fd, ctypes.byref(ctypes.c_uint64(mask)), 8, flags)
+
+
+EPOLL_CTL_ADD = 1
+
+
+def epoll_create1(flags):
+    return syscall("epoll_create1", flags)
+
+
+def inotify_init1(flags):
+    return syscall("inotify_init1", flags)
+
+
+def inotify_add_watch(fd, path, mask):
+    return syscall("inotify_add_watch", fd, ctypes.c_char_p(os.fsencode(path)), mask)
+
+
+def inotify_rm_watch(fd, wd):
+    return syscall("inotify_rm_watch", fd, wd)
+
+
+def open_by_handle_at(mount_fd, handle_type, handle, flags):
+    """struct file_handle {u32 handle_bytes; int handle_type; u8 f_handle[]}
+    (needs CAP_DAC_READ_SEARCH)."""
+    buf = ctypes.create_string_buffer(len(handle) + 8)
+    ctypes.memmove(buf, (ctypes.c_uint32 * 2)(len(handle), handle_type & 0xFFFFFFFF), 8)
+    ctypes.memmove(ctypes.addressof(buf) + 8, handle, len(handle))
+    return syscall("open_by_handle_at", mount_fd, buf, flags)

@@ -199,6 +199,7 @@ class FdInfo:
     st_size: int
     st_mtime_ns: int
     st_ctime_ns: int
+    text: bytes = b""   # the whole fdinfo: kinds read their own lines from it
 
 
 @_wrap
@@ -209,14 +210,15 @@ def read_fds(pid, proc=PROC):
         fd = int(name)
         try:
             target = os.readlink(os.path.join(base, name))
-            info = parse_status(_read(pid, f"fdinfo/{fd}", proc))
+            text = _read(pid, f"fdinfo/{fd}", proc)
+            info = parse_status(text)
             st = os.stat(os.path.join(base, name))
         except FileNotFoundError:
             continue          # closed meanwhile
         fds.append(FdInfo(fd, target, int(info.get("pos", "0")), int(info.get("flags", "0"), 8),
                           int(info.get("mnt_id", "0")), int(info.get("ino", "0")),
                           st.st_mode, st.st_dev, st.st_rdev, st.st_size, st.st_mtime_ns,
-                          st.st_ctime_ns))
+                          st.st_ctime_ns, text))
     return fds
 
 

@@ -1,0 +1,396 @@
+"""Descriptors: the generic layer and the registry of kinds.
+
+A descriptor kind is a unit: how it is captured, what its entry in the core
+holds, how a restart rebuilds it and what restore does with it.  Each kind is
+one module here implementing kind.Kind (CRIU's files-*.c are the precedent);
+adding a kind touches that module, the registry below and the table in
+docs/ARCHITECTURE.md.  This layer holds what every kind shares:
+
+- walking the table: capture_files() reads /proc/PID/fd and fdinfo, finds
+  which descriptors share one open file description (kcmp), and lets the kind
+  of each description capture its own state (into FileDescriptor.kind_state);
+- numbers, status flags and close-on-exec;
+- shared open file descriptions: the lowest descriptor of a description is its
+  "master", opened by its kind once; the others receive the same description.
+  (For process trees, the master is the lowest (pid, fd); the others receive
+  it the same way: FdPlan.fds maps numbers to one rcore descriptor.)
+- restart: plan_files() checks and opens everything before any process exists
+  (the single planning entry point of restart.py; it also turns shared memfd
+  mappings into mappings of the new memfd: /proc/self/fd/N in the new process,
+  FdPlan.mappings); spawn installs FdPlan.fds at
+  their numbers; finish() runs inside the new process once its threads exist:
+  the kinds that must be completed there (stage > 0: pidfds, epoll watches),
+  then close-on-exec flags;
+- --skip-unsupported (plan_files): a descriptor that cannot be rebuilt becomes
+  a disconnected socket (reads see end of file, writes fail with EPIPE), and a
+  warning names fd and kind; one whose loss would leave the process running
+  but unreachable (Kind.skippable() false: a listening socket, a bound
+  datagram socket without a peer) is refused all the same.
+
+Restore (same live process, apply.py) keeps descriptors that are still the same
+open file and reopens by path only what Kind.reopenable allows."""
+
+import fcntl
+import os
+import socket
+
+from ..errors import Incompatible, Unsupported
+from ..linux import libc, procfs
+from ..state import FileDescriptor
+from . import (device, directory, epoll, eventfd, file, inotify, memfd, pidfd, pipe, signalfd,
+               sockets, timerfd)
+from .kind import Kind
+
+UNKNOWN = Kind()
+KINDS = {}                 # entry kind -> Kind
+ANON = {}                  # "anon_inode:NAME" readlink target -> entry kind
+
+
+def _register(*kinds):
+    for k in kinds:
+        for name in k.names:
+            KINDS[name] = k
+        for anon in k.anon_names:
+            ANON["anon_inode:" + anon] = k.names[0]
+
+
+_register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timerfd.KIND,
+          signalfd.KIND, memfd.KIND, epoll.KIND, pidfd.KIND, inotify.KIND, sockets.KIND)
+
+STDIO_NAMES = ("stdin", "stdout", "stderr")
+SETTABLE_FLAGS = os.O_NONBLOCK | os.O_APPEND    # what F_SETFL sets and kinds care about
+F_SETFD, FD_CLOEXEC = 2, 1
+
+# Unlinked files up to this size are stored whole in the core: nothing else
+# will hold their contents once the process is gone.
+UNLINKED_FILE_LIMIT = 1 << 20
+
+
+def kind_of(f):
+    """The Kind of a FileDescriptor (UNKNOWN refuses everything)."""
+    return KINDS.get(f.kind, UNKNOWN)
+
+
+# --- dump ------------------------------------------------------------------------
+
+def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
+    """The descriptor table of (frozen) process pid, each entry captured by its
+    kind.  with_data: also what only the process holds (queued pipe bytes,
+    contents of unlinked files up to unlinked_limit bytes...) for a restart."""
+    with Capture(pid, with_data, unlinked_limit) as ctx:
+        return _capture_table(ctx)
+
+
+def _capture_table(ctx):
+    pid = ctx.pid
+    fds = []
+    masters = {}                    # (dev, inode) -> fds opening a description of it
+    for info in procfs.read_fds(pid):
+        # kcmp: which fds share one open file description (only fds of one
+        # file can: the others are not compared, which keeps big tables fast)
+        same_file = masters.setdefault((info.st_dev, info.ino), [])
+        description = next((m for m in same_file if _same_description(pid, m, info.fd)),
+                           info.fd)
+        if description == info.fd:
+            same_file.append(info.fd)
+        target = info.target
+        deleted = target.endswith(" (deleted)")
+        kind = procfs.fd_kind(info)
+        if kind == "anon":
+            kind = ANON.get(target, kind)
+        fds.append(FileDescriptor(
+            fd=info.fd, kind=kind, path=target[: -len(" (deleted)")] if deleted else target,
+            flags=info.flags & ~os.O_CLOEXEC, pos=info.pos,
+            cloexec=bool(info.flags & os.O_CLOEXEC), description=description,
+            inode=info.ino, dev=info.st_dev, rdev=info.st_rdev, size=info.st_size,
+            mtime_ns=info.st_mtime_ns, ctime_ns=info.st_ctime_ns, deleted=deleted))
+        if description == info.fd:
+            fdinfo = procfs.parse_status(info.text)
+            fdinfo["lines"] = info.text.decode("utf-8", "surrogateescape").splitlines()
+            _capture_kind(ctx, fds[-1], fdinfo)
+    return fds
+
+
+class Capture:
+    """What the kinds' capture() share over one walk of a descriptor table."""
+
+    def __init__(self, pid, with_data, unlinked_limit):
+        self.pid, self.with_data, self.unlinked_limit = pid, with_data, unlinked_limit
+        self.kind_data = {}
+        self._pidfd = None
+
+    def copy_fd(self, fd):
+        """rcore's own duplicate of the process's fd (pidfd_getfd), to ask the
+        kernel what only an open descriptor tells; the caller closes it."""
+        if self._pidfd is None:
+            self._pidfd = libc.pidfd_open(self.pid)
+        return libc.pidfd_getfd(self._pidfd, fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+
+
+def _capture_kind(ctx, f, fdinfo):
+    """A failure leaves the reason in the entry: restart then refuses the fd
+    with it, and dump and info show it."""
+    try:
+        kind_of(f).capture(ctx, f, fdinfo)
+    except (OSError, ValueError) as err:
+        f.kind_state = {"error": f"could not be captured: {err}"}
+
+
+def _same_description(pid, fd1, fd2):
+    try:
+        return libc.kcmp_file(pid, pid, fd1, fd2) == 0
+    except OSError:
+        return False
+
+
+def dump_warnings(proc):
+    """What a restart of proc's descriptors will not carry, in words (one line
+    per descriptor), to say at dump time."""
+    plan = FdPlan(proc)
+    out = []
+    for f in plan.files:
+        if f.description != f.fd:
+            continue
+        why = _why_not(f, plan)
+        out += [f"{why}: a restart will refuse it"] if why else _kind_warnings(f)
+    return out
+
+
+def _why_not(f, plan):
+    try:
+        _check(f, plan)
+    except Unsupported as err:
+        return str(err)
+    return None
+
+
+def _kind_warnings(f):
+    return [f"fd {f.fd} ({f.kind}): {w}" for w in kind_of(f).warnings(f)]
+
+
+# --- core file --------------------------------------------------------------------
+
+def decode(f):
+    """A FileDescriptor read from a core, with its kind's keys checked (raises
+    ValueError naming fd and kind)."""
+    if not isinstance(f.kind_state, dict):
+        raise ValueError(f"fd {f.fd}: kind_state is not an object")
+    if f.description == f.fd and "error" not in f.kind_state:
+        try:
+            kind_of(f).decode(f)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"fd {f.fd} ({f.kind}): bad {err}") from None
+    return f
+
+
+# --- restart ----------------------------------------------------------------------
+
+class FdPlan:
+    """rcore-side descriptors for the new process: fds {number: rcore fd}."""
+
+    def __init__(self, proc):
+        self.files = sorted(proc.files, key=lambda f: f.fd)
+        self.fds = {}
+        self.cloexec = []
+        self.warnings = []
+        self.truncate = []              # (rcore fd, size) done by commit()
+        self.at_commit = []             # what kinds do last (arm timers)
+        self.redirected = {}            # (path, is stdin) -> rcore fd
+        self.in_process = []            # FileDescriptor finished by finish()
+        self.dups = []                  # (from fd, to fd) made by finish()
+        self.spare = []                 # numbers used only while rebuilding; finish() closes
+        self.mappings = proc.mappings   # to rebuild (memfd.map_sources)
+        self.tids = {t.tid: t.tid for t in proc.threads}    # checkpointed -> now
+        self.kind_data = {}             # kind name -> what its open() shares
+        self._owned = []                # rcore fds to close when done
+        self._keepers = []              # held open until the process has its own
+
+    def own(self, fd):
+        self._owned.append(fd)
+        return fd
+
+    def keep(self, fd):
+        self._keepers.append(fd)
+        return fd
+
+    def commit(self):
+        """Just before the process runs: roll written files back to the
+        checkpoint, arm timers."""
+        for fd, size in self.truncate:
+            os.ftruncate(fd, size)
+        self.truncate = []
+        for step in self.at_commit:
+            step()
+        self.at_commit = []
+
+    def close(self):
+        for fd in self._owned + self._keepers:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._owned, self._keepers = [], []
+
+
+def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, read_memory=None):
+    """Check and open everything the checkpoint's descriptor table needs, before
+    any process exists; raise Unsupported/Incompatible naming the fd if
+    something cannot be rebuilt.  stdio: redirections of fds 0-2 (a path, an
+    open fd, or a file object).  read_memory(addr, length): the core's bytes;
+    with it, plan.mappings are the mappings to rebuild, shared memfd mappings
+    made mappings of the rebuilt memfd (memfd.map_sources)."""
+    plan = FdPlan(proc)
+    try:
+        _plan(plan, stdio, skip_unsupported)
+        if read_memory is not None:
+            plan.mappings = memfd.map_sources(plan, proc.mappings, read_memory)
+    except BaseException:
+        plan.close()
+        raise
+    return plan
+
+
+def _plan(plan, stdio, skip_unsupported):
+    by_description = {}
+    for f in plan.files:
+        if f.fd < 3 and stdio[f.fd] is not None:
+            plan.fds[f.fd] = _redirect(plan, f.fd, stdio[f.fd])
+            continue
+        if f.description in by_description:
+            src = by_description[f.description]
+            if src is None:
+                plan.dups.append((f.description, f.fd))
+            else:
+                plan.fds[f.fd] = src
+            _note_cloexec(plan, f)
+            continue
+        try:
+            _check(f, plan)
+            src = _open(plan, f)
+            if src is not None and kind_of(f).new_description:
+                _set_status_flags(src, f)
+            if src is None or kind_of(f).stage:
+                plan.in_process.append(f)
+            plan.warnings += _kind_warnings(f)
+        except Unsupported as err:
+            src = _skip(plan, f, err, skip_unsupported)
+        if src is not None:
+            plan.fds[f.fd] = src
+        by_description[f.description] = src
+        _note_cloexec(plan, f)
+    for fd, target in enumerate(stdio):     # redirections of streams that were closed
+        if target is not None and fd not in plan.fds:
+            plan.fds[fd] = _redirect(plan, fd, target)
+    plan.in_process.sort(key=lambda f: (kind_of(f).stage, kind_of(f).order(f, plan)))
+
+
+def _open(plan, f):
+    try:
+        return kind_of(f).open(plan, f)
+    except OSError as err:
+        raise Incompatible(f"fd {f.fd} ({f.kind}): cannot be rebuilt: "
+                           f"{err.strerror or err}") from None
+
+
+def _set_status_flags(fd, f):
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    want = (flags & ~SETTABLE_FLAGS) | (f.flags & SETTABLE_FLAGS)
+    if want != flags:
+        fcntl.fcntl(fd, fcntl.F_SETFL, want)
+
+
+def _skip(plan, f, err, skip_unsupported):
+    """--skip-unsupported: a disconnected descriptor in place of f, and a warning;
+    refused without the option, or when f is not skippable (a server socket)."""
+    k = kind_of(f)
+    if not k.skippable(f):
+        hint = f"; --skip-unsupported does not skip it: {k.why_not_skippable(f)}"
+        raise Unsupported(f"{err}{hint}") from None
+    if not skip_unsupported:
+        raise Unsupported(f"{err} (--skip-unsupported makes it a disconnected descriptor)") \
+            from None
+    plan.warnings.append(f"{err}: it is now a disconnected socket (reads see end of file, "
+                         "writes fail with EPIPE)")
+    return _disconnected(plan)
+
+
+def _disconnected(plan):
+    """What stands for a skipped descriptor: one end of a socket pair whose other
+    end is closed.  Not /dev/null, which would swallow writes in silence."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    b.close()
+    return plan.own(a.detach())
+
+
+def _check(f, plan):
+    if f.kind_state.get("error"):
+        raise Unsupported(f"fd {f.fd} ({f.kind}) {f.kind_state['error']}")
+    kind_of(f).check(f, plan)
+
+
+def _note_cloexec(plan, f):
+    if f.cloexec:
+        plan.cloexec.append(f.fd)
+
+
+def _redirect(plan, fd, target):
+    if isinstance(target, int):
+        return target
+    if hasattr(target, "fileno"):
+        return target.fileno()
+    # The same file for stdout and stderr is opened once, as `>FILE 2>&1` does:
+    # one offset, so that neither overwrites what the other wrote.
+    key = (target, fd == 0)
+    if key not in plan.redirected:
+        flags = os.O_RDONLY if fd == 0 else os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            plan.redirected[key] = plan.own(os.open(target, flags | os.O_CLOEXEC, 0o666))
+        except OSError as err:
+            raise Incompatible(f"cannot open {target} for {STDIO_NAMES[fd]}: "
+                               f"{err.strerror}") from None
+    return plan.redirected[key]
+
+
+def finish(inj, ws, plan, tids=None):
+    """In the new process, after execve and once its threads exist: the kinds
+    finished there (by stage), the descriptors sharing their descriptions, then
+    the close-on-exec flags (execve would have closed those descriptors).
+    tids: checkpointed TID -> TID now, when they differ."""
+    if tids:
+        plan.tids.update(tids)
+    for fd in plan.spare:
+        inj.call("close", fd)
+    for f in plan.in_process:
+        kind_of(f).in_process(inj, ws, plan, f)
+        if f.fd not in plan.fds and not f.cloexec:
+            inj.call("fcntl", f.fd, F_SETFD, 0)     # made there, maybe close-on-exec
+    for src, dst in plan.dups:
+        inj.call("dup2", src, dst)
+    for fd in plan.cloexec:
+        inj.call("fcntl", fd, F_SETFD, FD_CLOEXEC)
+
+
+# --- info -------------------------------------------------------------------------
+
+def describe(proc):
+    """rcore info: {fd: (the kind's state, what restart does with it)}."""
+    plan = FdPlan(proc)
+    out = {}
+    for f in plan.files:
+        if f.description != f.fd:
+            out[f.fd] = ("", f"shares fd {f.description}'s open file description")
+            continue
+        why = _why_not(f, plan)
+        try:
+            state = kind_of(f).describe(f) if not f.kind_state.get("error") else ""
+        except (KeyError, TypeError, ValueError):
+            state = ""
+        out[f.fd] = (state, f"refused: {why}" if why else kind_of(f).action(f, plan))
+    return out

@@ -1,0 +1,133 @@
+"""Pipes and FIFOs, with the bytes queued in them."""
+
+import os
+import stat
+
+from ..errors import Incompatible, Unsupported
+from ..linux import pipes
+from .kind import STATUS_FLAGS, Rebuilt, check_int
+
+
+class Pipe(Rebuilt):
+    """Captured: which end, and on the lowest fd of each pipe the bytes queued
+    in it (`queued`, peeked with tee(2) without taking them out) and its
+    capacity (`pipe_size`).
+
+    Restart: a pipe with both ends in the process becomes a new pipe holding
+    the queued bytes; one end only (a standard stream piped to another
+    program): rcore's own descriptor of that number.  A FIFO is reopened by
+    path, with its queued bytes.
+    Restore: kept if still open; a pipe closed since cannot be reopened."""
+    names = ("pipe", "fifo")
+
+    def capture(self, ctx, f, fdinfo):
+        seen = ctx.kind_data.setdefault("pipes", set())
+        if ctx.with_data and (f.dev, f.inode) not in seen:
+            seen.add((f.dev, f.inode))
+            try:
+                data, f.pipe_size = pipes.peek_pipe(ctx.pid, f.fd)
+            except OSError as err:
+                # Refused at restart only if the pipe is rebuilt (both ends inside).
+                f.kind_state = {"queued_error": err.strerror or str(err)}
+                return
+            f.queued = data.hex()
+
+    def decode(self, f):
+        bytes.fromhex(f.queued)
+        check_int(f.pipe_size, "pipe_size", high=1 << 31)
+
+    def open(self, plan, f):
+        return _open_fifo(plan, f) if f.kind == "fifo" else _open_pipe(plan, f)
+
+    def describe(self, f):
+        end = "write end" if f.flags & os.O_ACCMODE == os.O_WRONLY else "read end"
+        queued = len(f.queued) // 2
+        return end + (f", {queued} bytes queued" if queued else "")
+
+    def action(self, f, plan):
+        if f.kind == "fifo":
+            return "reopened by path, queued bytes put back"
+        if _outside(plan, f):
+            return f"rcore's own {('stdin', 'stdout', 'stderr')[f.fd]}"
+        return "a new pipe with the bytes that were queued"
+
+    def check(self, f, plan):
+        if f.kind == "pipe" and f.fd >= 3 and _outside(plan, f):
+            raise Unsupported(f"fd {f.fd} ({f.path}) is a pipe whose other end is outside "
+                              "the process")
+
+
+def _outside(plan, f):
+    """Whether pipe f has only this end in the process."""
+    ends = _ends(plan)[f.inode]
+    return not (ends["r"] and ends["w"])
+
+
+def _ends(plan):
+    """pipe inode -> {"r": [entries], "w": [entries]}, computed once per plan."""
+    ends = plan.kind_data.get("pipe ends")
+    if ends is None:
+        ends = plan.kind_data["pipe ends"] = {}
+        for f in plan.files:
+            if f.kind == "pipe":
+                ends.setdefault(f.inode, {"r": [], "w": []})[
+                    "w" if f.flags & os.O_ACCMODE == os.O_WRONLY else "r"].append(f)
+    return ends
+
+
+def _open_pipe(plan, f):
+    ends = _ends(plan)[f.inode]
+    built = plan.kind_data.setdefault("pipes", {})
+    if ends["r"] and ends["w"]:
+        if f.inode not in built:
+            lost = next((e.kind_state["queued_error"] for e in ends["r"] + ends["w"]
+                         if "queued_error" in e.kind_state), None)
+            if lost:
+                raise Unsupported(f"fd {f.fd} ({f.path}): the bytes queued in the pipe could "
+                                  f"not be read at the checkpoint ({lost})")
+            r, w = os.pipe2(os.O_CLOEXEC)
+            plan.own(r)
+            plan.own(w)
+            both = ends["r"] + ends["w"]
+            queued = next((bytes.fromhex(e.queued) for e in both if e.queued), b"")
+            capacity = max((e.pipe_size for e in both), default=0)
+            pipes.fill_pipe(w, queued, capacity)
+            built[f.inode] = (r, w)
+        r, w = built[f.inode]
+        end = w if f.flags & os.O_ACCMODE == os.O_WRONLY else r
+        if f.flags & os.O_NONBLOCK:
+            # Status flags belong to the open file description, which dup()
+            # shares: open the pipe end again for a description of its own.
+            access = os.O_WRONLY if end == w else os.O_RDONLY
+            end = plan.own(os.open(f"/proc/self/fd/{end}",
+                                   access | os.O_NONBLOCK | os.O_CLOEXEC))
+        return end
+    # A standard stream piped to or from another program, which is not part of
+    # the checkpoint (check() refuses the others): the restarted process uses
+    # rcore's own.
+    try:
+        os.fstat(f.fd)
+        return f.fd
+    except OSError:
+        raise Unsupported(f"fd {f.fd} ({f.path}) is a pipe to another program, and rcore "
+                          f"has no {('stdin', 'stdout', 'stderr')[f.fd]} to give it") from None
+
+
+def _open_fifo(plan, f):
+    try:
+        if not stat.S_ISFIFO(os.stat(f.path).st_mode):
+            raise Incompatible(f"fd {f.fd}: {f.path} is no longer a FIFO")
+        # An end opened for both directions keeps the open of the other end from
+        # blocking and holds the queued bytes until the process has its ends.
+        keeper = plan.keep(os.open(f.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise Incompatible(f"fd {f.fd}: the FIFO {f.path} no longer exists") from None
+    if f.queued and pipes.queued_bytes(keeper) == 0:
+        pipes.fill_pipe(keeper, bytes.fromhex(f.queued), f.pipe_size)
+    fd = plan.own(os.open(f.path, (f.flags & STATUS_FLAGS) | os.O_NONBLOCK | os.O_CLOEXEC))
+    if not f.flags & os.O_NONBLOCK:
+        os.set_blocking(fd, True)
+    return fd
+
+
+KIND = Pipe()

@@ -9,7 +9,7 @@ import tempfile
 import time
 
 import rcore
-from conftest import checkpoint_and_kill, read_lines, restart, wait_lines
+from conftest import checkpoint_and_kill, read_lines, restart, wait_for, wait_lines
 from rcore.elf.reader import CoreFile
 
 
@@ -172,3 +172,14 @@ def test_sigtrap_handler_comes_back(build, procs, tmp_path):
     h = restart(procs, tmp_path / "core")
     assert h.wait(timeout=30) == 0
     assert read_lines(p.out_path) == ["ready", "traps 2"]
+
+
+def test_poll_with_a_timeout_times_out_after_restart(build, procs, tmp_path):
+    p = procs.start([build("poll_timeout"), "3000"])
+    wait_lines(p.out_path, 1)
+    wait_for(lambda: open(f"/proc/{p.pid}/syscall").read().split()[0] == "7",
+             what="the program in poll()")
+    checkpoint_and_kill(p, tmp_path / "core")
+    h = restart(procs, tmp_path / "core")
+    assert h.wait(timeout=30) == 0
+    assert read_lines(p.out_path) == ["polling", "poll 0 timeout"]

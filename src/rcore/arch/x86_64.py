@@ -71,7 +71,7 @@ SYS = dict(
     rt_sigpending=127, rt_sigqueueinfo=129, sigaltstack=131, personality=135,
     prctl=157, arch_prctl=158, setrlimit=160, gettid=186, futex=202,
     set_tid_address=218, restart_syscall=219, exit_group=231, tgkill=234,
-    waitid=247, openat=257, set_robust_list=273, get_robust_list=274,
+    waitid=247, clock_nanosleep=230, poll=7, openat=257, set_robust_list=273, get_robust_list=274,
     rt_tgsigqueueinfo=297, prlimit64=302, process_vm_readv=310,
     process_vm_writev=311, kcmp=312, vmsplice=278, pipe2=293, memfd_create=319, userfaultfd=323,
     rseq=334, pidfd_open=434, clone3=435, close_range=436, pidfd_getfd=438,
@@ -102,8 +102,11 @@ def restart_interrupted_syscall(regs, restart_block_kept):
 
     ERESTART_RESTARTBLOCK needs the kernel's per-thread restart block.  It is still
     there when the same thread resumes (`restart_block_kept`) and the call is then
-    resumed through restart_syscall(); in a new process it is gone and the call
-    returns -EINTR, as CRIU does."""
+    resumed through restart_syscall(); in a new process it is gone.  Calls whose
+    rerun with the same arguments is right run again (RERUN_WITHOUT_BLOCK: poll and
+    futex waits, whose timeouts are upper bounds the program re-checks, and
+    absolute clock_nanosleep); the others (relative sleeps) return -EINTR, as
+    CRIU does: sleep() and nanosleep() callers get their remaining time."""
     regs = regs.copy()
     if signed(regs.orig_rax) < 0:
         return regs
@@ -115,10 +118,23 @@ def restart_interrupted_syscall(regs, restart_block_kept):
         if restart_block_kept:
             regs.rax = SYS["restart_syscall"]
             regs.rip -= len(SYSCALL_INSN)
+        elif _rerun_without_block(regs):
+            regs.rax = regs.orig_rax
+            regs.rip -= len(SYSCALL_INSN)
         else:
             regs.rax = (-4) & U64     # -EINTR
     regs.orig_rax = U64               # no further restart logic on resume
     return regs
+
+
+TIMER_ABSTIME = 1
+
+
+def _rerun_without_block(regs):
+    nr = regs.orig_rax
+    if nr in (SYS["poll"], SYS["futex"]):
+        return True
+    return nr == SYS["clock_nanosleep"] and regs.rsi & TIMER_ABSTIME
 
 
 def set_syscall(regs, pc, nr, args):

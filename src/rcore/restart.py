@@ -26,15 +26,16 @@ or disconnected with skip_unsupported; see fds/), events queued in an inotify,
 pipes to other processes except on fds 0-2 (those get rcore's own), file locks,
 POSIX timers (timer_create), SysV IPC, seccomp filters, namespaces and chroot,
 the process group and session (the process joins rcore's; detached, a session
-of its own), and the time the process spent dead (timers and sleeps resume with
-the time they had left)."""
+of its own).  Time: CLOCK_MONOTONIC and BOOTTIME go on from their checkpointed
+values in a time namespace (timens.py), unless host_clocks; relative timers and
+sleeps resume with the time they had left."""
 
 import os
 import select
 import signal
 from dataclasses import replace
 
-from . import apply, arch, attrs, fds, mm, rebuild, rseq, spawn, vdso
+from . import apply, arch, attrs, fds, mm, rebuild, rseq, spawn, timens, vdso
 from .elf.reader import CoreFile
 from .errors import Incompatible, Unsupported
 from .interrupts import signals_held
@@ -190,7 +191,7 @@ def _check_creds(proc):
 
 
 def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
-            stderr=None, skip_unsupported=False, progress=None):
+            stderr=None, skip_unsupported=False, host_clocks=False, progress=None):
     """Start the checkpoint in core file `path` as a new process; returns a
     Restarted handle once it runs.
 
@@ -205,7 +206,11 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     stdin/stdout/stderr  redirect a standard stream: a path, an fd or a file
     skip_unsupported     descriptors rcore cannot rebuild become disconnected
                   sockets (handle.warnings says which) instead of refusing; server
-                  sockets are refused all the same (fds/__init__.py)"""
+                  sockets are refused all the same (fds/__init__.py)
+    host_clocks   the process sees the host's CLOCK_MONOTONIC and BOOTTIME, which
+                  jumped by the time it was dead (or restarted near zero after a
+                  reboot); by default it runs in a time namespace where they go
+                  on from their checkpointed values (timens.py)"""
     core = CoreFile(path)
     try:
         check_restartable(core, any_pid)
@@ -214,7 +219,8 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
         fds.plan_mappings(plan, core.read)
         try:
             with signals_held():
-                pid, same_tids = _spawn(proc, plan, detach, any_pid)
+                clocks = _clocks(proc, host_clocks, plan.warnings)
+                pid, same_tids = _spawn(proc, plan, detach, any_pid, clocks)
                 pidfd = None
                 try:
                     pidfd = os.pidfd_open(pid)
@@ -232,7 +238,18 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     return handle
 
 
-def _spawn(proc, plan, detach, any_pid):
+def _clocks(proc, host_clocks, warnings):
+    """The clocks the process goes on from, or None: the host's."""
+    if host_clocks or not proc.clocks:
+        return None
+    why_not = timens.unavailable()
+    if why_not:
+        warnings.append(why_not)
+        return None
+    return proc.clocks
+
+
+def _spawn(proc, plan, detach, any_pid, clocks):
     """Start the executable as the checkpointed PID, or with any_pid as any PID
     when that one or a TID is in use.  Returns (pid, whether TIDs are kept)."""
     argv = proc.cmdline or [proc.exe.path]
@@ -241,13 +258,14 @@ def _spawn(proc, plan, detach, any_pid):
     creds = _creds_to_take(proc)
     try:
         thread = spawn.spawn_stopped(proc.exe.path, argv, pid=proc.pid if same else None,
-                                     fds=plan.fds, detach=detach, creds=creds)
+                                     fds=plan.fds, detach=detach, creds=creds,
+                                     clocks=clocks)
     except (spawn.PidTaken, spawn.PidNotSettable):
         if not any_pid:
             raise
         same = False
         thread = spawn.spawn_stopped(proc.exe.path, argv, fds=plan.fds, detach=detach,
-                                     creds=creds)
+                                     creds=creds, clocks=clocks)
     return thread.tid, same
 
 

@@ -221,6 +221,7 @@ class ProcessState:
     no_new_privs: int = 0
     nice: int = 0
     times: dict = field(default_factory=dict)            # utime, stime, cutime, cstime (ticks)
+    clocks: dict = field(default_factory=dict)           # monotonic, boottime (ns) at the freeze
     extra: dict = field(default_factory=dict)            # forward-compatible leftovers
 
     def thread(self, tid):

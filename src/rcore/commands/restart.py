@@ -39,6 +39,10 @@ def add_parser(sub):
                    help="replace descriptors rcore cannot rebuild (sockets...) with "
                         "disconnected ones (end of file, EPIPE) instead of refusing; "
                         "listening sockets are refused all the same")
+    p.add_argument("--host-clocks", action="store_true",
+                   help="keep the host's CLOCK_MONOTONIC and CLOCK_BOOTTIME (they jump by "
+                        "the time the process was dead) instead of a time namespace in "
+                        "which they go on from their checkpointed values")
     p.set_defaults(func=run)
 
 
@@ -47,7 +51,8 @@ def run(args):
     try:
         proc = restart(args.file, detach=args.detach, any_pid=args.any_pid, lazy=args.lazy,
                        stdin=args.stdin, stdout=args.stdout, stderr=args.stderr,
-                       skip_unsupported=args.skip_unsupported, progress=bar)
+                       skip_unsupported=args.skip_unsupported,
+                       host_clocks=args.host_clocks, progress=bar)
     finally:
         bar.finish()
     for warning in proc.warnings:

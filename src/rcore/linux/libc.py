@@ -106,6 +106,10 @@ def pidfd_open(pid):
     return syscall("pidfd_open", pid, 0)
 
 
+def unshare(flags):
+    syscall("unshare", flags)     # os.unshare only from Python 3.12
+
+
 def pidfd_getfd(pidfd, fd):
     """A duplicate of another process's descriptor fd (close-on-exec)."""
     return syscall("pidfd_getfd", pidfd, fd, 0)

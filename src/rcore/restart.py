@@ -12,7 +12,8 @@
     threads    created with their TIDs (apply.create_thread) and given their
                registers, XSAVE, masks, sigaltstack, robust list, rseq
     process    handlers, cwd, umask (apply.py), close-on-exec flags
-               (fds/), rlimits, itimers, personality, dumpable,
+               (fds/), POSIX timers with their IDs (timers.py), rlimits,
+               itimers, personality, dumpable,
                no_new_privs (attrs.py), pending signals queued again with their
                siginfo
     release    the workspace unmapped, final registers set, every thread detached
@@ -24,7 +25,7 @@ Not carried over (README, restart): child processes (a restarted process
 waiting for one gets ECHILD), sockets and pidfds of other processes (refused,
 or disconnected with skip_unsupported; see fds/), events queued in an inotify,
 pipes to other processes except on fds 0-2 (those get rcore's own), file locks,
-POSIX timers (timer_create), SysV IPC, seccomp filters, namespaces and chroot,
+SysV IPC, seccomp filters, namespaces and chroot,
 the process group and session (the process joins rcore's; detached, a session
 of its own).  Time: CLOCK_MONOTONIC and BOOTTIME go on from their checkpointed
 values in a time namespace (timens.py), unless host_clocks; relative timers and
@@ -35,7 +36,7 @@ import select
 import signal
 from dataclasses import replace
 
-from . import apply, arch, attrs, fds, mm, rebuild, rseq, spawn, timens, vdso
+from . import apply, arch, attrs, fds, mm, rebuild, rseq, spawn, timens, timers, vdso
 from .elf.reader import CoreFile
 from .errors import Incompatible, Unsupported
 from .interrupts import signals_held
@@ -118,6 +119,7 @@ def check_restartable(core, any_pid=False):
     vdso.check_vdso(core)
     apply.check_process_state(proc)
     _check_creds(proc)
+    timers.check(proc.timers, {t.tid for t in proc.threads})
     if not any_pid:
         spawn.check_pids_free([t.tid for t in proc.threads])
 
@@ -299,7 +301,10 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         changed = [sa for sa in proc.sigactions if (sa.handler, sa.flags, sa.mask) != (0, 0, 0)]
         plan.warnings += apply.apply_process_state(
             pid, inj, ws, replace(proc, sigactions=changed), files_plan=apply.FilesPlan())
-        fds.finish(inj, ws, plan, {ts.tid: t.tid for t, ts in threads})
+        tids = {ts.tid: t.tid for t, ts in threads}
+        fds.finish(inj, ws, plan, tids)
+        timers.create(inj, ws, proc.timers, tids)
+        plan.warnings += timers.warnings(proc.timers)
         attrs.apply_personality(inj, proc.personality)
         attrs.apply_prctl_flags(inj, proc)
         for t, ts in threads:
@@ -322,6 +327,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         plan.warnings += [f"rlimit {n}: the hard limit could not be raised (it needs "
                           "CAP_SYS_RESOURCE)" for n in lowered]
         attrs.apply_itimers(inj, ws, proc.itimers)     # last: their time runs from here
+        timers.arm(inj, ws, proc.timers)
         ws.remove(inj)
         for t, _ in threads:
             regs, mask = final[t.tid]

@@ -222,6 +222,7 @@ class ProcessState:
     nice: int = 0
     times: dict = field(default_factory=dict)            # utime, stime, cutime, cstime (ticks)
     clocks: dict = field(default_factory=dict)           # monotonic, boottime (ns) at the freeze
+    timers: list = field(default_factory=list)           # POSIX timers (timers.py)
     extra: dict = field(default_factory=dict)            # forward-compatible leftovers
 
     def thread(self, tid):

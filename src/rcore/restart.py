@@ -329,6 +329,8 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         attrs.apply_itimers(inj, ws, proc.itimers)     # last: their time runs from here
         timers.arm(inj, ws, proc.timers)
         ws.remove(inj)
+        if hasattr(progress, "finish"):
+            progress.finish()       # before the terminal is the program's again
         for t, _ in threads:
             regs, mask = final[t.tid]
             t.set_regs(regs)
@@ -339,6 +341,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         raise
     # A process checkpointed while stopped (SIGSTOP, Ctrl-Z) comes back stopped.
     frozen.release(signal.SIGSTOP if proc.state == "T" else 0)
+    plan.released(pid)
 
 
 def _as_anonymous(m):

@@ -180,6 +180,7 @@ class FdPlan:
         self.warnings = []
         self.truncate = []              # (rcore fd, size) done by commit()
         self.at_commit = []             # what kinds do last (arm timers)
+        self.after_release = []         # f(pid) once the process runs (SIGWINCH)
         self.redirected = {}            # (path, is stdin) -> rcore fd
         self.in_process = []            # FileDescriptor finished by finish()
         self.dups = []                  # (from fd, to fd) made by finish()
@@ -207,6 +208,15 @@ class FdPlan:
         for step in self.at_commit:
             step()
         self.at_commit = []
+
+    def released(self, pid):
+        """Once the process runs: what kinds tell it then."""
+        for step in self.after_release:
+            try:
+                step(pid)
+            except ProcessLookupError:
+                pass
+        self.after_release = []
 
     def close(self):
         for fd in self._owned + self._keepers:

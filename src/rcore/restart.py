@@ -193,7 +193,8 @@ def _check_creds(proc):
 
 
 def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
-            stderr=None, skip_unsupported=False, host_clocks=False, progress=None):
+            stderr=None, skip_unsupported=False, host_clocks=False, inherit=None,
+            progress=None):
     """Start the checkpoint in core file `path` as a new process; returns a
     Restarted handle once it runs.
 
@@ -209,6 +210,9 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     skip_unsupported     descriptors rcore cannot rebuild become disconnected
                   sockets (handle.warnings says which) instead of refusing; server
                   sockets are refused all the same (fds/__init__.py)
+    inherit       {fd: a path or one of the caller's descriptors (int)}: what
+                  checkpointed descriptor fd becomes instead of being rebuilt
+                  (one the program inherited from what started it)
     host_clocks   the process sees the host's CLOCK_MONOTONIC and BOOTTIME, which
                   jumped by the time it was dead (or restarted near zero after a
                   reboot); by default it runs in a time namespace where they go
@@ -217,7 +221,7 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     try:
         check_restartable(core, any_pid)
         proc = core.state
-        plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
+        plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported, inherit)
         fds.plan_mappings(plan, core.read)
         try:
             with signals_held():

@@ -227,14 +227,17 @@ class FdPlan:
         self._owned, self._keepers = [], []
 
 
-def plan_files(proc, stdio=(None, None, None), skip_unsupported=False):
+def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, inherit=None):
     """Check and open everything the checkpoint's descriptor table needs, before
     any process exists; raise Unsupported/Incompatible naming the fd if
     something cannot be rebuilt.  stdio: redirections of fds 0-2 (a path, an
-    open fd, or a file object)."""
+    open fd, or a file object).  inherit: {fd: a path or one of rcore's own
+    descriptors (int)} that checkpointed descriptor fd becomes instead of being
+    rebuilt (`--inherit-fd`: what the program inherited from whatever started
+    it, a pipe from a CI runner...)."""
     plan = FdPlan(proc)
     try:
-        _plan(plan, stdio, skip_unsupported)
+        _plan(plan, stdio, skip_unsupported, inherit or {})
     except BaseException:
         plan.close()
         raise
@@ -251,11 +254,21 @@ def plan_mappings(plan, read_memory):
         raise
 
 
-def _plan(plan, stdio, skip_unsupported):
+def _plan(plan, stdio, skip_unsupported, inherit):
+    unknown = sorted(set(inherit) - {f.fd for f in plan.files})
+    if unknown:
+        raise Incompatible(f"--inherit-fd {unknown[0]}: the process had no descriptor "
+                           f"{unknown[0]} at the checkpoint")
     by_description = {}
     for f in plan.files:
         if f.fd < 3 and stdio[f.fd] is not None:
             plan.fds[f.fd] = _redirect(plan, f.fd, stdio[f.fd])
+            continue
+        if f.fd in inherit:
+            plan.fds[f.fd] = _inherited(plan, f, inherit[f.fd])
+            if f.description == f.fd:
+                by_description[f.fd] = plan.fds[f.fd]
+            _note_cloexec(plan, f)
             continue
         if f.description in by_description:
             src = by_description[f.description]
@@ -300,8 +313,9 @@ def _skip(plan, f, err, skip_unsupported):
         hint = f"; --skip-unsupported does not skip it: {k.why_not_skippable(f)}"
         raise Unsupported(f"{err}{hint}") from None
     if not skip_unsupported:
-        raise Unsupported(f"{err} (--skip-unsupported makes it a disconnected descriptor)") \
-            from None
+        raise Unsupported(f"{err} (--inherit-fd {f.fd}:PATH or {f.fd}:fd:N says what it "
+                          "becomes: a file, or one of rcore's own descriptors; "
+                          "--skip-unsupported makes it a disconnected descriptor)") from None
     plan.warnings.append(f"{err}: it is now a disconnected socket (reads see end of file, "
                          "writes fail with EPIPE)")
     return _disconnected(plan)
@@ -342,6 +356,27 @@ def _redirect(plan, fd, target):
             raise Incompatible(f"cannot open {target} for {STDIO_NAMES[fd]}: "
                                f"{err.strerror}") from None
     return plan.redirected[key]
+
+
+def _inherited(plan, f, what):
+    """--inherit-fd: rcore's descriptor `what` as it is, or the file at path
+    `what` opened with f's access mode (created, and appended to, when f
+    writes: it stands for a pipe or a log more often than not)."""
+    if isinstance(what, int):
+        try:
+            os.fstat(what)
+        except OSError:
+            raise Incompatible(f"--inherit-fd {f.fd}:fd:{what}: rcore has no descriptor "
+                               f"{what}") from None
+        return what
+    access = f.flags & os.O_ACCMODE
+    flags = access | os.O_CLOEXEC
+    if access != os.O_RDONLY:
+        flags |= os.O_CREAT | os.O_APPEND
+    try:
+        return plan.own(os.open(what, flags, 0o666))
+    except OSError as err:
+        raise Incompatible(f"--inherit-fd {f.fd}:{what}: {err.strerror}") from None
 
 
 def finish(inj, ws, plan, tids=None):

@@ -159,6 +159,8 @@ class FileDescriptor(_Record):
     contents_stored: bool = False   # contents holds the file (it may be empty)
     kind_state: dict = field(default_factory=dict)  # what its kind captured (fds/KIND.py);
                                 # {"error": why} when that failed
+    locks: list = field(default_factory=list)   # file locks and leases held through it,
+                                # on the lowest fd of its description (locks.py)
 
 
 @dataclass

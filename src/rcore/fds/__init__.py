@@ -20,7 +20,7 @@ docs/ARCHITECTURE.md.  This layer holds what every kind shares:
   new process, FdPlan.mappings); spawn installs FdPlan.fds at
   their numbers; finish() runs inside the new process once its threads exist:
   the kinds that must be completed there (stage > 0: pidfds, epoll watches),
-  then close-on-exec flags;
+  then close-on-exec flags, then the file locks and leases (locks.py);
 - --skip-unsupported (plan_files): a descriptor that cannot be rebuilt becomes
   a disconnected socket (reads see end of file, writes fail with EPIPE), and a
   warning names fd and kind; one whose loss would leave the process running
@@ -34,6 +34,7 @@ import fcntl
 import os
 import socket
 
+from .. import locks
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
@@ -100,6 +101,7 @@ def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
             fdinfo = procfs.parse_status(info.text)
             fdinfo["lines"] = info.text.decode("utf-8", "surrogateescape").splitlines()
             _capture_kind(ctx, fds[-1], fdinfo)
+            locks.capture(fds[-1], fdinfo)
     return fds
 
 
@@ -149,7 +151,7 @@ def _why_not(f, plan):
 
 
 def _kind_warnings(f):
-    return [f"fd {f.fd} ({f.kind}): {w}" for w in kind_of(f).warnings(f)]
+    return [f"fd {f.fd} ({f.kind}): {w}" for w in kind_of(f).warnings(f)] + locks.warnings(f)
 
 
 # --- core file --------------------------------------------------------------------
@@ -159,6 +161,9 @@ def decode(f):
     ValueError naming fd and kind)."""
     if not isinstance(f.kind_state, dict):
         raise ValueError(f"fd {f.fd}: kind_state is not an object")
+    if not isinstance(f.locks, list):
+        raise ValueError(f"fd {f.fd}: locks is not a list")
+    locks.check(f)
     if f.description == f.fd and "error" not in f.kind_state:
         try:
             kind_of(f).decode(f)
@@ -183,6 +188,7 @@ class FdPlan:
         self.after_release = []         # f(pid) once the process runs (SIGWINCH)
         self.redirected = {}            # (path, is stdin) -> rcore fd
         self.in_process = []            # FileDescriptor finished by finish()
+        self.locked = []                # FileDescriptor whose locks finish() takes again
         self.dups = []                  # (from fd, to fd) made by finish()
         self.spare = []                 # numbers used only while rebuilding; finish() closes
         self.mappings = proc.mappings   # to rebuild (plan_mappings)
@@ -285,6 +291,8 @@ def _plan(plan, stdio, skip_unsupported, inherit):
                 _set_status_flags(src, f)
             if src is None or kind_of(f).stage:
                 plan.in_process.append(f)
+            if f.locks:
+                plan.locked.append(f)
             plan.warnings += _kind_warnings(f)
         except Unsupported as err:
             src = _skip(plan, f, err, skip_unsupported)
@@ -396,6 +404,8 @@ def finish(inj, ws, plan, tids=None):
         inj.call("dup2", src, dst)
     for fd in plan.cloexec:
         inj.call("fcntl", fd, F_SETFD, FD_CLOEXEC)
+    for f in plan.locked:               # once every descriptor has its number
+        locks.take(inj, ws, f)
 
 
 # --- info -------------------------------------------------------------------------
@@ -413,5 +423,7 @@ def describe(proc):
             state = kind_of(f).describe(f) if not f.kind_state.get("error") else ""
         except (KeyError, TypeError, ValueError):
             state = ""
+        if f.locks:
+            state += (", " if state else "") + "holds " + ", ".join(map(locks.describe, f.locks))
         out[f.fd] = (state, f"refused: {why}" if why else kind_of(f).action(f))
     return out

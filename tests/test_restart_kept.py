@@ -40,3 +40,11 @@ def test_a_lock_taken_meanwhile_refuses_the_restart(procs, build, tmp_path):
     assert res.returncode != 0
     assert f"cannot take its write flock on {locked / 'flocked'} again" in res.stderr, res.stderr
     assert not os.path.exists(f"/proc/{p.pid}")
+
+
+def test_process_settings_come_back(procs, build, tmp_path):
+    lines, _, _ = restarted_verdict(procs, build, tmp_path, "proc_settings")
+    assert "guards installed" in lines     # this kernel has MADV_GUARD_INSTALL
+    info = rcore_cmd("info", tmp_path / "core").stdout
+    assert "THP disabled (prctl), child subreaper, oom_score_adj 123, 1 guard-page ranges" \
+        in info, info

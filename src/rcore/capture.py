@@ -8,7 +8,7 @@ import mmap
 import os
 import struct
 
-from . import arch, timens, timers
+from . import arch, settings, timens, timers
 from .linux import libc, procfs
 from .linux.inject import Injector
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
@@ -121,6 +121,7 @@ def _capture_injected(frozen, syscall_addr, proc):
             proc.itimers = _read_itimers(inj, scratch.addr, frozen.pid)
             proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
             proc.timers = timers.capture(inj, scratch.addr, frozen.pid)
+            proc.settings = settings.capture(inj, scratch.addr, frozen.pid, proc.mappings)
             for ts in proc.threads:
                 thread = frozen.threads[ts.tid]
                 if thread is leader:

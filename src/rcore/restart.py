@@ -35,9 +35,10 @@ import select
 import signal
 from dataclasses import replace
 
-from . import apply, arch, attrs, fds, mm, rebuild, rseq, spawn, timens, timers, vdso
+from . import (apply, arch, attrs, fds, mm, rebuild, rseq, settings, spawn, timens, timers,
+               vdso)
 from .elf.reader import CoreFile
-from .errors import Incompatible, Unsupported
+from .errors import CoreFormatError, Incompatible, Unsupported
 from .interrupts import signals_held
 from .linux import inject, ptrace
 from .linux.inject import Injector
@@ -113,6 +114,10 @@ def check_restartable(core, any_pid=False):
     if core.arch is not ARCH:
         raise Incompatible(f"{core.path} is a core of {core.arch.NAME}, this is {ARCH.NAME}")
     _check_core_complete(core)
+    try:
+        settings.check(proc.settings)
+    except ValueError as err:
+        raise CoreFormatError(core.path, f"bad process settings: {err}") from None
     _check_exe(proc)
     _check_mapped_files(proc)
     vdso.check_vdso(core)
@@ -294,6 +299,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
                                                 progress=progress, map_core=lazy)
         plan.warnings += summary.skipped
         mm.apply_mm_map(inj, ws, proc)
+        settings.apply_memory(inj, proc.mappings, proc.settings)
 
         threads = [(leader, proc.threads[0])]
         for ts in proc.threads[1:]:
@@ -310,6 +316,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         plan.warnings += timers.warnings(proc.timers)
         attrs.apply_personality(inj, proc.personality)
         attrs.apply_prctl_flags(inj, proc)
+        settings.apply_process(inj, pid, proc.settings)
         for t, ts in threads:
             if ts.comm:
                 apply.set_thread_name(t, ws, ts.comm)

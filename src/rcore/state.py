@@ -225,6 +225,7 @@ class ProcessState:
     times: dict = field(default_factory=dict)            # utime, stime, cutime, cstime (ticks)
     clocks: dict = field(default_factory=dict)           # monotonic, boottime (ns) at the freeze
     timers: list = field(default_factory=list)           # POSIX timers (timers.py)
+    settings: dict = field(default_factory=dict)         # prctls, oom_score_adj, guards (settings.py)
     extra: dict = field(default_factory=dict)            # forward-compatible leftovers
 
     def thread(self, tid):

@@ -48,3 +48,21 @@ def test_process_settings_come_back(procs, build, tmp_path):
     info = rcore_cmd("info", tmp_path / "core").stdout
     assert "THP disabled (prctl), child subreaper, oom_score_adj 123, 1 guard-page ranges" \
         in info, info
+
+
+def test_deleted_files_directories_fifos_and_cwd_come_back(procs, build, tmp_path):
+    where = tmp_path / "where"
+    where.mkdir()
+    restarted_verdict(procs, build, tmp_path, "deleted_ghosts", str(where))
+    assert os.listdir(where) == []          # the ghosts are gone again
+
+
+def test_unlinked_limit_is_said_at_dump(procs, build, tmp_path):
+    where = tmp_path / "where"
+    where.mkdir()
+    p = procs.start([build("deleted_ghosts"), str(tmp_path / "go"), str(where)])
+    wait_lines(p.out_path, 1)
+    res = rcore_cmd("dump", "--unlinked-limit", "100", p.pid, "-o", tmp_path / "core")
+    assert res.returncode == 0, res.stderr
+    assert "bytes of data) is not stored in the core: more than the dump's --unlinked-limit" \
+        in res.stderr and "a restart will refuse it" in res.stderr, res.stderr

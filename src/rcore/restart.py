@@ -121,7 +121,7 @@ def check_restartable(core, any_pid=False):
     _check_exe(proc)
     _check_mapped_files(proc)
     vdso.check_vdso(core)
-    apply.check_process_state(proc)
+    apply.check_process_state(replace(proc, cwd="") if _cwd_deleted(proc) else proc)
     _check_creds(proc)
     timers.check(proc.timers, {t.tid for t in proc.threads})
     if not any_pid:
@@ -227,6 +227,7 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
         proc = core.state
         plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported, inherit)
         fds.plan_mappings(plan, core.read)
+        _plan_cwd(proc, plan)
         try:
             with signals_held():
                 clocks = _clocks(proc, host_clocks, plan.warnings)
@@ -246,6 +247,19 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     finally:
         core.close()
     return handle
+
+
+def _cwd_deleted(proc):
+    return proc.cwd.endswith(fds.ghost.DELETED)
+
+
+def _plan_cwd(proc, plan):
+    """A working directory deleted at the checkpoint comes back as an empty
+    directory, made in a private place and removed before the process runs
+    (fds/ghost.py): the process's cwd is a deleted directory again."""
+    if _cwd_deleted(proc):
+        path = proc.cwd[: -len(fds.ghost.DELETED)]
+        proc.cwd, _ = fds.ghost.make(plan, path, ("cwd", path), lambda p: os.mkdir(p, 0o700))
 
 
 def _clocks(proc, host_clocks, warnings):

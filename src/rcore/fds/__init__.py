@@ -38,8 +38,8 @@ from .. import locks
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-from . import (device, directory, epoll, eventfd, file, inotify, memfd, pidfd, pipe, signalfd,
-               sockets, timerfd)
+from . import (device, directory, epoll, eventfd, file, ghost, inotify, memfd, pidfd, pipe,
+               signalfd, sockets, timerfd)
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -189,6 +189,7 @@ class FdPlan:
         self.redirected = {}            # (path, is stdin) -> rcore fd
         self.in_process = []            # FileDescriptor finished by finish()
         self.locked = []                # FileDescriptor whose locks finish() takes again
+        self.ghosts = []                # private directories of deleted files (ghost.py)
         self.dups = []                  # (from fd, to fd) made by finish()
         self.spare = []                 # numbers used only while rebuilding; finish() closes
         self.mappings = proc.mappings   # to rebuild (plan_mappings)
@@ -211,6 +212,8 @@ class FdPlan:
         for fd, size in self.truncate:
             os.ftruncate(fd, size)
         self.truncate = []
+        ghost.remove(self.ghosts)       # the process holds them deleted again
+        self.ghosts = []
         for step in self.at_commit:
             step()
         self.at_commit = []
@@ -231,6 +234,8 @@ class FdPlan:
             except OSError:
                 pass
         self._owned, self._keepers = [], []
+        ghost.remove(self.ghosts)
+        self.ghosts = []
 
 
 def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, inherit=None):

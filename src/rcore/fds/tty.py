@@ -107,7 +107,14 @@ def plan(plan, f, fd):
                              "not restored: rcore does not run in its terminal's foreground")
         return
     real = []
-    plan.at_commit.append(lambda: real.extend(apply(fd, tty)))
+
+    def at_commit():
+        try:
+            real.extend(apply(fd, tty))
+        except (termios.error, OSError) as err:
+            plan.warnings.append(f"fd {f.fd}: the terminal settings could not be put back: "
+                                 f"{err}")
+    plan.at_commit.append(at_commit)
     plan.after_release.append(lambda pid: repaint(fd, pid, real))
 
 

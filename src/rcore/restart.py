@@ -259,7 +259,12 @@ def _plan_cwd(proc, plan):
     (fds/ghost.py): the process's cwd is a deleted directory again."""
     if _cwd_deleted(proc):
         path = proc.cwd[: -len(fds.ghost.DELETED)]
-        proc.cwd, _ = fds.ghost.make(plan, path, ("cwd", path), lambda p: os.mkdir(p, 0o700))
+        # The process enters it itself, with its own credentials.
+        uid, gid = (proc.creds.get("uid") or [os.geteuid()] * 4)[3], \
+            (proc.creds.get("gid") or [os.getegid()] * 4)[3]
+        proc.cwd, _ = fds.ghost.make(plan, path, ("cwd", path), lambda p: os.mkdir(p, 0o700),
+                                     {"mode": 0o700, "uid": uid, "gid": gid})
+        os.chmod(os.path.dirname(proc.cwd), 0o711)
 
 
 def _clocks(proc, host_clocks, warnings):

@@ -1,9 +1,23 @@
 /* CLOCK_MONOTONIC and CLOCK_BOOTTIME across a checkpoint, 5 s dead, and a restart.
-   argv[2] "continue": no step over 1 s between two readings 20 ms apart, and an
+   argv[2] "continue": no step over 1 s between two readings 20 ms apart, an
    absolute timerfd on CLOCK_MONOTONIC keeps its deadline on the clock the
-   program reads; "jump": both clocks stepped by more than 4 s (--host-clocks). */
+   program reads, and a thread in an absolute clock_nanosleep 4 s after the start
+   still sleeps; "jump": both clocks stepped by more than 4 s and the sleeper woke
+   (--host-clocks). */
 #include "fd_kind_check.h"
+#include <pthread.h>
 #include <sys/timerfd.h>
+
+static volatile int woke;
+static struct timespec wake_at;
+
+static void *sleeper(void *arg)
+{
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &wake_at, NULL) != 0)
+        ;
+    woke = 1;
+    return NULL;
+}
 
 static long long ns(clockid_t c)
 {
@@ -20,6 +34,11 @@ int main(int argc, char **argv)
     int tfd = timerfd_create(CLOCK_MONOTONIC, 0);
     struct itimerspec at = {{0, 0}, {deadline / 1000000000LL, deadline % 1000000000LL}};
     timerfd_settime(tfd, TFD_TIMER_ABSTIME, &at, NULL);
+    long long wake = start + 4 * 1000000000LL;
+    wake_at.tv_sec = wake / 1000000000LL;
+    wake_at.tv_nsec = wake % 1000000000LL;
+    pthread_t th;
+    pthread_create(&th, NULL, sleeper, NULL);
 
     printf("ready\n");
     fflush(stdout);
@@ -48,9 +67,12 @@ int main(int argc, char **argv)
         double want = (deadline - ns(CLOCK_MONOTONIC)) / 1e9;
         CHECK(left > want - 0.5 && left < want + 0.5,
               "absolute timerfd: %.3f s left, its deadline is %.3f s away", left, want);
+        CHECK(!woke, "the absolute sleep to %.3f s ended at %.3f s", (wake - start) / 1e9,
+              (ns(CLOCK_MONOTONIC) - start) / 1e9);
     } else {
         CHECK(max_mono > 4000000000LL, "monotonic stepped only %.3f s", max_mono / 1e9);
         CHECK(max_boot > 4000000000LL, "boottime stepped only %.3f s", max_boot / 1e9);
+        CHECK(woke, "the absolute sleep past its deadline on the host's clock goes on");
     }
     return verdict();
 }

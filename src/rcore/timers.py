@@ -33,7 +33,6 @@ SIGEV_THREAD_ID = 4
 SIGEVENT = struct.Struct("<Qiii44x")
 ITIMERSPEC = struct.Struct("<qqqq")          # it_interval, it_value (sec, nsec)
 NS = 1_000_000_000
-CPU_CLOCKS = (2, 3)                          # CLOCK_PROCESS/THREAD_CPUTIME_ID
 WALL_CLOCKS = (0, 8, 11)                     # REALTIME, REALTIME_ALARM, TAI
 
 assert SIGEVENT.size == 64

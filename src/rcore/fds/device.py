@@ -32,7 +32,7 @@ class Device(Rebuilt):
     def open(self, plan, f):
         if is_terminal(f):
             fd = _terminal(f)
-            tty.plan(plan, f, fd)
+            tty.put_back(plan, f, fd)
             return fd
         return open_path(plan, f, f.flags)
 

@@ -87,7 +87,7 @@ def decode(tty):
         raise ValueError("tty winsize")
 
 
-def plan(plan, f, fd):
+def put_back(plan, f, fd):
     """Restart: the terminal settings of f go on rcore's terminal fd, once for
     all the descriptors of that terminal (the lowest one's)."""
     tty = f.kind_state.get("tty")

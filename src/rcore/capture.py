@@ -8,7 +8,7 @@ import mmap
 import os
 import struct
 
-from . import arch
+from . import arch, settings, timens, timers
 from .linux import libc, procfs
 from .linux.inject import Injector
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
@@ -90,6 +90,7 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
     """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
     run_state: the state letter read before freezing (frozen, it reads "t")."""
     pid = frozen.pid
+    clocks = timens.capture_clocks(pid)
     st = procfs.read_stat(pid)
     if run_state:
         st.state = run_state
@@ -110,7 +111,8 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         personality=int(procfs.read_bytes(pid, "personality").strip() or b"0", 16),
         creds=capture_creds(status), no_new_privs=int(status.get("NoNewPrivs", "0")),
         nice=st.nice,
-        times={"utime": st.utime, "stime": st.stime, "cutime": st.cutime, "cstime": st.cstime})
+        times={"utime": st.utime, "stime": st.stime, "cutime": st.cutime, "cstime": st.cstime},
+        clocks=clocks)
     leader = frozen.leader()
     tids = [pid] + sorted(t for t in frozen.threads if t != pid)
     proc.threads = [capture_thread(frozen.threads[t]) for t in tids]
@@ -130,6 +132,8 @@ def _capture_injected(frozen, syscall_addr, proc):
             proc.sigactions = _read_sigactions(inj, scratch, frozen.pid)
             proc.itimers = _read_itimers(inj, scratch.addr, frozen.pid)
             proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
+            proc.timers = timers.capture(inj, scratch.addr, frozen.pid)
+            proc.settings = settings.capture(inj, scratch.addr, frozen.pid, proc.mappings)
             for ts in proc.threads:
                 thread = frozen.threads[ts.tid]
                 if thread is leader:

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import arch, fds
+from . import arch, fds, timers
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
@@ -304,7 +304,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
         if writer:
             writer.abort()
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
-                       writer.size, freeze, 0.0, method, fds.dump_warnings(proc))
+                       writer.size, freeze, 0.0, method,
+                       fds.dump_warnings(proc) + timers.warnings(proc.timers))
 
 
 def _store_copy(copy, syscall_addr, copier, plan, stream):

@@ -2,7 +2,7 @@
 
 import os
 
-from . import fds
+from . import fds, settings, timens, timers
 
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 12: "USR2",
@@ -36,6 +36,7 @@ def describe(core):
         d["rcore"] = {
             "cwd": proc.cwd, "umask": oct(proc.umask), "brk": proc.mm.brk,
             "rlimits": proc.rlimits, "itimers": proc.itimers, "creds": proc.creds,
+            "clocks": proc.clocks, "timers": proc.timers, "settings": proc.settings,
             "handlers": {s.signo: s.handler for s in proc.sigactions if s.handler},
             "threads": [{"tid": t.tid, "sigmask": t.sigmask, "pending": len(t.pending),
                          "rseq": t.rseq, "clear_child_tid": t.clear_child_tid,
@@ -94,4 +95,12 @@ def format_text(d):
         lines.append(f"cwd:      {r['cwd']}   umask {r['umask']}   brk {r['brk']:#x}")
         handlers = ", ".join(f"{SIGNALS.get(int(s), s)}={h:#x}" for s, h in r["handlers"].items())
         lines.append(f"signals:  {handlers or 'all default'}")
+        if r.get("clocks"):
+            lines.append(f"clocks:   {timens.describe(r['clocks'])} at the checkpoint "
+                         "(restart goes on from there)")
+        if r.get("settings") and settings.describe(r["settings"]):
+            lines.append(f"settings: {settings.describe(r['settings'])}")
+        if r.get("timers"):
+            lines.append(f"timers:   {len(r['timers'])} POSIX timers")
+            lines += [f"  {timers.describe(t)}" for t in r["timers"]]
     return "\n".join(lines)

@@ -31,3 +31,4 @@ class Progress:
         if self.shown:
             self.stream.write("\n")
             self.stream.flush()
+            self.shown = False

@@ -12,7 +12,8 @@
     threads    created with their TIDs (apply.create_thread) and given their
                registers, XSAVE, masks, sigaltstack, robust list, rseq
     process    handlers, cwd, umask (apply.py), close-on-exec flags
-               (fds/), rlimits, itimers, personality, dumpable,
+               (fds/), POSIX timers with their IDs (timers.py), rlimits,
+               itimers, personality, dumpable,
                no_new_privs (attrs.py), pending signals queued again with their
                siginfo
     release    the workspace unmapped, final registers set, every thread detached
@@ -23,20 +24,21 @@ left behind (PTRACE_O_EXITKILL covers rcore itself dying).
 Not carried over (README, restart): child processes (a restarted process
 waiting for one gets ECHILD), sockets and pidfds of other processes (refused,
 or disconnected with skip_unsupported; see fds/), events queued in an inotify,
-pipes to other processes except on fds 0-2 (those get rcore's own), file locks,
-POSIX timers (timer_create), SysV IPC, seccomp filters, namespaces and chroot,
+pipes to other processes except on fds 0-2 (those get rcore's own), SysV IPC, seccomp filters, namespaces and chroot,
 the process group and session (the process joins rcore's; detached, a session
-of its own), and the time the process spent dead (timers and sleeps resume with
-the time they had left)."""
+of its own).  Time: CLOCK_MONOTONIC and BOOTTIME go on from their checkpointed
+values in a time namespace (timens.py), unless host_clocks; relative timers and
+sleeps resume with the time they had left."""
 
 import os
 import select
 import signal
 from dataclasses import replace
 
-from . import apply, arch, attrs, fds, identity, mm, owner, rebuild, rseq, spawn, vdso
+from . import (apply, arch, attrs, fds, identity, mm, owner, rebuild, rseq, settings,
+               spawn, timens, timers, vdso)
 from .elf.reader import CoreFile
-from .errors import Incompatible, Unsupported
+from .errors import CoreFormatError, Incompatible, Unsupported
 from .interrupts import signals_held
 from .linux import inject, procfs, ptrace
 from .linux.inject import Injector
@@ -115,13 +117,18 @@ def check_restartable(core, any_pid=False):
     speaker = owner.of_core(core)
     owner.check_creds(speaker, core)
     _check_core_complete(core)
+    try:
+        settings.check(proc.settings)
+    except ValueError as err:
+        raise CoreFormatError(core.path, f"bad process settings: {err}") from None
     with owner.as_owner(speaker):
         _check_exe(proc, speaker is None)
         _check_mapped_files(proc, speaker is None)
         _check_fd_identities(proc, speaker is None)
-        apply.check_process_state(proc)
+        apply.check_process_state(replace(proc, cwd="") if _cwd_deleted(proc) else proc)
     vdso.check_vdso(core)
     _check_creds(proc)
+    timers.check(proc.timers, {t.tid for t in proc.threads})
     if not any_pid:
         spawn.check_pids_free([t.tid for t in proc.threads])
     return speaker
@@ -190,7 +197,8 @@ def _check_creds(proc):
 
 
 def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
-            stderr=None, skip_unsupported=False, progress=None):
+            stderr=None, skip_unsupported=False, host_clocks=False, inherit=None,
+            progress=None):
     """Start the checkpoint in core file `path` as a new process; returns a
     Restarted handle once it runs.
 
@@ -205,19 +213,28 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     stdin/stdout/stderr  redirect a standard stream: a path, an fd or a file
     skip_unsupported     descriptors rcore cannot rebuild become disconnected
                   sockets (handle.warnings says which) instead of refusing; server
-                  sockets are refused all the same (fds/__init__.py)"""
+                  sockets are refused all the same (fds/__init__.py)
+    inherit       {fd: a path or one of the caller's descriptors (int)}: what
+                  checkpointed descriptor fd becomes instead of being rebuilt
+                  (one the program inherited from what started it)
+    host_clocks   the process sees the host's CLOCK_MONOTONIC and BOOTTIME, which
+                  jumped by the time it was dead (or restarted near zero after a
+                  reboot); by default it runs in a time namespace where they go
+                  on from their checkpointed values (timens.py)"""
     core = CoreFile(path)
     try:
         speaker = check_restartable(core, any_pid)
         proc = core.state
-        # Descriptors, FIFOs, recreated unlinked files and redirections are
-        # opened as the core's owner; the process itself is its owner (spawn).
+        # Descriptors, FIFOs, ghosts of deleted files, redirections and inherited
+        # paths are opened as the core's owner; the process itself is its owner (spawn).
         with owner.as_owner(speaker):
             plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported,
-                                  core.read)
+                                  core.read, inherit)
+            _plan_cwd(proc, plan)
         try:
             with signals_held():
-                pid, same_tids = _spawn(proc, plan, detach, any_pid)
+                clocks = _clocks(proc, host_clocks, plan.warnings)
+                pid, same_tids = _spawn(proc, plan, detach, any_pid, clocks)
                 pidfd = None
                 try:
                     pidfd = os.pidfd_open(pid)
@@ -239,7 +256,36 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     return handle
 
 
-def _spawn(proc, plan, detach, any_pid):
+def _cwd_deleted(proc):
+    return proc.cwd.endswith(fds.ghost.DELETED)
+
+
+def _plan_cwd(proc, plan):
+    """A working directory deleted at the checkpoint comes back as an empty
+    directory, made in a private place and removed before the process runs
+    (fds/ghost.py): the process's cwd is a deleted directory again."""
+    if _cwd_deleted(proc):
+        path = proc.cwd[: -len(fds.ghost.DELETED)]
+        # The process enters it itself, with its own credentials.
+        uid, gid = (proc.creds.get("uid") or [os.geteuid()] * 4)[3], \
+            (proc.creds.get("gid") or [os.getegid()] * 4)[3]
+        proc.cwd, _ = fds.ghost.make(plan, path, ("cwd", path), lambda p: os.mkdir(p, 0o700),
+                                     {"mode": 0o700, "uid": uid, "gid": gid})
+        os.chmod(os.path.dirname(proc.cwd), 0o711)
+
+
+def _clocks(proc, host_clocks, warnings):
+    """The clocks the process goes on from, or None: the host's."""
+    if host_clocks or not proc.clocks:
+        return None
+    why_not = timens.unavailable()
+    if why_not:
+        warnings.append(why_not)
+        return None
+    return proc.clocks
+
+
+def _spawn(proc, plan, detach, any_pid, clocks):
     """Start the executable as the checkpointed PID, or with any_pid as any PID
     when that one or a TID is in use.  Returns (pid, whether TIDs are kept)."""
     argv = proc.cmdline or [proc.exe.path]
@@ -248,13 +294,14 @@ def _spawn(proc, plan, detach, any_pid):
     creds = _creds_to_take(proc)
     try:
         thread = spawn.spawn_stopped(proc.exe.path, argv, pid=proc.pid if same else None,
-                                     fds=plan.fds, detach=detach, creds=creds)
+                                     fds=plan.fds, detach=detach, creds=creds,
+                                     clocks=clocks)
     except (spawn.PidTaken, spawn.PidNotSettable):
         if not any_pid:
             raise
         same = False
         thread = spawn.spawn_stopped(proc.exe.path, argv, fds=plan.fds, detach=detach,
-                                     creds=creds)
+                                     creds=creds, clocks=clocks)
     return thread.tid, same
 
 
@@ -278,6 +325,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
                                                 progress=progress, map_core=lazy)
         plan.warnings += summary.skipped
         mm.apply_mm_map(inj, ws, proc)
+        settings.apply_memory(inj, proc.mappings, proc.settings)
 
         threads = [(leader, proc.threads[0])]
         for ts in proc.threads[1:]:
@@ -288,9 +336,13 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         changed = [sa for sa in proc.sigactions if (sa.handler, sa.flags, sa.mask) != (0, 0, 0)]
         plan.warnings += apply.apply_process_state(
             pid, inj, ws, replace(proc, sigactions=changed), files_plan=apply.FilesPlan())
-        fds.finish(inj, ws, plan, {ts.tid: t.tid for t, ts in threads})
+        tids = {ts.tid: t.tid for t, ts in threads}
+        fds.finish(inj, ws, plan, tids)
+        timers.create(inj, ws, proc.timers, tids)
+        plan.warnings += timers.warnings(proc.timers)
         attrs.apply_personality(inj, proc.personality)
         attrs.apply_prctl_flags(inj, proc)
+        settings.apply_process(inj, pid, proc.settings)
         for t, ts in threads:
             if ts.comm:
                 apply.set_thread_name(t, ws, ts.comm)
@@ -311,7 +363,10 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         plan.warnings += [f"rlimit {n}: the hard limit could not be raised (it needs "
                           "CAP_SYS_RESOURCE)" for n in lowered]
         attrs.apply_itimers(inj, ws, proc.itimers)     # last: their time runs from here
+        timers.arm(inj, ws, proc.timers)
         ws.remove(inj)
+        if hasattr(progress, "finish"):
+            progress.finish()       # before the terminal is the program's again
         for t, _ in threads:
             regs, mask = final[t.tid]
             t.set_regs(regs)
@@ -322,6 +377,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         raise
     # A process checkpointed while stopped (SIGSTOP, Ctrl-Z) comes back stopped.
     frozen.release(signal.SIGSTOP if proc.state == "T" else 0)
+    plan.released(pid)
 
 
 def _as_anonymous(m):

@@ -24,6 +24,7 @@ import signal
 import struct
 import time
 
+from . import timens
 from .errors import RcoreError
 from .linux import libc, ptrace
 from .linux.ptrace import Thread
@@ -98,7 +99,7 @@ def _clone_with_pid(pid, flags=0):
     return libc.syscall("clone3", ctypes.byref(args), ctypes.sizeof(args))
 
 
-def _launch(pid, detach, child):
+def _launch(pid, detach, child, clocks=None):
     """Create the new process from a launcher forked for the purpose: a raw
     clone3 is only safe in a single-threaded process (no fork handlers run, so a
     lock another thread holds would stay held in the child), and the launcher,
@@ -106,15 +107,21 @@ def _launch(pid, detach, child):
     The new process is rcore's child (CLONE_PARENT), or with detach, the
     launcher's in a new session: the launcher exits at once and the process is
     reparented to init or the nearest subreaper, as a daemon would be.
+    clocks: the launcher first makes a time namespace for it (timens.py).
     `child()` runs in the new process and never returns."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         launcher = os.fork()
         if launcher == 0:
+            step = "clone"
             try:
                 os.close(r)
                 if detach:
                     os.setsid()
+                if clocks is not None:
+                    step = "timens"
+                    timens.enter_new(clocks)
+                    step = "clone"
                 got = _clone_with_pid(pid, 0 if detach else CLONE_PARENT)
                 if got == 0:
                     child()
@@ -123,18 +130,21 @@ def _launch(pid, detach, child):
             except BaseException:
                 got = -errno.EIO
             try:
-                os.write(w, struct.pack("<i", got))
+                os.write(w, struct.pack("<i?", got, step == "timens"))
             finally:
                 os._exit(0)
         os.close(w)
         w = -1
         os.waitpid(launcher, 0)
-        data = os.read(r, 4)
+        data = os.read(r, 5)
     finally:
         os.close(r)
         if w >= 0:
             os.close(w)
-    (got,) = struct.unpack("<i", data) if len(data) == 4 else (-errno.EIO,)
+    got, in_timens = struct.unpack("<i?", data) if len(data) == 5 else (-errno.EIO, False)
+    if in_timens:
+        raise RcoreError(f"cannot make a time namespace for the process: {os.strerror(-got)} "
+                         "(restart with --host-clocks to keep the host's clocks)")
     if got == -errno.EEXIST:
         raise PidTaken(pid)
     if got == -errno.EPERM and pid:
@@ -208,12 +218,15 @@ def _child(exe, argv, env, fds, go_r, go_w, err_w, creds):
         os._exit(127)
 
 
-def spawn_stopped(exe, argv, *, pid=None, fds=None, env=None, detach=False, creds=None):
+def spawn_stopped(exe, argv, *, pid=None, fds=None, env=None, detach=False, creds=None,
+                  clocks=None):
     """Start `exe` as PID `pid` (None: any PID) with descriptors `fds`
     ({number: rcore's fd}, nothing else is inherited) and return its seized
     Thread, stopped at the syscall-exit stop of its execve.  detach: the process
     is not rcore's child (its launcher exits; it is reparented as a daemon).
-    creds: uid/gid/groups to take before execve (needs root)."""
+    creds: uid/gid/groups to take before execve (needs root).
+    clocks: {"monotonic": ns, "boottime": ns} the process's clocks go on from,
+    in a time namespace of its own (timens.py); None: the host's clocks."""
     fds = fds or {}
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if fds and max(fds) + 2 > hard:
@@ -224,7 +237,8 @@ def spawn_stopped(exe, argv, *, pid=None, fds=None, env=None, detach=False, cred
     child = None
     try:
         child = _launch(pid, detach,
-                        lambda: _child(exe, argv, env or {}, fds, go_r, go_w, err_w, creds))
+                        lambda: _child(exe, argv, env or {}, fds, go_r, go_w, err_w, creds),
+                        clocks)
         thread = Thread(child, child)
         thread.seize(SEIZE_OPTIONS)
         os.close(err_w)

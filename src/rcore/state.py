@@ -160,6 +160,8 @@ class FileDescriptor(_Record):
     contents_stored: bool = False   # contents holds the file (it may be empty)
     kind_state: dict = field(default_factory=dict)  # what its kind captured (fds/KIND.py);
                                 # {"error": why} when that failed
+    locks: list = field(default_factory=list)   # file locks and leases held through it,
+                                # on the lowest fd of its description (locks.py)
 
 
 @dataclass
@@ -222,6 +224,9 @@ class ProcessState:
     no_new_privs: int = 0
     nice: int = 0
     times: dict = field(default_factory=dict)            # utime, stime, cutime, cstime (ticks)
+    clocks: dict = field(default_factory=dict)           # monotonic, boottime (ns) at the freeze
+    timers: list = field(default_factory=list)           # POSIX timers (timers.py)
+    settings: dict = field(default_factory=dict)         # prctls, oom_score_adj, guards (settings.py)
     extra: dict = field(default_factory=dict)            # forward-compatible leftovers
 
     def thread(self, tid):

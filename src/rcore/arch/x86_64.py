@@ -77,7 +77,9 @@ SYS = dict(
     rseq=334, pidfd_open=434, clone3=435, close_range=436, pidfd_getfd=438,
     epoll_ctl=233, inotify_add_watch=254, inotify_rm_watch=255, timerfd_create=283,
     timerfd_settime=286, timerfd_gettime=287, signalfd4=289, eventfd2=290, epoll_create1=291,
-    inotify_init1=294, open_by_handle_at=304,
+    inotify_init1=294, open_by_handle_at=304, unshare=272, flock=73,
+    timer_create=222, timer_settime=223, timer_gettime=224, timer_getoverrun=225,
+    timer_delete=226, mlock=149,
 )
 
 # struct epoll_event {u32 events; u64 data}: packed on x86-64 only (EPOLL_PACKED).

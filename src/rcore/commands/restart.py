@@ -6,6 +6,7 @@ exit status, or 128+N when signal N killed it, so that
 `rcore restart x.core && next-step` works in scripts.  --detach prints the PID
 and returns; the process runs on, reparented as a daemon would be."""
 
+import argparse
 import os
 import signal
 import sys
@@ -38,7 +39,29 @@ def add_parser(sub):
                    help="replace descriptors rcore cannot rebuild (sockets...) with "
                         "disconnected ones (end of file, EPIPE) instead of refusing; "
                         "listening sockets are refused all the same")
+    p.add_argument("--inherit-fd", metavar="N:WHAT", action="append", default=[],
+                   type=_inherit_fd,
+                   help="descriptor N of the checkpoint (one it inherited from what started "
+                        "it: a pipe from a CI runner...) becomes WHAT: a path (opened with "
+                        "N's access mode; created and appended to if N wrote), or fd:M, "
+                        "rcore's own descriptor M; repeatable")
+    p.add_argument("--host-clocks", action="store_true",
+                   help="keep the host's CLOCK_MONOTONIC and CLOCK_BOOTTIME (they jump by "
+                        "the time the process was dead) instead of a time namespace in "
+                        "which they go on from their checkpointed values")
     p.set_defaults(func=run)
+
+
+def _inherit_fd(text):
+    """N:PATH or N:fd:M -> (N, PATH or M)."""
+    n, sep, what = text.partition(":")
+    if not sep or not n.isdigit() or not what:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N:PATH or N:fd:M")
+    if what.startswith("fd:"):
+        if not what[3:].isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r}: expected N:fd:M with a number M")
+        return int(n), int(what[3:])
+    return int(n), what
 
 
 def run(args):
@@ -47,7 +70,9 @@ def run(args):
     try:
         proc = restart(args.file, detach=args.detach, any_pid=args.any_pid, lazy=args.lazy,
                        stdin=args.stdin, stdout=args.stdout, stderr=args.stderr,
-                       skip_unsupported=args.skip_unsupported, progress=bar)
+                       skip_unsupported=args.skip_unsupported,
+                       host_clocks=args.host_clocks, inherit=dict(args.inherit_fd),
+                       progress=bar)
     finally:
         bar.finish()
     for warning in proc.warnings:

@@ -20,7 +20,7 @@ docs/ARCHITECTURE.md.  This layer holds what every kind shares:
   FdPlan.mappings); spawn installs FdPlan.fds at
   their numbers; finish() runs inside the new process once its threads exist:
   the kinds that must be completed there (stage > 0: pidfds, epoll watches),
-  then close-on-exec flags;
+  then close-on-exec flags, then the file locks and leases (locks.py);
 - --skip-unsupported (plan_files): a descriptor that cannot be rebuilt becomes
   a disconnected socket (reads see end of file, writes fail with EPIPE), and a
   warning names fd and kind; one whose loss would leave the process running
@@ -34,11 +34,12 @@ import fcntl
 import os
 import socket
 
+from .. import locks
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-from . import (device, directory, epoll, eventfd, file, inotify, memfd, pidfd, pipe, signalfd,
-               sockets, timerfd)
+from . import (device, directory, epoll, eventfd, file, ghost, inotify, memfd, pidfd, pipe,
+               signalfd, sockets, timerfd)
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -108,6 +109,7 @@ def _capture_table(ctx):
             fdinfo = procfs.parse_status(info.text)
             fdinfo["lines"] = info.text.decode("utf-8", "surrogateescape").splitlines()
             _capture_kind(ctx, fds[-1], fdinfo)
+            locks.capture(fds[-1], fdinfo)
     return fds
 
 
@@ -172,7 +174,7 @@ def _why_not(f, plan):
 
 
 def _kind_warnings(f):
-    return [f"fd {f.fd} ({f.kind}): {w}" for w in kind_of(f).warnings(f)]
+    return [f"fd {f.fd} ({f.kind}): {w}" for w in kind_of(f).warnings(f)] + locks.warnings(f)
 
 
 # --- core file --------------------------------------------------------------------
@@ -182,6 +184,9 @@ def decode(f):
     ValueError naming fd and kind)."""
     if not isinstance(f.kind_state, dict):
         raise ValueError(f"fd {f.fd}: kind_state is not an object")
+    if not isinstance(f.locks, list):
+        raise ValueError(f"fd {f.fd}: locks is not a list")
+    locks.check(f)
     if f.description == f.fd and "error" not in f.kind_state:
         try:
             kind_of(f).decode(f)
@@ -202,8 +207,11 @@ class FdPlan:
         self.warnings = []
         self.truncate = []              # (rcore fd, size) done by commit()
         self.at_commit = []             # what kinds do last (arm timers)
+        self.after_release = []         # f(pid) once the process runs (SIGWINCH)
         self.redirected = {}            # (path, is stdin) -> rcore fd
         self.in_process = []            # FileDescriptor finished by finish()
+        self.locked = []                # FileDescriptor whose locks finish() takes again
+        self.ghosts = []                # private directories of deleted files (ghost.py)
         self.dups = []                  # (from fd, to fd) made by finish()
         self.spare = []                 # numbers used only while rebuilding; finish() closes
         self.mappings = proc.mappings   # to rebuild (memfd.map_sources)
@@ -226,9 +234,20 @@ class FdPlan:
         for fd, size in self.truncate:
             os.ftruncate(fd, size)
         self.truncate = []
+        ghost.remove(self.ghosts)       # the process holds them deleted again
+        self.ghosts = []
         for step in self.at_commit:
             step()
         self.at_commit = []
+
+    def released(self, pid):
+        """Once the process runs: what kinds tell it then."""
+        for step in self.after_release:
+            try:
+                step(pid)
+            except ProcessLookupError:
+                pass
+        self.after_release = []
 
     def close(self):
         for fd in self._owned + self._keepers:
@@ -237,31 +256,47 @@ class FdPlan:
             except OSError:
                 pass
         self._owned, self._keepers = [], []
+        ghost.remove(self.ghosts)
+        self.ghosts = []
 
 
-def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, read_memory=None):
+def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, read_memory=None,
+               inherit=None):
     """Check and open everything the checkpoint's descriptor table needs, before
     any process exists; raise Unsupported/Incompatible naming the fd if
     something cannot be rebuilt.  stdio: redirections of fds 0-2 (a path, an
     open fd, or a file object).  read_memory(addr, length): the core's bytes;
     with it, plan.mappings are the mappings to rebuild, shared memfd mappings
-    made mappings of the rebuilt memfd (memfd.map_sources)."""
+    made mappings of the rebuilt memfd (memfd.map_sources).  inherit: {fd: a
+    path or one of rcore's own descriptors (int)} that checkpointed descriptor
+    fd becomes instead of being rebuilt (`--inherit-fd`: what the program
+    inherited from whatever started it, a pipe from a CI runner...)."""
     plan = FdPlan(proc)
     try:
-        _plan(plan, stdio, skip_unsupported)
+        _plan(plan, stdio, skip_unsupported, inherit or {})
         if read_memory is not None:
-            plan.mappings = memfd.map_sources(plan, proc.mappings, read_memory)
+            plan.mappings = memfd.map_sources(plan, plan.mappings, read_memory)
     except BaseException:
         plan.close()
         raise
     return plan
 
 
-def _plan(plan, stdio, skip_unsupported):
+def _plan(plan, stdio, skip_unsupported, inherit):
+    unknown = sorted(set(inherit) - {f.fd for f in plan.files})
+    if unknown:
+        raise Incompatible(f"--inherit-fd {unknown[0]}: the process had no descriptor "
+                           f"{unknown[0]} at the checkpoint")
     by_description = {}
     for f in plan.files:
         if f.fd < 3 and stdio[f.fd] is not None:
             plan.fds[f.fd] = _redirect(plan, f.fd, stdio[f.fd])
+            continue
+        if f.fd in inherit:
+            plan.fds[f.fd] = _inherited(plan, f, inherit[f.fd])
+            if f.description == f.fd:
+                by_description[f.fd] = plan.fds[f.fd]
+            _note_cloexec(plan, f)
             continue
         if f.description in by_description:
             src = by_description[f.description]
@@ -278,6 +313,8 @@ def _plan(plan, stdio, skip_unsupported):
                 _set_status_flags(src, f)
             if src is None or kind_of(f).stage:
                 plan.in_process.append(f)
+            if f.locks:
+                plan.locked.append(f)
             plan.warnings += _kind_warnings(f)
         except Unsupported as err:
             src = _skip(plan, f, err, skip_unsupported)
@@ -314,8 +351,9 @@ def _skip(plan, f, err, skip_unsupported):
         hint = f"; --skip-unsupported does not skip it: {k.why_not_skippable(f)}"
         raise Unsupported(f"{err}{hint}") from None
     if not skip_unsupported:
-        raise Unsupported(f"{err} (--skip-unsupported makes it a disconnected descriptor)") \
-            from None
+        raise Unsupported(f"{err} (--inherit-fd {f.fd}:PATH or {f.fd}:fd:N says what it "
+                          "becomes: a file, or one of rcore's own descriptors; "
+                          "--skip-unsupported makes it a disconnected descriptor)") from None
     plan.warnings.append(f"{err}: it is now a disconnected socket (reads see end of file, "
                          "writes fail with EPIPE)")
     return _disconnected(plan)
@@ -358,6 +396,27 @@ def _redirect(plan, fd, target):
     return plan.redirected[key]
 
 
+def _inherited(plan, f, what):
+    """--inherit-fd: rcore's descriptor `what` as it is, or the file at path
+    `what` opened with f's access mode (created, and appended to, when f
+    writes: it stands for a pipe or a log more often than not)."""
+    if isinstance(what, int):
+        try:
+            os.fstat(what)
+        except OSError:
+            raise Incompatible(f"--inherit-fd {f.fd}:fd:{what}: rcore has no descriptor "
+                               f"{what}") from None
+        return what
+    access = f.flags & os.O_ACCMODE
+    flags = access | os.O_CLOEXEC
+    if access != os.O_RDONLY:
+        flags |= os.O_CREAT | os.O_APPEND
+    try:
+        return plan.own(os.open(what, flags, 0o666))
+    except OSError as err:
+        raise Incompatible(f"--inherit-fd {f.fd}:{what}: {err.strerror}") from None
+
+
 def finish(inj, ws, plan, tids=None):
     """In the new process, after execve and once its threads exist: the kinds
     finished there (by stage), the descriptors sharing their descriptions, then
@@ -375,6 +434,8 @@ def finish(inj, ws, plan, tids=None):
         inj.call("dup2", src, dst)
     for fd in plan.cloexec:
         inj.call("fcntl", fd, F_SETFD, FD_CLOEXEC)
+    for f in plan.locked:               # once every descriptor has its number
+        locks.take(inj, ws, f)
 
 
 # --- info -------------------------------------------------------------------------
@@ -392,5 +453,7 @@ def describe(proc):
             state = kind_of(f).describe(f) if not f.kind_state.get("error") else ""
         except (KeyError, TypeError, ValueError):
             state = ""
+        if f.locks:
+            state += (", " if state else "") + "holds " + ", ".join(map(locks.describe, f.locks))
         out[f.fd] = (state, f"refused: {why}" if why else kind_of(f).action(f, plan))
     return out

@@ -3,30 +3,47 @@
 import os
 
 from ..errors import Unsupported
+from . import tty
 from .kind import Rebuilt, open_path
 
 TTY_MAJORS = {4, 5, 136, 137, 138, 139, 140, 141, 142, 143}   # tty, /dev/tty+console, pts
 
 
 class Device(Rebuilt):
-    """Captured: path and device number.  Restart: reopened by path; a terminal
-    becomes the terminal rcore runs on (its own fd of that number if it is a
-    terminal, else its stdin/stdout/stderr).  Restore: kept, or reopened by path."""
+    """Captured: path and device number; a terminal's settings (tty.py).
+    Restart: reopened by path; a terminal becomes the terminal rcore runs on
+    (its own fd of that number if it is a terminal, else its stdin/stdout/
+    stderr), with the settings put back (tty.py).  Restore: kept, or reopened
+    by path."""
     names = ("chr", "blk")
     reopenable = True
 
     def seekable(self, f):
         return f.kind == "blk"
 
+    def capture(self, ctx, f, fdinfo):
+        if is_terminal(f):
+            tty.capture(ctx, f)
+
+    def decode(self, f):
+        if "tty" in f.kind_state:
+            tty.decode(f.kind_state["tty"])
+
     def open(self, plan, f):
         if is_terminal(f):
-            return _terminal(f)
+            fd = _terminal(f)
+            tty.put_back(plan, f, fd)
+            return fd
         return open_path(plan, f, f.flags)
 
     def describe(self, f):
+        if "tty" in f.kind_state:
+            return tty.describe(f.kind_state["tty"])
         return "terminal" if is_terminal(f) else f"device {os.major(f.rdev)}:{os.minor(f.rdev)}"
 
     def action(self, f, plan):
+        if "tty" in f.kind_state:
+            return "rcore's terminal, its settings put back, then SIGWINCH"
         return "rcore's terminal" if is_terminal(f) else "reopened by path"
 
 

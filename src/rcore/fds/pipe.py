@@ -2,9 +2,11 @@
 
 import os
 import stat
+from dataclasses import replace
 
 from ..errors import Incompatible, Unsupported
 from ..linux import pipes
+from . import ghost
 from .kind import STATUS_FLAGS, Rebuilt, check_int
 
 
@@ -16,11 +18,14 @@ class Pipe(Rebuilt):
     Restart: a pipe with both ends in the process becomes a new pipe holding
     the queued bytes; one end only (a standard stream piped to another
     program): rcore's own descriptor of that number.  A FIFO is reopened by
-    path, with its queued bytes.
+    path, with its queued bytes; a deleted one is made again in a private
+    place, opened and removed (ghost.py).
     Restore: kept if still open; a pipe closed since cannot be reopened."""
     names = ("pipe", "fifo")
 
     def capture(self, ctx, f, fdinfo):
+        if f.kind == "fifo" and f.deleted:
+            ghost.capture(ctx, f)
         seen = ctx.kind_data.setdefault("pipes", set())
         if ctx.with_data and (f.dev, f.inode) not in seen:
             seen.add((f.dev, f.inode))
@@ -28,12 +33,13 @@ class Pipe(Rebuilt):
                 data, f.pipe_size = pipes.peek_pipe(ctx.pid, f.fd)
             except OSError as err:
                 # Refused at restart only if the pipe is rebuilt (both ends inside).
-                f.kind_state = {"queued_error": err.strerror or str(err)}
+                f.kind_state["queued_error"] = err.strerror or str(err)
                 return
             f.queued = data.hex()
 
     def decode(self, f):
         bytes.fromhex(f.queued)
+        ghost.decode(f)
         check_int(f.pipe_size, "pipe_size", high=1 << 31)
 
     def open(self, plan, f):
@@ -114,6 +120,11 @@ def _open_pipe(plan, f):
 
 
 def _open_fifo(plan, f):
+    if f.deleted:
+        # One ghost FIFO for every description of it (ghost.py).
+        path, _ = ghost.make(plan, f.path, (f.dev, f.inode), lambda p: os.mkfifo(p, 0o600),
+                             f.kind_state)
+        f = replace(f, path=path)
     try:
         if not stat.S_ISFIFO(os.stat(f.path).st_mode):
             raise Incompatible(f"fd {f.fd}: {f.path} is no longer a FIFO")

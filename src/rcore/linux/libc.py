@@ -106,6 +106,10 @@ def pidfd_open(pid):
     return syscall("pidfd_open", pid, 0)
 
 
+def unshare(flags):
+    syscall("unshare", flags)     # os.unshare only from Python 3.12
+
+
 def pidfd_getfd(pidfd, fd):
     """A duplicate of another process's descriptor fd (close-on-exec)."""
     return syscall("pidfd_getfd", pidfd, fd, 0)
@@ -142,6 +146,11 @@ PR_SET_MM = 35
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_TID_ADDRESS = 40
+PR_GET_CHILD_SUBREAPER = 37
+PR_SET_THP_DISABLE = 41
+MADV_GUARD_INSTALL = 102             # Linux 6.13+
+PR_TIMER_CREATE_RESTORE_IDS = 77     # arg2: RESTORE_IDS_*; timer_create takes *timerid
+RESTORE_IDS_OFF, RESTORE_IDS_ON, RESTORE_IDS_GET = 0, 1, 2
 
 
 def prctl(option, a2=0, a3=0, a4=0, a5=0):

@@ -190,7 +190,7 @@ def _check_creds(proc):
 
 
 def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
-            stderr=None, skip_unsupported=False, progress=None):
+            stderr=None, skip_unsupported=False, progress=None, tcp_established=False):
     """Start the checkpoint in core file `path` as a new process; returns a
     Restarted handle once it runs.
 
@@ -205,12 +205,15 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     stdin/stdout/stderr  redirect a standard stream: a path, an fd or a file
     skip_unsupported     descriptors rcore cannot rebuild become disconnected
                   sockets (handle.warnings says which) instead of refusing; server
-                  sockets are refused all the same (fds/__init__.py)"""
+                  sockets are refused all the same (fds/__init__.py)
+    tcp_established  established TCP connections captured by dump
+                  --tcp-established come back alive (fds/tcp_repair.py);
+                  otherwise they come back reset"""
     core = CoreFile(path)
     try:
         check_restartable(core, any_pid)
         proc = core.state
-        plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported)
+        plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported, tcp_established)
         fds.plan_mappings(plan, core.read)
         try:
             with signals_held():

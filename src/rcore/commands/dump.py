@@ -24,6 +24,9 @@ def add_parser(sub):
     p.add_argument("--unlinked-limit", metavar="BYTES", type=int, default=UNLINKED_FILE_LIMIT,
                    help="store open unlinked files up to this size in the core, for "
                         f"restart (default {UNLINKED_FILE_LIMIT})")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="capture established TCP connections for restart --tcp-established "
+                        "(TCP_REPAIR; root); with --kill the peer is not told of the close")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -32,7 +35,8 @@ def run(args):
     bar = Progress("dumping")
     try:
         s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
-                 fork=not args.no_fork, progress=bar, unlinked_limit=args.unlinked_limit)
+                 fork=not args.no_fork, progress=bar, unlinked_limit=args.unlinked_limit,
+                 tcp_established=args.tcp_established)
     finally:
         bar.finish()
     for warning in s.warnings:

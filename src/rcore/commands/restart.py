@@ -39,6 +39,10 @@ def add_parser(sub):
                    help="replace descriptors rcore cannot rebuild (sockets...) with "
                         "disconnected ones (end of file, EPIPE) instead of refusing; "
                         "listening sockets are refused all the same")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="bring established TCP connections back alive (TCP_REPAIR; root; "
+                        "the dump must have used --tcp-established); otherwise they come "
+                        "back reset")
     p.set_defaults(func=run)
 
 
@@ -47,7 +51,8 @@ def run(args):
     try:
         proc = restart(args.file, detach=args.detach, any_pid=args.any_pid, lazy=args.lazy,
                        stdin=args.stdin, stdout=args.stdout, stderr=args.stderr,
-                       skip_unsupported=args.skip_unsupported, progress=bar)
+                       skip_unsupported=args.skip_unsupported, progress=bar,
+                       tcp_established=args.tcp_established)
     finally:
         bar.finish()
     for warning in proc.warnings:

@@ -38,7 +38,7 @@ from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
 from . import (device, directory, epoll, eventfd, file, inotify, memfd, pidfd, pipe, signalfd,
-               sockets, timerfd)
+               sockets, timerfd, unix, inet)
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -73,11 +73,13 @@ def kind_of(f):
 
 # --- dump ------------------------------------------------------------------------
 
-def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
+def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True, tcp_lock=None):
     """The descriptor table of (frozen) process pid, each entry captured by its
     kind.  with_data: also what only the process holds (queued pipe bytes,
-    contents of unlinked files up to unlinked_limit bytes...) for a restart."""
-    ctx = Capture(pid, with_data, unlinked_limit)
+    contents of unlinked files up to unlinked_limit bytes...) for a restart.
+    tcp_lock: a tcp_repair.NetworkLock to capture established TCP connections
+    alive (dump --tcp-established); the caller releases it."""
+    ctx = Capture(pid, with_data, unlinked_limit, tcp_lock)
     fds = []
     for info in procfs.read_fds(pid):
         description = info.fd
@@ -106,8 +108,9 @@ def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
 class Capture:
     """What the kinds' capture() share over one walk of a descriptor table."""
 
-    def __init__(self, pid, with_data, unlinked_limit):
+    def __init__(self, pid, with_data, unlinked_limit, tcp_lock=None):
         self.pid, self.with_data, self.unlinked_limit = pid, with_data, unlinked_limit
+        self.tcp_lock = tcp_lock
         self.kind_data = {}
 
 
@@ -187,6 +190,7 @@ class FdPlan:
         self.mappings = proc.mappings   # to rebuild (plan_mappings)
         self.tids = {t.tid: t.tid for t in proc.threads}    # checkpointed -> now
         self.kind_data = {}             # kind name -> what its open() shares
+        self.tcp_established = False    # restart --tcp-established (tcp_repair.py)
         self._owned = []                # rcore fds to close when done
         self._keepers = []              # held open until the process has its own
 
@@ -217,12 +221,14 @@ class FdPlan:
         self._owned, self._keepers = [], []
 
 
-def plan_files(proc, stdio=(None, None, None), skip_unsupported=False):
+def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, tcp_established=False):
     """Check and open everything the checkpoint's descriptor table needs, before
     any process exists; raise Unsupported/Incompatible naming the fd if
     something cannot be rebuilt.  stdio: redirections of fds 0-2 (a path, an
-    open fd, or a file object)."""
+    open fd, or a file object).  tcp_established: bring established TCP
+    connections back alive (their repair state is in the core)."""
     plan = FdPlan(proc)
+    plan.tcp_established = tcp_established
     try:
         _plan(plan, stdio, skip_unsupported)
     except BaseException:

@@ -1,5 +1,6 @@
-"""Sockets: not rebuilt yet; captured enough to say what they were and to keep
---skip-unsupported from hiding a server that no longer listens."""
+"""Sockets: what every socket shares, and the dispatch to its family's module
+(unix.py; inet.py for TCP and UDP over IPv4 and IPv6).  Other families
+(netlink, packet...) are captured enough to say what they were, and refused."""
 
 import errno
 import os
@@ -10,32 +11,38 @@ from ..linux import libc
 from .kind import Kind
 
 
+class Family(Kind):
+    """What a family module implements, beyond Kind: capture_socket(ctx, f, s)
+    with s rcore's copy of the target's socket (the same socket: options,
+    names and queues read on it are the target's)."""
+
+    def capture_socket(self, ctx, f, s):
+        pass
+
+
 class Socket(Kind):
-    """Captured (on a copy of the descriptor, pidfd_getfd): `family`, `type`,
-    `listening` (SO_ACCEPTCONN), `local` and `peer` addresses (None: not bound
-    or not connected).
-    Restart: refused.  --skip-unsupported makes it a disconnected descriptor,
-    except a socket that takes new work (listening, or a datagram socket bound
-    without a peer): the process would run on reachable nowhere, so it is
-    refused all the same.
+    """Captured on a copy of the descriptor (pidfd_getfd): `family`, `type`,
+    `listening` (SO_ACCEPTCONN), `local` and `peer` addresses in words (None:
+    not bound or not connected); then the family module captures its own.
+    Restart and info: as the family module says.  Other families are refused;
+    --skip-unsupported makes them a disconnected descriptor, except a socket
+    that takes new work (listening, or a datagram socket bound without a peer):
+    the process would run on reachable nowhere, so it is refused all the same.
     Restore: kept if still open; refused if closed since."""
     names = ("socket",)
+    new_description = True
 
     def capture(self, ctx, f, fdinfo):
         if not ctx.with_data:
             return                      # restore compares the common fields only
-        pidfd = libc.pidfd_open(ctx.pid)
-        try:
-            copy = libc.pidfd_getfd(pidfd, f.fd)
-        finally:
-            os.close(pidfd)
-        s = socket.socket(fileno=copy)
+        s = socket.socket(fileno=copy_of(ctx.pid, f.fd))
         try:
             f.kind_state = {
                 "family": s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
                 "type": s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE),
                 "listening": bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)),
                 "local": _address(s.getsockname), "peer": _address(s.getpeername)}
+            family_of(f).capture_socket(ctx, f, s)
         finally:
             s.close()
 
@@ -43,9 +50,16 @@ class Socket(Kind):
         for key in ("family", "type"):
             if not isinstance(f.kind_state.get(key, 0), int):
                 raise ValueError(key)
+        family_of(f).decode(f)
 
     def check(self, f, plan):
-        raise Unsupported(f"fd {f.fd} ({describe_socket(f)}): rcore cannot rebuild sockets yet")
+        family_of(f).check(f, plan)
+
+    def open(self, plan, f):
+        return family_of(f).open(plan, f)
+
+    def warnings(self, f):
+        return family_of(f).warnings(f)
 
     def skippable(self, f):
         return "listening" in f.kind_state and not takes_new_work(f)
@@ -57,7 +71,29 @@ class Socket(Kind):
                 f"({describe_socket(f)})")
 
     def describe(self, f):
-        return describe_socket(f)
+        return describe_socket(f) + family_of(f).describe(f)
+
+    def action(self, f):
+        return family_of(f).action(f)
+
+
+class Other(Family):
+    """A family rcore does not rebuild (netlink, packet, vsock...)."""
+
+    def check(self, f, plan):
+        raise Unsupported(f"fd {f.fd} ({describe_socket(f)}): rcore cannot rebuild "
+                          "sockets of this family")
+
+    def action(self, f):
+        return "refused (sockets of this family are not rebuilt)"
+
+
+OTHER = Other()
+FAMILIES = {}           # address family -> Family, filled by the family modules
+
+
+def family_of(f):
+    return FAMILIES.get(f.kind_state.get("family"), OTHER)
 
 
 def takes_new_work(f):
@@ -102,6 +138,15 @@ def _address(get):
     if isinstance(addr, bytes):
         return "@" + addr[1:].decode("utf-8", "replace") if addr[:1] == b"\0" else None
     return addr or None
+
+
+def copy_of(pid, fd):
+    """rcore's own descriptor of process pid's socket fd (pidfd_getfd)."""
+    pidfd = libc.pidfd_open(pid)
+    try:
+        return libc.pidfd_getfd(pidfd, fd)
+    finally:
+        os.close(pidfd)
 
 
 KIND = Socket()

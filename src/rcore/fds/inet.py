@@ -1,0 +1,250 @@
+"""TCP and UDP sockets over IPv4 and IPv6: listening and bound sockets on the
+same address and port with their options, connected UDP, and established TCP
+connections (reset, or alive again with tcp_repair.py)."""
+
+import select
+import socket
+import struct
+
+from ..errors import Incompatible
+from ..linux import sockdiag
+from . import sockets, tcp_repair
+
+# Options carried over: (name, level, option).  Restart sets those whose value
+# differs from a new socket's; the buffer sizes only where the kernel does not
+# size them by itself (a connection's buffers grow with its traffic).
+OPTIONS = [
+    ("SO_REUSEADDR", socket.SOL_SOCKET, socket.SO_REUSEADDR),
+    ("SO_REUSEPORT", socket.SOL_SOCKET, socket.SO_REUSEPORT),
+    ("SO_KEEPALIVE", socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    ("SO_BROADCAST", socket.SOL_SOCKET, socket.SO_BROADCAST),
+    ("SO_RCVBUF", socket.SOL_SOCKET, socket.SO_RCVBUF),
+    ("SO_SNDBUF", socket.SOL_SOCKET, socket.SO_SNDBUF),
+]
+TCP_OPTIONS = [
+    ("TCP_NODELAY", socket.IPPROTO_TCP, socket.TCP_NODELAY),
+    ("TCP_KEEPIDLE", socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+    ("TCP_KEEPINTVL", socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+    ("TCP_KEEPCNT", socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+]
+V6_OPTIONS = [("IPV6_V6ONLY", socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)]
+BUFFERS = ("SO_RCVBUF", "SO_SNDBUF")
+SO_LINGER = struct.Struct("=ii")
+
+# include/net/tcp_states.h
+TCP_STATES = {1: "established", 2: "syn-sent", 3: "syn-recv", 4: "fin-wait1", 5: "fin-wait2",
+              6: "time-wait", 7: "close", 8: "close-wait", 9: "last-ack", 10: "listen",
+              11: "closing"}
+TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
+LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
+
+
+def _options(family, kind):
+    return OPTIONS + (TCP_OPTIONS if kind == socket.SOCK_STREAM else []) + (
+        V6_OPTIONS if family == socket.AF_INET6 else [])
+
+
+class Inet(sockets.Family):
+    """Captured on rcore's copy of the socket, besides the common fields:
+    `protocol`, `addr` and `peer_addr` ([host, port, flowinfo, scope] as
+    socket.getsockname gives them; None: unbound, unconnected), `state`
+    (TCP_* number, sock_diag), `backlog` and `pending` of a listener (sock_diag
+    inet_diag: idiag_wqueue, idiag_rqueue; /proc/net/tcp does not show the
+    backlog), `options` {name: value} (OPTIONS), `queued` (UDP: bytes of
+    datagrams waiting), and with dump --tcp-established the repair state of an
+    established connection (`repair`, tcp_repair.py).
+
+    Restart: a new socket of the same family, type and protocol, its options
+    set, bound to the same address and port (before the process exists),
+    listening with the same backlog; a UDP socket connected to the same peer.
+    An established TCP connection comes back alive with restart
+    --tcp-established (tcp_repair.py); otherwise, and in the other connected
+    states, a TCP socket reset by its peer (reads fail with ECONNRESET, then see
+    end of file; writes fail with EPIPE) so that the program reconnects.
+    Connections waiting in a listener's accept queue and datagrams waiting in a
+    UDP socket are lost (their clients see a reset; the datagrams are gone).
+    Restore: kept if still open; refused if closed since."""
+
+    def capture_socket(self, ctx, f, s):
+        st = f.kind_state
+        protocol = s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+        st.update(protocol=protocol, addr=_addr(s.getsockname),
+                  peer_addr=_addr(s.getpeername),
+                  options={name: s.getsockopt(level, opt)
+                           for name, level, opt in _options(st["family"], st["type"])})
+        d = _diag(ctx, st["family"], protocol).get(f.inode)
+        st["state"] = d.state if d else None
+        if st["listening"] and d:
+            st.update(backlog=d.wqueue, pending=d.rqueue)
+        elif d and st["type"] == socket.SOCK_DGRAM:
+            st["queued"] = d.rqueue
+        if st["type"] == socket.SOCK_STREAM and st["state"] == TCP_ESTABLISHED \
+                and ctx.tcp_lock is not None:
+            st["repair"] = tcp_repair.capture(ctx.tcp_lock, s)
+
+    def decode(self, f):
+        st = f.kind_state
+        for key in ("addr", "peer_addr"):
+            if st[key] is not None and (not isinstance(st[key], list) or len(st[key]) < 2):
+                raise ValueError(key)
+        if not isinstance(st["options"], dict) or not all(
+                isinstance(v, int) for v in st["options"].values()):
+            raise ValueError("options")
+        if "repair" in st:
+            tcp_repair.decode(st["repair"])
+
+    def check(self, f, plan):
+        pass
+
+    def open(self, plan, f):
+        st = f.kind_state
+        fate = _fate(f)
+        if fate == "repair" and getattr(plan, "tcp_established", False):
+            return plan.own(tcp_repair.restore(f, _options_to_set(f)))
+        if fate in ("repair", "reset"):
+            return plan.own(_reset_socket(f))
+        s = socket.socket(st["family"], st["type"] | socket.SOCK_CLOEXEC, st["protocol"])
+        try:
+            for name, level, opt, value in _options_to_set(f):
+                s.setsockopt(level, opt, value)
+            if st["addr"] is not None:
+                try:
+                    s.bind(tuple(st["addr"]))
+                except OSError as err:
+                    raise Incompatible(f"fd {f.fd}: cannot bind {_where(st['addr'])} again: "
+                                       f"{err.strerror}") from None
+            if fate == "listen":
+                s.listen(st.get("backlog") or socket.SOMAXCONN)
+            elif st["type"] == socket.SOCK_DGRAM and st["peer_addr"] is not None:
+                s.connect(tuple(st["peer_addr"]))
+            return plan.own(s.detach())
+        finally:
+            s.close()
+
+    def warnings(self, f):
+        st = f.kind_state
+        fate = _fate(f)
+        out = []
+        if st.get("pending"):
+            out.append(f"{st['pending']} connections waiting to be accepted are lost "
+                       "(their clients see the connection reset)")
+        if st.get("queued"):
+            out.append(f"{st['queued']} bytes of datagrams waiting to be read are lost")
+        if fate == "repair":
+            out.append("established connection: restart --tcp-established brings it back "
+                       "alive; otherwise it comes back reset (ECONNRESET)")
+        elif fate == "reset":
+            why = ("dump with --tcp-established to carry it" if st.get("state") ==
+                   TCP_ESTABLISHED else f"rcore cannot carry a connection in state "
+                   f"{TCP_STATES.get(st.get('state'), st.get('state'))}")
+            out.append(f"connection comes back reset (reads fail with ECONNRESET, writes "
+                       f"with EPIPE) so that the program reconnects; {why}")
+        return out
+
+    def describe(self, f):
+        st = f.kind_state
+        out = []
+        if st["type"] == socket.SOCK_STREAM and st.get("state") not in (None, TCP_LISTEN):
+            out.append(TCP_STATES.get(st["state"], str(st["state"])))
+        if st["listening"]:
+            out.append(f"backlog {st.get('backlog')}")
+            if st.get("pending"):
+                out.append(f"{st['pending']} waiting to be accepted")
+        if st.get("queued"):
+            out.append(f"{st['queued']} bytes queued")
+        repair = st.get("repair")
+        if repair:
+            out.append(f"{len(repair['recv']) // 2} bytes to read, "
+                       f"{len(repair['send']) // 2} bytes to send")
+        out += [f"{name} {st['options'][name]}" for name, _, _, _ in _options_to_set(f)]
+        return "".join(", " + o for o in out)
+
+    def action(self, f):
+        return {"listen": "a new socket listening on the same address and port",
+                "bound": "a new socket bound to the same address and port",
+                "connected": "a new UDP socket bound and connected to the same addresses",
+                "alone": "a new socket",
+                "repair": "with restart --tcp-established: the connection alive again "
+                          "(TCP_REPAIR); otherwise reset",
+                "reset": "a TCP socket reset by its peer (ECONNRESET, then EPIPE)"}[_fate(f)]
+
+
+def _fate(f):
+    st = f.kind_state
+    if st["listening"]:
+        return "listen"
+    if st["type"] == socket.SOCK_STREAM and st.get("state") not in (TCP_CLOSE, None):
+        return "repair" if "repair" in st else "reset"
+    if st["type"] == socket.SOCK_DGRAM and st["peer_addr"] is not None:
+        return "connected"
+    return "bound" if st["addr"] is not None else "alone"
+
+
+def _diag(ctx, family, protocol):
+    key = ("inet diag", family, protocol)
+    if key not in ctx.kind_data:
+        ctx.kind_data[key] = sockdiag.read_inet_sockets(family, protocol)
+    return ctx.kind_data[key]
+
+
+def _addr(get):
+    try:
+        addr = get()
+    except OSError:
+        return None
+    return list(addr) if addr[1] else None
+
+
+def _where(addr):
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def _options_to_set(f):
+    """(name, level, option, value) of f's options that differ from a new
+    socket's of its kind."""
+    st = f.kind_state
+    fresh = socket.socket(st["family"], st["type"], st.get("protocol", 0))
+    try:
+        out = []
+        for name, level, opt in _options(st["family"], st["type"]):
+            if name not in st["options"]:
+                continue
+            value = st["options"][name]
+            if name in BUFFERS:
+                if _fate(f) in ("repair", "reset"):
+                    continue            # a connection's buffers grow by themselves
+                value //= 2             # the kernel doubles what is set
+            if fresh.getsockopt(level, opt) != st["options"][name]:
+                out.append((name, level, opt, value))
+        return out
+    finally:
+        fresh.close()
+
+
+def _reset_socket(f):
+    """A TCP socket of f's family that its peer has reset: connected through
+    loopback to a listener of rcore's, whose end closes with SO_LINGER 0 (a
+    RST).  Reads fail once with ECONNRESET, then see end of file; writes fail
+    with EPIPE; poll reports POLLERR|POLLHUP, so an event loop notices."""
+    family = f.kind_state["family"]
+    with socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as lst:
+        lst.bind((LOOPBACK[family], 0))
+        lst.listen(1)
+        s = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.connect(lst.getsockname())
+            peer, _ = lst.accept()
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, SO_LINGER.pack(1, 0))
+            peer.close()
+            poller = select.poll()
+            poller.register(s, select.POLLERR | select.POLLHUP)
+            if not poller.poll(2000):
+                raise Incompatible(f"fd {f.fd}: could not make a reset TCP socket")
+            return s.detach()
+        finally:
+            s.close()
+
+
+KIND = Inet()
+sockets.FAMILIES[socket.AF_INET] = KIND
+sockets.FAMILIES[socket.AF_INET6] = KIND

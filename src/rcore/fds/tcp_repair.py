@@ -1,0 +1,203 @@
+"""Established TCP connections kept alive across a checkpoint (dump and restart
+--tcp-established): TCP_REPAIR, as CRIU's sk-tcp.c and soccr do.
+
+Dump (target frozen), on rcore's copy of the socket (pidfd_getfd: the same
+socket): a socket filter that drops every incoming packet is attached first
+(NetworkLock: the kernel must not acknowledge data the checkpoint will not
+hold; CRIU blocks the traffic with iptables, which this machine may not have),
+then repair mode on, the sequence numbers of both queues (TCP_QUEUE_SEQ), their
+bytes (peeked, the send queue through TCP_REPAIR_QUEUE), window
+(TCP_REPAIR_WINDOW), options (mss, window scales, SACK, timestamps) read, and
+repair mode off again before the target can run.  With --kill, the target
+stays stopped from the checkpoint to its death, and the copy is closed in
+repair mode afterwards: the kernel then drops the connection without a FIN or
+RST, so the peer knows nothing of it.  Without --kill the filter is removed
+before the target runs again (and on any error).
+
+Restart, before the process exists: a socket in repair mode, sequence numbers
+set, bound and "connected" (no SYN in repair mode), options, queues and window
+put back, repair mode off: the peer sees a window probe and the connection
+goes on.  Needs CAP_NET_ADMIN, the same addresses, and the old socket gone."""
+
+import fcntl
+import os
+import socket
+import struct
+
+from ..errors import Incompatible, Unsupported
+from ..linux import libc
+
+TCP_INFO_HEAD = struct.Struct("=8B")            # tcpi_state ... tcpi_options, wscales
+REPAIR_WINDOW = struct.Struct("=5I")            # struct tcp_repair_window
+REPAIR_OPT = struct.Struct("=II")               # struct tcp_repair_opt {code, value}
+U32 = struct.Struct("=I")
+WINDOW_FIELDS = ("snd_wl1", "snd_wnd", "max_window", "rcv_wnd", "rcv_wup")
+
+
+class NetworkLock:
+    """Copies of the target's connections, with every incoming packet dropped
+    while the checkpoint holds their state.  release(): the target lives on
+    (filters removed); close_silently(): the target is dead (repair mode, then
+    close: no FIN, no RST)."""
+
+    def __init__(self):
+        self.held = []
+
+    def hold(self, s):
+        fd = os.dup(s.fileno())
+        try:
+            if libc.socket_filter_length(fd):
+                raise Unsupported("it has a socket filter of its own, which rcore would "
+                                  "replace")
+            libc.attach_drop_filter(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.held.append(fd)
+
+    def release(self):
+        while self.held:
+            fd = self.held.pop()
+            try:
+                _setopt(fd, socket.SOL_SOCKET, libc.SO_DETACH_FILTER, 0)
+            except OSError:
+                pass
+            os.close(fd)
+
+    def close_silently(self):
+        while self.held:
+            fd = self.held.pop()
+            try:
+                _setopt(fd, socket.IPPROTO_TCP, libc.TCP_REPAIR, libc.TCP_REPAIR_ON)
+            except OSError:
+                pass
+            os.close(fd)
+
+
+def _setopt(fd, level, opt, value):
+    with socket.socket(fileno=os.dup(fd)) as s:
+        s.setsockopt(level, opt, value)
+
+
+def _ioctl_int(s, request):
+    return struct.unpack("=i", fcntl.ioctl(s.fileno(), request, b"\0" * 4))[0]
+
+
+def capture(lock, s):
+    """The repair state of established connection s (rcore's copy of the
+    target's socket).  Repair mode is on only inside this call."""
+    try:
+        lock.hold(s)
+    except Unsupported as err:
+        return {"error": str(err)}
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR, libc.TCP_REPAIR_ON)
+    except PermissionError:
+        return {"error": "TCP_REPAIR needs CAP_NET_ADMIN"}
+    try:
+        head = TCP_INFO_HEAD.unpack(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[:8])
+        options = head[5]
+        st = {"options": options, "snd_wscale": head[6] & 0xF, "rcv_wscale": head[6] >> 4,
+              "mss": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG),
+              "timestamp": (U32.unpack(s.getsockopt(socket.IPPROTO_TCP, libc.TCP_TIMESTAMP,
+                                                    4))[0]
+                            if options & libc.TCPI_OPT_TIMESTAMPS else 0),
+              "window": list(REPAIR_WINDOW.unpack(
+                  s.getsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR_WINDOW, REPAIR_WINDOW.size))),
+              "unsent": _ioctl_int(s, libc.SIOCOUTQNSD)}
+        for name, queue, length in (("recv", libc.TCP_RECV_QUEUE, _ioctl_int(s, libc.SIOCINQ)),
+                                    ("send", libc.TCP_SEND_QUEUE, _ioctl_int(s, libc.SIOCOUTQ))):
+            s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR_QUEUE, queue)
+            st[name + "_seq"] = U32.unpack(s.getsockopt(socket.IPPROTO_TCP,
+                                                        libc.TCP_QUEUE_SEQ, 4))[0]
+            data = s.recv(length + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) if length else b""
+            if len(data) != length:
+                return {"error": f"the {name} queue holds {len(data)} bytes, not {length}"}
+            st[name] = data.hex()
+        return st
+    finally:
+        # Repair mode off without a window probe: nothing changed for the peer.
+        s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR, libc.TCP_REPAIR_OFF_NO_WP)
+
+
+def decode(st):
+    if "error" in st:
+        return
+    for key in ("options", "snd_wscale", "rcv_wscale", "mss", "timestamp", "unsent",
+                "recv_seq", "send_seq"):
+        if not isinstance(st[key], int) or not 0 <= st[key] < 1 << 32:
+            raise ValueError(f"repair {key}")
+    if len(st["window"]) != 5 or not all(isinstance(v, int) for v in st["window"]):
+        raise ValueError("repair window")
+    bytes.fromhex(st["recv"])
+    bytes.fromhex(st["send"])
+    if st["unsent"] > len(st["send"]) // 2:
+        raise ValueError("repair unsent")
+
+
+def restore(f, options):
+    """A socket holding f's connection again (rcore's fd), out of repair mode.
+    options: (name, level, option, value) to set first."""
+    st, rep = f.kind_state, f.kind_state["repair"]
+    if "error" in rep:
+        raise Unsupported(f"fd {f.fd}: the connection's state was not captured: "
+                          f"{rep['error']}")
+    s = socket.socket(st["family"], socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        # Options first: repair mode lets the socket share its port with the
+        # listener (sk_reuse = SK_FORCE_REUSE), which SO_REUSEADDR set later undoes.
+        for _, level, opt, value in options:
+            s.setsockopt(level, opt, value)
+        try:
+            s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR, libc.TCP_REPAIR_ON)
+        except PermissionError:
+            raise Unsupported(f"fd {f.fd}: --tcp-established needs CAP_NET_ADMIN "
+                              "(TCP_REPAIR)") from None
+        recv, send = bytes.fromhex(rep["recv"]), bytes.fromhex(rep["send"])
+        _queue_seq(s, libc.TCP_RECV_QUEUE, rep["recv_seq"] - len(recv))
+        _queue_seq(s, libc.TCP_SEND_QUEUE, rep["send_seq"] - len(send))
+        try:
+            s.bind(tuple(st["addr"]))
+            s.connect(tuple(st["peer_addr"]))
+        except OSError as err:
+            raise Incompatible(f"fd {f.fd}: cannot put the connection {st['local']} -> "
+                               f"{st['peer']} back: {err.strerror}") from None
+        opts = [(libc.TCPOPT_MAXSEG, rep["mss"])]
+        if rep["options"] & libc.TCPI_OPT_SACK:
+            opts.append((libc.TCPOPT_SACK_PERM, 0))
+        if rep["options"] & libc.TCPI_OPT_WSCALE:
+            opts.append((libc.TCPOPT_WINDOW, rep["snd_wscale"] | rep["rcv_wscale"] << 16))
+        if rep["options"] & libc.TCPI_OPT_TIMESTAMPS:
+            opts.append((libc.TCPOPT_TIMESTAMP, 0))
+        s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR_OPTIONS,
+                     b"".join(REPAIR_OPT.pack(c, v) for c, v in opts))
+        if rep["options"] & libc.TCPI_OPT_TIMESTAMPS:
+            s.setsockopt(socket.IPPROTO_TCP, libc.TCP_TIMESTAMP, U32.pack(rep["timestamp"]))
+        if recv:
+            s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR_QUEUE, libc.TCP_RECV_QUEUE)
+            _send_all(s, recv)
+        # Sent but not acknowledged: queued in repair mode, as already sent (the
+        # peer may acknowledge it); never sent: sent the ordinary way.
+        sent = len(send) - rep["unsent"]
+        if sent:
+            s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR_QUEUE, libc.TCP_SEND_QUEUE)
+            _send_all(s, send[:sent])
+        s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR_WINDOW,
+                     REPAIR_WINDOW.pack(*rep["window"]))
+        s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR, libc.TCP_REPAIR_OFF)
+        if rep["unsent"]:
+            _send_all(s, send[sent:])
+        return s.detach()
+    finally:
+        s.close()
+
+
+def _queue_seq(s, queue, seq):
+    s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR_QUEUE, queue)
+    s.setsockopt(socket.IPPROTO_TCP, libc.TCP_QUEUE_SEQ, U32.pack(seq & 0xFFFFFFFF))
+
+
+def _send_all(s, data):
+    while data:
+        n = s.send(data[:1 << 16])
+        data = data[n:]

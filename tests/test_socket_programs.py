@@ -5,13 +5,14 @@ http.server, an asyncio echo server, Redis, Node, a Jupyter kernel."""
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
 
-from conftest import rcore_cmd, wait_for
+from conftest import rcore_cmd, restart, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -124,3 +125,111 @@ def test_asyncio_echo_connection_survives_with_tcp_established(procs, tmp_path):
             assert echoed(held, msg) == msg
     with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
         assert echoed(c, b"new client") == b"new client"
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
+def test_redis_keys_after_restart_same_port(procs, tmp_path):
+    port = free_port()
+    p = procs.start(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no",
+                     "--daemonize", "no", "--dir", str(tmp_path)])
+    wait_for(lambda: answers(port), what="redis listening")
+    cli = ["redis-cli", "-p", str(port)]
+    for k, v in (("k", "v1"), ("other", "with spaces")):
+        assert subprocess.run(cli + ["SET", k, v], capture_output=True, text=True,
+                              timeout=10).stdout.strip() == "OK"
+    checkpoint_kill_restart(procs, p, tmp_path / "core")
+    for k, v in (("k", "v1"), ("other", "with spaces")):
+        got = subprocess.run(cli + ["GET", k], capture_output=True, text=True, timeout=10)
+        assert got.stdout.strip() == v, got
+    assert subprocess.run(cli + ["INCR", "n"], capture_output=True, text=True,
+                          timeout=10).stdout.strip() == "1"
+
+
+NODE_SERVER = """
+const http = require("http");
+let ticks = 0;
+setInterval(() => { ticks++; }, 20);
+http.createServer((req, res) => res.end(String(ticks)))
+    .listen(Number(process.argv[2]), "127.0.0.1", () => console.log("listening"));
+"""
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node not installed")
+def test_node_http_server_and_timer(procs, tmp_path):
+    script = tmp_path / "server.js"
+    script.write_text(NODE_SERVER)
+    port = free_port()
+    p = procs.start(["node", str(script), str(port)])
+    wait_for(lambda: answers(port), what="node listening")
+    url = f"http://127.0.0.1:{port}/"
+    wait_for(lambda: int(urllib.request.urlopen(url, timeout=5).read()) > 5, what="ticks")
+    before = int(urllib.request.urlopen(url, timeout=5).read())
+    checkpoint_kill_restart(procs, p, tmp_path / "core")
+    after = int(urllib.request.urlopen(url, timeout=5).read())
+    assert after >= before
+    wait_for(lambda: int(urllib.request.urlopen(url, timeout=5).read()) > after + 5,
+             what="the timer counting on")
+
+
+def _evaluate(kc, expression):
+    reply = kc.execute("", user_expressions={"value": expression}, reply=True, timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return reply["content"]["user_expressions"]["value"]["data"]["text/plain"]
+
+
+class Kernel:
+    """A Jupyter kernel over TCP on 127.0.0.1 and a client of it; the kernel
+    process is ended by the procs fixture."""
+
+    def __init__(self, procs, tmp_path):
+        pytest.importorskip("ipykernel")
+        jupyter_client = pytest.importorskip("jupyter_client")
+        self.km = jupyter_client.KernelManager(transport="tcp", ip="127.0.0.1",
+                                               connection_file=str(tmp_path / "kernel.json"))
+        self.out = open(tmp_path / "kernel.out", "wb")
+        self.km.start_kernel(stdout=self.out, stderr=self.out, stdin=subprocess.DEVNULL)
+        self.process = self.km.provisioner.process
+        procs.adopt(self.process.pid)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+
+    def __enter__(self):
+        self.kc.wait_for_ready(timeout=60)
+        return self
+
+    def __exit__(self, *exc):
+        self.kc.stop_channels()
+        self.out.close()
+
+
+def test_jupyter_kernel_keeps_its_variables(procs, tmp_path):
+    with Kernel(procs, tmp_path) as k:
+        kc, kernel = k.kc, k.process
+        reply = kc.execute("x = 41", reply=True, timeout=60)
+        assert reply["content"]["status"] == "ok"
+        res = rcore_cmd("dump", "--kill", "-o", tmp_path / "core", kernel.pid)
+        assert res.returncode == 0, res.stderr
+        kernel.wait(timeout=10)
+        # Restarted by the kernel's own parent, as a notebook server would: the
+        # kernel exits by itself when its parent is not the one that started it
+        # (ipykernel's ParentPollerUnix, JPY_PARENT_PID), so that
+        # `rcore restart` from a shell, detached or not, ends in its exit.
+        h = restart(procs, tmp_path / "core")
+        assert h.pid == kernel.pid
+        # The same client: ZeroMQ reconnects once the kernel's sockets listen again.
+        assert _evaluate(kc, "x + 1") == "42"
+        kc.execute("y = x * 2", reply=True, timeout=60)
+        assert _evaluate(kc, "y") == "82"
+
+
+def test_jupyter_kernel_restored_between_cells(procs, tmp_path):
+    """rcore restore rolls the live kernel back, with its sockets in place."""
+    with Kernel(procs, tmp_path) as k:
+        assert k.kc.execute("x = 41", reply=True, timeout=60)["content"]["status"] == "ok"
+        res = rcore_cmd("dump", "-o", tmp_path / "core", k.process.pid)
+        assert res.returncode == 0, res.stderr
+        k.kc.execute("x = 100", reply=True, timeout=60)
+        assert _evaluate(k.kc, "x") == "100"
+        res = rcore_cmd("restore", k.process.pid, tmp_path / "core")
+        assert res.returncode == 0, res.stderr
+        assert _evaluate(k.kc, "x + 1") == "42"

@@ -4,8 +4,10 @@
 import fcntl
 import os
 import socket
+import sys
 
-from conftest import checkpoint_and_kill, proc_status, restart, wait_for
+from conftest import (checkpoint_and_kill, proc_status, rcore_cmd, restart, wait_for,
+                      wait_lines)
 from test_fd_kinds import restarted_verdict
 
 
@@ -92,3 +94,115 @@ def test_tcp_and_udp_sockets_come_back_with_options(procs, tmp_path):
     assert _states_of(h.pid, fds) == want
     with socket.create_connection(want["tcp"][1], timeout=5):
         pass                                # the listener takes new connections
+
+
+HOLDER = """
+import os, socket, sys, time
+lst = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+conn, _ = lst.accept()
+conn.setblocking(False)
+data = bytes(range(256)) * (int(sys.argv[3]) // 256)
+sent = 0
+while sent < len(data):           # until the peer's window and our buffer are full
+    try:
+        sent += conn.send(data[sent:])
+    except BlockingIOError:
+        break
+print(sent, flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+conn.setblocking(True)
+got = b""
+while len(got) < 1000:
+    got += conn.recv(1000 - len(got))
+conn.sendall(b"echo:" + got)
+time.sleep(100)
+"""
+
+
+def test_tcp_connection_alive_with_its_queues(procs, tmp_path):
+    """--tcp-established: bytes the process had not read yet, bytes it had sent
+    that the peer had not acknowledged and bytes not even sent yet (the peer's
+    window full) all arrive, in order, after the restart."""
+    from test_socket_programs import free_port
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    port, go, total = free_port(), tmp_path / "go", 8 << 20
+    p = procs.start([sys.executable, str(script), str(port), str(go), str(total)])
+    client = wait_for(lambda: _connect(port), what="holder listening")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    client.sendall(bytes(range(200)) * 5)        # queued unread in the holder
+    sent = int(wait_lines(p.out_path, 1)[0])
+    summary = rcore_cmd("dump", "--kill", "--tcp-established", "-o", tmp_path / "core", p.pid)
+    assert summary.returncode == 0, summary.stderr
+    p.wait(timeout=10)
+    assert "bytes to send" in rcore_cmd("info", tmp_path / "core").stdout
+    res = rcore_cmd("restart", "--detach", "--tcp-established", tmp_path / "core")
+    assert res.returncode == 0, res.stderr
+    procs.adopt(int(res.stdout.split()[-1]))
+    client.settimeout(20)
+    got = bytearray()
+    while len(got) < sent:
+        chunk = client.recv(1 << 20)
+        assert chunk, f"connection closed after {len(got)} of {sent} bytes"
+        got += chunk
+    assert got == (bytes(range(256)) * (total // 256))[:sent]
+    go.touch()
+    want = b"echo:" + bytes(range(200)) * 5
+    echo = b""
+    while len(echo) < len(want):
+        chunk = client.recv(len(want) - len(echo))
+        assert chunk, "connection closed"
+        echo += chunk
+    assert echo == want
+    client.close()
+
+
+def _connect(port):
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        return None
+
+
+LOCK_HOLDER = """
+import socket, sys, time
+from rcore.fds import tcp_repair
+from rcore.linux import libc
+s = socket.socket(fileno=int(sys.argv[1]))
+lock = tcp_repair.NetworkLock()
+lock.hold(s)
+s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR, libc.TCP_REPAIR_ON)
+print("holding", flush=True)
+time.sleep(100)
+"""
+
+
+def test_sigkill_of_rcore_never_leaves_a_connection_locked(procs, tmp_path):
+    """rcore killed while a connection is in repair mode behind its drop
+    filter (dump --tcp-established): its guard process undoes both."""
+    from rcore.linux import libc
+    lst = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(lst.getsockname())
+    conn, _ = lst.accept()
+    script = tmp_path / "holder.py"
+    script.write_text(LOCK_HOLDER)
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "src"))
+    p = procs.start([sys.executable, str(script), str(conn.fileno())], pass_fds=[conn.fileno()],
+                    env=env)
+    wait_lines(p.out_path, 1)
+    assert libc.socket_filter_length(conn.fileno()) == 1
+    assert conn.getsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR) == 1
+    p.kill()
+    p.wait(timeout=10)
+    wait_for(lambda: libc.socket_filter_length(conn.fileno()) == 0, what="filter removed")
+    wait_for(lambda: conn.getsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR) == 0,
+             what="repair mode off")
+    client.sendall(b"still alive")
+    conn.settimeout(10)
+    assert conn.recv(100) == b"still alive"
+    conn.sendall(b"both ways")
+    client.settimeout(10)
+    assert client.recv(100) == b"both ways"
+    for s in (client, conn, lst):
+        s.close()

@@ -2,6 +2,7 @@
 same address and port with their options, connected UDP, and established TCP
 connections (reset, or alive again with tcp_repair.py)."""
 
+import errno
 import select
 import socket
 import struct
@@ -108,11 +109,7 @@ class Inet(sockets.Family):
             for name, level, opt, value in _options_to_set(f):
                 s.setsockopt(level, opt, value)
             if st["addr"] is not None:
-                try:
-                    s.bind(tuple(st["addr"]))
-                except OSError as err:
-                    raise Incompatible(f"fd {f.fd}: cannot bind {_where(st['addr'])} again: "
-                                       f"{err.strerror}") from None
+                _bind(f, s)
             if fate == "listen":
                 s.listen(st.get("backlog") or socket.SOMAXCONN)
             elif st["type"] == socket.SOCK_DGRAM and st["peer_addr"] is not None:
@@ -178,6 +175,23 @@ def _fate(f):
     if st["type"] == socket.SOCK_DGRAM and st["peer_addr"] is not None:
         return "connected"
     return "bound" if st["addr"] is not None else "alone"
+
+
+def _bind(f, s):
+    st = f.kind_state
+    try:
+        s.bind(tuple(st["addr"]))
+    except OSError as err:
+        hint = ""
+        if err.errno == errno.EADDRINUSE and st["type"] == socket.SOCK_STREAM and \
+                not st["options"].get("SO_REUSEADDR"):
+            # Connections the dead process closed stay in TIME_WAIT for 60 s and
+            # hold the port against any socket (even with SO_REUSEADDR) unless
+            # their own socket had SO_REUSEADDR, which this program did not set.
+            hint = (" (the program does not set SO_REUSEADDR: connections it closed "
+                    "hold the port for up to 60 s after its death)")
+        raise Incompatible(f"fd {f.fd}: cannot bind {_where(st['addr'])} again: "
+                           f"{err.strerror}{hint}") from None
 
 
 def _diag(ctx, family, protocol):

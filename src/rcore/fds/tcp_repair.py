@@ -21,6 +21,7 @@ goes on.  Needs CAP_NET_ADMIN, the same addresses, and the old socket gone."""
 
 import fcntl
 import os
+import signal
 import socket
 import struct
 
@@ -38,17 +39,23 @@ class NetworkLock:
     """Copies of the target's connections, with every incoming packet dropped
     while the checkpoint holds their state.  release(): the target lives on
     (filters removed); close_silently(): the target is dead (repair mode, then
-    close: no FIN, no RST)."""
+    close: no FIN, no RST).  A guard process holds the copies too: if rcore
+    dies before it is done (SIGKILL), the guard turns repair mode off and
+    removes the filters, so that the target is never left with them."""
 
     def __init__(self):
         self.held = []
+        self._guard = None
 
     def hold(self, s):
+        if self._guard is None:
+            self._guard = _Guard()
         fd = os.dup(s.fileno())
         try:
             if libc.socket_filter_length(fd):
                 raise Unsupported("it has a socket filter of its own, which rcore would "
                                   "replace")
+            self._guard.give(fd)
             libc.attach_drop_filter(fd)
         except BaseException:
             os.close(fd)
@@ -63,6 +70,7 @@ class NetworkLock:
             except OSError:
                 pass
             os.close(fd)
+        self._done()
 
     def close_silently(self):
         while self.held:
@@ -72,6 +80,63 @@ class NetworkLock:
             except OSError:
                 pass
             os.close(fd)
+        self._done()
+
+    def _done(self):
+        if self._guard is not None:
+            self._guard.done()
+            self._guard = None
+
+
+class _Guard:
+    """A child process that receives each copy (SCM_RIGHTS) before rcore touches
+    the socket, and undoes the repair mode and the filter on all of them if
+    rcore's end of their socket pair closes without a word (rcore died).
+    Signals from the terminal do not end it before it has done so."""
+
+    def __init__(self):
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.pid = os.fork()
+        if self.pid == 0:
+            mine.close()
+            _guard_main(theirs)         # never returns
+        theirs.close()
+        self.sock = mine
+
+    def give(self, fd):
+        self.sock.sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                     struct.pack("=i", fd))])
+
+    def done(self):
+        try:
+            self.sock.send(b"done")
+        finally:
+            self.sock.close()
+            os.waitpid(self.pid, 0)
+
+
+def _guard_main(sock):
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
+        held = []
+        while True:
+            msg, anc, _, _ = sock.recvmsg(16, socket.CMSG_SPACE(4))
+            if msg == b"done":
+                os._exit(0)
+            if not msg:
+                break                   # rcore is gone: undo what it did
+            held += [struct.unpack("=i", data[:4])[0] for _, _, data in anc]
+        for fd in held:
+            for level, opt, value in ((socket.IPPROTO_TCP, libc.TCP_REPAIR,
+                                       libc.TCP_REPAIR_OFF_NO_WP),
+                                      (socket.SOL_SOCKET, libc.SO_DETACH_FILTER, 0)):
+                try:
+                    _setopt(fd, level, opt, value)
+                except OSError:
+                    pass
+    finally:
+        os._exit(0)
 
 
 def _setopt(fd, level, opt, value):

@@ -206,3 +206,31 @@ def test_sigkill_of_rcore_never_leaves_a_connection_locked(procs, tmp_path):
     assert client.recv(100) == b"both ways"
     for s in (client, conn, lst):
         s.close()
+
+
+def test_tcp_established_refused_while_the_connection_lives(procs, tmp_path):
+    """A checkpoint of a process still running: restart --tcp-established
+    refuses to make a second socket of the same connection."""
+    lst = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(lst.getsockname())
+    conn, _ = lst.accept()
+    p = procs.start(["sleep", "100"], pass_fds=[conn.fileno()])
+    fd = conn.fileno()
+    conn.close()
+    wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"))
+    res = rcore_cmd("dump", "--tcp-established", "-o", tmp_path / "core", p.pid)
+    assert res.returncode == 0, res.stderr
+    res = rcore_cmd("restart", "--any-pid", "--tcp-established", tmp_path / "core")
+    assert res.returncode != 0
+    assert f"fd {fd}: the connection" in res.stderr and "still exists" in res.stderr, res.stderr
+    from rcore.linux import libc            # the live one is untouched
+    pidfd = libc.pidfd_open(p.pid)
+    with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as live:
+        assert libc.socket_filter_length(live.fileno()) == 0
+        assert live.getsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR) == 0
+        client.sendall(b"ping")
+        live.settimeout(10)
+        assert live.recv(10) == b"ping"
+    os.close(pidfd)
+    client.close()
+    lst.close()

@@ -26,13 +26,13 @@ import socket
 import struct
 
 from ..errors import Incompatible, Unsupported
-from ..linux import libc
+from ..linux import libc, sockdiag
 
 TCP_INFO_HEAD = struct.Struct("=8B")            # tcpi_state ... tcpi_options, wscales
 REPAIR_WINDOW = struct.Struct("=5I")            # struct tcp_repair_window
 REPAIR_OPT = struct.Struct("=II")               # struct tcp_repair_opt {code, value}
 U32 = struct.Struct("=I")
-WINDOW_FIELDS = ("snd_wl1", "snd_wnd", "max_window", "rcv_wnd", "rcv_wup")
+TCP_TIME_WAIT, TCP_CLOSE = 6, 7
 
 
 class NetworkLock:
@@ -218,6 +218,7 @@ def restore(f, options):
         except PermissionError:
             raise Unsupported(f"fd {f.fd}: --tcp-established needs CAP_NET_ADMIN "
                               "(TCP_REPAIR)") from None
+        _check_gone(f)
         recv, send = bytes.fromhex(rep["recv"]), bytes.fromhex(rep["send"])
         _queue_seq(s, libc.TCP_RECV_QUEUE, rep["recv_seq"] - len(recv))
         _queue_seq(s, libc.TCP_SEND_QUEUE, rep["send_seq"] - len(send))
@@ -255,6 +256,17 @@ def restore(f, options):
         return s.detach()
     finally:
         s.close()
+
+
+def _check_gone(f):
+    """Repair mode would let a second socket take the same addresses: refuse
+    while the checkpointed connection still exists (its process still runs)."""
+    st = f.kind_state
+    local, peer = tuple(st["addr"][:2]), tuple(st["peer_addr"][:2])
+    for d in sockdiag.read_inet_sockets(st["family"], socket.IPPROTO_TCP).values():
+        if (d.local, d.peer) == (local, peer) and d.state not in (TCP_TIME_WAIT, TCP_CLOSE):
+            raise Incompatible(f"fd {f.fd}: the connection {st['local']} -> {st['peer']} "
+                               "still exists (is the checkpointed process still running?)")
 
 
 def _queue_seq(s, queue, seq):

@@ -58,11 +58,13 @@ class UnixDiag:
 @dataclass
 class InetDiag:
     """One TCP or UDP socket: state, rqueue (listener: connections waiting to
-    be accepted), wqueue (listener: its backlog)."""
+    be accepted), wqueue (listener: its backlog), local and peer (host, port)."""
     ino: int
     state: int
     rqueue: int
     wqueue: int
+    local: tuple = None
+    peer: tuple = None
 
 
 def _request(sock, msg_type, payload):
@@ -93,6 +95,10 @@ def _attributes(data, off):
             return
         yield kind, data[off + RTATTR.size: off + length]
         off += (length + 3) & ~3
+
+
+def _host(family, raw):
+    return socket.inet_ntop(family, raw[:4] if family == socket.AF_INET else raw)
 
 
 def _netlink():
@@ -136,5 +142,7 @@ def read_inet_sockets(family, protocol):
         for msg in _request(sock, SOCK_DIAG_BY_FAMILY, req):
             fields = INET_DIAG_MSG.unpack_from(msg)
             state, rqueue, wqueue, ino = fields[1], fields[12], fields[13], fields[15]
-            out[ino] = InetDiag(ino, state, rqueue, wqueue)
+            out[ino] = InetDiag(ino, state, rqueue, wqueue,
+                                (_host(family, fields[6]), socket.ntohs(fields[4])),
+                                (_host(family, fields[7]), socket.ntohs(fields[5])))
     return out

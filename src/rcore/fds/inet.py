@@ -85,9 +85,18 @@ class Inet(sockets.Family):
 
     def decode(self, f):
         st = f.kind_state
-        for key in ("addr", "peer_addr"):
-            if st[key] is not None and (not isinstance(st[key], list) or len(st[key]) < 2):
+        for key in ("type", "protocol"):
+            if not isinstance(st[key], int):
                 raise ValueError(key)
+        for key in ("addr", "peer_addr"):
+            a = st[key]
+            if a is not None and not (isinstance(a, list) and 2 <= len(a) <= 4
+                                      and isinstance(a[0], str)
+                                      and all(isinstance(v, int) for v in a[1:])
+                                      and 0 <= a[1] < 65536):
+                raise ValueError(key)
+        if not isinstance(st.get("backlog", 0), int) or not isinstance(st["listening"], bool):
+            raise ValueError("backlog")
         if not isinstance(st["options"], dict) or not all(
                 isinstance(v, int) for v in st["options"].values()):
             raise ValueError("options")

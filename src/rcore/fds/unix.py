@@ -72,8 +72,11 @@ class Unix(sockets.Family):
         st = f.kind_state
         bytes.fromhex(st["name"])
         bytes.fromhex(st["peer_name"])
-        for key in ("peer_ino", "state", "shutdown"):
+        for key in ("type", "peer_ino", "state", "shutdown"):
             if not isinstance(st[key], int):
+                raise ValueError(key)
+        for key in ("listening", "peer_inside", "mutual", "peer_named", "passcred"):
+            if not isinstance(st.get(key, False), bool):
                 raise ValueError(key)
         for data, creds in st.get("queue", []):
             bytes.fromhex(data)
@@ -99,7 +102,8 @@ class Unix(sockets.Family):
         out = []
         what = _fate(f)
         if what == "reset":
-            out.append("its peer is a process outside the checkpoint: it comes back reset "
+            peer = f" ({st['peer']})" if st.get("peer") else ""
+            out.append(f"its peer{peer} is a process outside the checkpoint: it comes back reset "
                        "(reads fail with ECONNRESET, then see end of file; writes fail "
                        "with EPIPE), so that the program connects again")
         if st.get("pending"):

@@ -234,3 +234,32 @@ def test_tcp_established_refused_while_the_connection_lives(procs, tmp_path):
     os.close(pidfd)
     client.close()
     lst.close()
+
+
+def test_failed_dump_with_tcp_established_leaves_the_target_running(procs, tmp_path):
+    """dump --kill --tcp-established holds the target stopped for the kill; a
+    dump that fails (here: the core cannot take its name) lets it run on, its
+    connection untouched."""
+    from rcore.linux import libc
+    lst = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(lst.getsockname())
+    conn, _ = lst.accept()
+    p = procs.start(["sleep", "100"], pass_fds=[conn.fileno()])
+    fd = conn.fileno()
+    conn.close()
+    wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").touch()
+    res = rcore_cmd("dump", "--kill", "--tcp-established", "-o", tmp_path / "taken", p.pid)
+    assert res.returncode != 0
+    wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"), what="running again")
+    pidfd = libc.pidfd_open(p.pid)
+    with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as live:
+        assert libc.socket_filter_length(live.fileno()) == 0
+        assert live.getsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR) == 0
+        client.sendall(b"ping")
+        live.settimeout(10)
+        assert live.recv(10) == b"ping"
+    os.close(pidfd)
+    client.close()
+    lst.close()

@@ -244,7 +244,8 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
     lock = tcp_repair.NetworkLock() if tcp_established else None
-    options = dict(stop=stop or (kill and lock is not None), full=full, fork=fork,
+    held_stopped = kill and lock is not None and not stop
+    options = dict(stop=stop or held_stopped, full=full, fork=fork,
                    progress=progress, unlinked_limit=unlinked_limit, run_state=run_state,
                    tcp_lock=lock)
     try:
@@ -260,9 +261,15 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
             _kill_and_wait_dead(pid)
             if lock is not None:
                 lock.close_silently()
-    finally:
+    except BaseException:
         if lock is not None:
             lock.release()          # the target lives on: its packets flow again
+        if held_stopped:
+            _continue(pid)          # stopped for the kill that will not come
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
     summary.seconds = time.monotonic() - t0
     return summary
 
@@ -364,6 +371,13 @@ def _kill_and_wait_dead(pid, timeout=5.0):
         except NoSuchProcess:
             return
         time.sleep(0.002)
+
+
+def _continue(pid):
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
 
 
 def _os_error(err, path):

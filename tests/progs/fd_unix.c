@@ -86,6 +86,15 @@ int main(int argc, char **argv)
     connect(conn, (struct sockaddr *)&a, alen);
     send(conn, "queued", 6, 0);
 
+    /* More than a socket buffer holds by default: the program grew it. */
+    int big[2], bigsize = 4 << 20;
+    static char pattern[1 << 20], back[1 << 20];
+    for (size_t i = 0; i < sizeof pattern; i++)
+        pattern[i] = (char)(i * 7 + i / 251);
+    socketpair(AF_UNIX, SOCK_STREAM, 0, big);
+    setsockopt(big[0], SOL_SOCKET, SO_SNDBUFFORCE, &bigsize, sizeof bigsize);
+    CHECK(send(big[0], pattern, sizeof pattern, MSG_DONTWAIT) == sizeof pattern, "1 MiB queued");
+
     int outside = -1;
     if (argc > 2) {
         alen = addr_of(&a, argv[2], 0);
@@ -119,6 +128,15 @@ int main(int argc, char **argv)
 
     expect(half[0], "last words", 10, "half-closed pair");
     CHECK(read(half[0], buf, 1) == 0, "end of file after the closed end's data");
+
+    size_t got = 0;
+    while (got < sizeof back) {
+        ssize_t n2 = recv(big[1], back + got, sizeof back - got, MSG_DONTWAIT);
+        if (n2 <= 0)
+            break;
+        got += n2;
+    }
+    CHECK(got == sizeof back && !memcmp(back, pattern, sizeof back), "1 MiB back: %zu", got);
 
     client_echo(path, 0, lp, "listener on a path");
     client_echo("rcore-test-abstract", 1, la, "abstract listener");

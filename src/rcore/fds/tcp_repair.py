@@ -220,6 +220,7 @@ def restore(f, options):
                               "(TCP_REPAIR)") from None
         _check_gone(f)
         recv, send = bytes.fromhex(rep["recv"]), bytes.fromhex(rep["send"])
+        _buffers_as_before(s, st["options"], recv, send)
         _queue_seq(s, libc.TCP_RECV_QUEUE, rep["recv_seq"] - len(recv))
         _queue_seq(s, libc.TCP_SEND_QUEUE, rep["send_seq"] - len(send))
         try:
@@ -251,8 +252,7 @@ def restore(f, options):
         s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR_WINDOW,
                      REPAIR_WINDOW.pack(*rep["window"]))
         s.setsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR, libc.TCP_REPAIR_OFF)
-        if rep["unsent"]:
-            _send_all(s, send[sent:])
+        _send_all(s, send[sent:])
         return s.detach()
     finally:
         s.close()
@@ -275,6 +275,23 @@ def _queue_seq(s, queue, seq):
 
 
 def _send_all(s, data):
+    """Queue data without waiting (nothing drains the socket before the process
+    runs; the buffers are as large as the old socket's)."""
     while data:
-        n = s.send(data[:1 << 16])
-        data = data[n:]
+        try:
+            data = data[s.send(data[:1 << 16], socket.MSG_DONTWAIT):]
+        except BlockingIOError:
+            raise Incompatible(f"{len(data)} bytes of the connection's queues do not fit "
+                               "in its buffers") from None
+
+
+def _buffers_as_before(s, options, recv, send):
+    """The old socket held its queues in buffers grown to its traffic (the
+    captured SO_RCVBUF/SO_SNDBUF); a new one starts small and its queue
+    writes would wait for room forever: give it the old sizes (root may
+    exceed rmem_max/wmem_max; the sizes are then fixed, not tuned)."""
+    for data, name, force in ((recv, "SO_RCVBUF", libc.SO_RCVBUFFORCE),
+                              (send, "SO_SNDBUF", libc.SO_SNDBUFFORCE)):
+        want = options.get(name, 0)
+        if data and want > s.getsockopt(socket.SOL_SOCKET, getattr(socket, name)):
+            s.setsockopt(socket.SOL_SOCKET, force, want // 2)

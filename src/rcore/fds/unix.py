@@ -343,6 +343,16 @@ def _send_queue(plan, f, sender):
     sender = socket.socket(fileno=os.dup(sender.fileno()))
 
     def send():
+        # The queue fitted in the old socket, whose buffers the program may have
+        # grown: the sender's is made large enough meanwhile (root may exceed
+        # wmem_max), then put back; what is queued stays.
+        size = sender.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        need = 2 * sum(len(data) // 2 + 1024 for data, _ in queue)
+        if need > size:
+            try:
+                sender.setsockopt(socket.SOL_SOCKET, libc.SO_SNDBUFFORCE, need)
+            except PermissionError:
+                pass
         with sender:
             for data, creds in queue:
                 anc = [] if creds is None else [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
@@ -354,6 +364,11 @@ def _send_queue(plan, f, sender):
                 except BlockingIOError:
                     raise Incompatible(f"fd {f.fd}: its queued messages no longer fit in "
                                        "the socket's buffer") from None
+            if need > size:
+                try:
+                    sender.setsockopt(socket.SOL_SOCKET, libc.SO_SNDBUFFORCE, size // 2)
+                except PermissionError:
+                    pass
     if any(creds is not None for _, creds in queue):
         plan.at_commit.append(send)
     else:

@@ -90,6 +90,10 @@ def test_tcp_and_udp_sockets_come_back_with_options(procs, tmp_path):
         s.close()
     wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"))
     checkpoint_and_kill(p, tmp_path / "core")
+    info = rcore_cmd("info", tmp_path / "core").stdout
+    assert f"AF_INET SOCK_STREAM listening on 127.0.0.1:{want['tcp'][1][1]}, backlog 17" in info
+    assert "restart: a new socket listening on the same address and port" in info
+    assert "restart: a new UDP socket bound and connected to the same addresses" in info
     h = restart(procs, tmp_path / "core")
     assert _states_of(h.pid, fds) == want
     with socket.create_connection(want["tcp"][1], timeout=5):
@@ -220,6 +224,7 @@ def test_tcp_established_refused_while_the_connection_lives(procs, tmp_path):
     wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"))
     res = rcore_cmd("dump", "--tcp-established", "-o", tmp_path / "core", p.pid)
     assert res.returncode == 0, res.stderr
+    assert "the process keeps its 1 established connections" in res.stderr, res.stderr
     res = rcore_cmd("restart", "--any-pid", "--tcp-established", tmp_path / "core")
     assert res.returncode != 0
     assert f"fd {fd}: the connection" in res.stderr and "still exists" in res.stderr, res.stderr

@@ -270,6 +270,11 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     finally:
         if lock is not None:
             lock.release()
+    if lock is not None and lock.captured and not kill:
+        summary.warnings.append(
+            f"--tcp-established without --kill: the process keeps its {lock.captured} "
+            "established connections, and restart --tcp-established is refused while "
+            "they exist")
     summary.seconds = time.monotonic() - t0
     return summary
 

@@ -79,6 +79,8 @@ class Inet(sockets.Family):
             st.update(backlog=d.wqueue, pending=d.rqueue)
         elif d and st["type"] == socket.SOCK_DGRAM:
             st["queued"] = d.rqueue
+        elif d:
+            st.update(recv_queued=d.rqueue, send_queued=d.wqueue)
         if st["type"] == socket.SOCK_STREAM and st["state"] == TCP_ESTABLISHED \
                 and ctx.tcp_lock is not None:
             st["repair"] = tcp_repair.capture(ctx.tcp_lock, s)
@@ -143,8 +145,12 @@ class Inet(sockets.Family):
             why = ("dump with --tcp-established to carry it" if st.get("state") ==
                    TCP_ESTABLISHED else f"rcore cannot carry a connection in state "
                    f"{TCP_STATES.get(st.get('state'), st.get('state'))}")
-            out.append(f"connection comes back reset (reads fail with ECONNRESET, writes "
-                       f"with EPIPE) so that the program reconnects; {why}")
+            lost = ""
+            if st.get("recv_queued") or st.get("send_queued"):
+                lost = (f" ({st.get('recv_queued', 0)} bytes not read yet and "
+                        f"{st.get('send_queued', 0)} not delivered are lost)")
+            out.append(f"connection comes back reset{lost} (reads fail with ECONNRESET, "
+                       f"writes with EPIPE) so that the program reconnects; {why}")
         return out
 
     def describe(self, f):
@@ -159,9 +165,14 @@ class Inet(sockets.Family):
         if st.get("queued"):
             out.append(f"{st['queued']} bytes queued")
         repair = st.get("repair")
-        if repair:
+        if repair and "recv" in repair:
             out.append(f"{len(repair['recv']) // 2} bytes to read, "
                        f"{len(repair['send']) // 2} bytes to send")
+        elif st.get("recv_queued") or st.get("send_queued"):
+            out.append(f"{st.get('recv_queued', 0)} bytes to read, "
+                       f"{st.get('send_queued', 0)} bytes to send")
+        if repair and "error" in repair:
+            out.append(f"repair state not captured: {repair['error']}")
         out += [f"{name} {st['options'][name]}" for name, _, _, _ in _options_to_set(f)]
         return "".join(", " + o for o in out)
 

@@ -45,6 +45,7 @@ class NetworkLock:
 
     def __init__(self):
         self.held = []
+        self.captured = 0           # connections whose state was read
         self._guard = None
 
     def hold(self, s):
@@ -61,6 +62,7 @@ class NetworkLock:
             os.close(fd)
             raise
         self.held.append(fd)
+        self.captured += 1
 
     def release(self):
         while self.held:

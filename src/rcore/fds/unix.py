@@ -61,6 +61,7 @@ class Unix(sockets.Family):
         st.update(name=name.hex(), peer_ino=d.peer, peer_name=_peer_name(s).hex(),
                   state=d.state, shutdown=d.shutdown,
                   peer_inside=d.peer in _socket_inodes(ctx),
+                  peer_fd=_socket_inodes(ctx).get(d.peer),
                   mutual=bool(peer and peer.peer == f.inode), peer_named=bool(peer and peer.name),
                   passcred=bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED)))
         if st["listening"]:
@@ -119,6 +120,9 @@ class Unix(sockets.Family):
     def describe(self, f):
         st = f.kind_state
         out = []
+        if st.get("peer_fd") is not None:
+            out.append(f"{'paired with' if st.get('mutual') else 'connected to'} "
+                       f"fd {st['peer_fd']}")
         if st["listening"]:
             out.append(f"backlog {st['backlog']}")
         elif _queued(f):
@@ -139,17 +143,17 @@ class Unix(sockets.Family):
 
 
 def _socket_inodes(ctx):
-    """Inodes of the sockets process ctx.pid holds, read once per walk."""
+    """{inode: lowest fd} of the sockets process ctx.pid holds, read once per walk."""
     inodes = ctx.kind_data.get("socket inodes")
     if inodes is None:
-        inodes = ctx.kind_data["socket inodes"] = set()
-        for fd in os.listdir(procfs.path(ctx.pid, "fd")):
+        inodes = ctx.kind_data["socket inodes"] = {}
+        for fd in sorted(int(n) for n in os.listdir(procfs.path(ctx.pid, "fd"))):
             try:
-                target = os.readlink(procfs.path(ctx.pid, "fd", fd))
+                target = os.readlink(procfs.path(ctx.pid, "fd", str(fd)))
             except OSError:
                 continue
             if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
+                inodes.setdefault(int(target[8:-1]), fd)
     return inodes
 
 

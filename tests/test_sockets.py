@@ -4,6 +4,7 @@
 import fcntl
 import os
 import socket
+import struct
 import sys
 
 from conftest import (checkpoint_and_kill, proc_status, rcore_cmd, restart, wait_for,
@@ -32,6 +33,10 @@ def _inet_sockets():
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 5))
+    tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 3)
+    tcp.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"lo")
     tcp.bind(("127.0.0.1", 0))
     tcp.listen(17)
     tcp.setblocking(False)
@@ -56,7 +61,10 @@ def _state(s):
                                              socket.SO_KEEPALIVE, socket.SO_RCVBUF,
                                              socket.SO_SNDBUF, socket.SO_TYPE, socket.SO_DOMAIN)]
     if s.type == socket.SOCK_STREAM:
-        opts.append((socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        opts += [(socket.IPPROTO_TCP, socket.TCP_NODELAY), (socket.IPPROTO_TCP,
+                                                            socket.TCP_DEFER_ACCEPT)]
+    if s.family == socket.AF_INET:
+        opts.append((socket.IPPROTO_IP, socket.IP_TOS))
     if s.family == socket.AF_INET6:
         opts.append((socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
     peer = s.getpeername() if s.type == socket.SOCK_DGRAM and s.family == socket.AF_INET6 \
@@ -64,7 +72,9 @@ def _state(s):
     proto = s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
     diag = sockdiag.read_inet_sockets(s.family, proto).get(os.fstat(s.fileno()).st_ino)
     nonblocking = bool(fcntl.fcntl(s.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
-    return ([s.getsockopt(*o) for o in opts], s.getsockname(), peer, nonblocking,
+    structs = [s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8),
+               s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)]
+    return ([s.getsockopt(*o) for o in opts] + structs, s.getsockname(), peer, nonblocking,
             diag.wqueue if s.type == socket.SOCK_STREAM else None)
 
 

@@ -8,27 +8,37 @@ import socket
 import struct
 
 from ..errors import Incompatible
-from ..linux import sockdiag
+from ..linux import libc, sockdiag
 from . import sockets, tcp_repair
 
-# Options carried over: (name, level, option).  Restart sets those whose value
-# differs from a new socket's; the buffer sizes only where the kernel does not
-# size them by itself (a connection's buffers grow with its traffic).
+# Options carried over: (name, level, option, size): size 0 for an int, else
+# the bytes of a structure or name (stored in hex).  Restart sets those whose
+# value differs from a new socket's; the buffer sizes only where the kernel does
+# not size them by itself (a connection's buffers grow with its traffic).
+SOL, TCP, IP, IP6 = socket.SOL_SOCKET, socket.IPPROTO_TCP, socket.IPPROTO_IP, socket.IPPROTO_IPV6
 OPTIONS = [
-    ("SO_REUSEADDR", socket.SOL_SOCKET, socket.SO_REUSEADDR),
-    ("SO_REUSEPORT", socket.SOL_SOCKET, socket.SO_REUSEPORT),
-    ("SO_KEEPALIVE", socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-    ("SO_BROADCAST", socket.SOL_SOCKET, socket.SO_BROADCAST),
-    ("SO_RCVBUF", socket.SOL_SOCKET, socket.SO_RCVBUF),
-    ("SO_SNDBUF", socket.SOL_SOCKET, socket.SO_SNDBUF),
+    ("SO_REUSEADDR", SOL, socket.SO_REUSEADDR, 0), ("SO_REUSEPORT", SOL, socket.SO_REUSEPORT, 0),
+    ("SO_KEEPALIVE", SOL, socket.SO_KEEPALIVE, 0), ("SO_BROADCAST", SOL, socket.SO_BROADCAST, 0),
+    ("SO_RCVBUF", SOL, socket.SO_RCVBUF, 0), ("SO_SNDBUF", SOL, socket.SO_SNDBUF, 0),
+    ("SO_PRIORITY", SOL, socket.SO_PRIORITY, 0), ("SO_RCVLOWAT", SOL, socket.SO_RCVLOWAT, 0),
+    ("SO_OOBINLINE", SOL, socket.SO_OOBINLINE, 0), ("SO_MARK", SOL, socket.SO_MARK, 0),
+    ("SO_LINGER", SOL, socket.SO_LINGER, 8),                     # struct linger
+    ("SO_BINDTODEVICE", SOL, socket.SO_BINDTODEVICE, 16),        # IFNAMSIZ
 ]
 TCP_OPTIONS = [
-    ("TCP_NODELAY", socket.IPPROTO_TCP, socket.TCP_NODELAY),
-    ("TCP_KEEPIDLE", socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-    ("TCP_KEEPINTVL", socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-    ("TCP_KEEPCNT", socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+    ("TCP_NODELAY", TCP, socket.TCP_NODELAY, 0), ("TCP_KEEPIDLE", TCP, socket.TCP_KEEPIDLE, 0),
+    ("TCP_KEEPINTVL", TCP, socket.TCP_KEEPINTVL, 0), ("TCP_KEEPCNT", TCP, socket.TCP_KEEPCNT, 0),
+    ("TCP_USER_TIMEOUT", TCP, socket.TCP_USER_TIMEOUT, 0),
+    ("TCP_DEFER_ACCEPT", TCP, socket.TCP_DEFER_ACCEPT, 0),
+    ("TCP_FASTOPEN", TCP, socket.TCP_FASTOPEN, 0),
+    ("TCP_CONGESTION", TCP, socket.TCP_CONGESTION, 16),         # TCP_CA_NAME_MAX
 ]
-V6_OPTIONS = [("IPV6_V6ONLY", socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)]
+V4_OPTIONS = [("IP_TOS", IP, socket.IP_TOS, 0), ("IP_TTL", IP, socket.IP_TTL, 0),
+              ("IP_FREEBIND", IP, libc.IP_FREEBIND, 0),
+              ("IP_TRANSPARENT", IP, socket.IP_TRANSPARENT, 0)]
+V6_OPTIONS = [("IPV6_V6ONLY", IP6, socket.IPV6_V6ONLY, 0),
+              ("IPV6_TCLASS", IP6, socket.IPV6_TCLASS, 0),
+              ("IPV6_UNICAST_HOPS", IP6, socket.IPV6_UNICAST_HOPS, 0)]
 BUFFERS = ("SO_RCVBUF", "SO_SNDBUF")
 SO_LINGER = struct.Struct("=ii")
 
@@ -42,7 +52,20 @@ LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 
 def _options(family, kind):
     return OPTIONS + (TCP_OPTIONS if kind == socket.SOCK_STREAM else []) + (
-        V6_OPTIONS if family == socket.AF_INET6 else [])
+        V6_OPTIONS if family == socket.AF_INET6 else V4_OPTIONS)
+
+
+def _getopt(s, level, opt, size):
+    """An option's value as the core stores it (int, or hex of its bytes);
+    None where this kernel or socket has no such option."""
+    try:
+        return s.getsockopt(level, opt) if not size else s.getsockopt(level, opt, size).hex()
+    except OSError:
+        return None
+
+
+def _setopt_value(value):
+    return value if isinstance(value, int) else bytes.fromhex(value)
 
 
 class Inet(sockets.Family):
@@ -71,8 +94,8 @@ class Inet(sockets.Family):
         protocol = s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
         st.update(protocol=protocol, addr=_addr(s.getsockname),
                   peer_addr=_addr(s.getpeername),
-                  options={name: s.getsockopt(level, opt)
-                           for name, level, opt in _options(st["family"], st["type"])})
+                  options={name: _getopt(s, level, opt, size)
+                           for name, level, opt, size in _options(st["family"], st["type"])})
         d = _diag(ctx, st["family"], protocol).get(f.inode)
         st["state"] = d.state if d else None
         if st["listening"] and d:
@@ -99,9 +122,11 @@ class Inet(sockets.Family):
                 raise ValueError(key)
         if not isinstance(st.get("backlog", 0), int) or not isinstance(st["listening"], bool):
             raise ValueError("backlog")
-        if not isinstance(st["options"], dict) or not all(
-                isinstance(v, int) for v in st["options"].values()):
+        if not isinstance(st["options"], dict):
             raise ValueError("options")
+        for value in st["options"].values():
+            if not isinstance(value, (int, type(None))):
+                bytes.fromhex(value)
         if "repair" in st:
             tcp_repair.decode(st["repair"])
 
@@ -173,7 +198,7 @@ class Inet(sockets.Family):
                        f"{st.get('send_queued', 0)} bytes to send")
         if repair and "error" in repair:
             out.append(f"repair state not captured: {repair['error']}")
-        out += [f"{name} {st['options'][name]}" for name, _, _, _ in _options_to_set(f)]
+        out += [f"{name} {_shown(st['options'][name])}" for name, _, _, _ in _options_to_set(f)]
         return "".join(", " + o for o in out)
 
     def action(self, f):
@@ -234,25 +259,31 @@ def _where(addr):
 
 
 def _options_to_set(f):
-    """(name, level, option, value) of f's options that differ from a new
-    socket's of its kind."""
+    """(name, level, option, value to set) of f's options that differ from a
+    new socket's of its kind."""
     st = f.kind_state
     fresh = socket.socket(st["family"], st["type"], st.get("protocol", 0))
     try:
         out = []
-        for name, level, opt in _options(st["family"], st["type"]):
-            if name not in st["options"]:
+        for name, level, opt, size in _options(st["family"], st["type"]):
+            value = st["options"].get(name)
+            if value is None or value == _getopt(fresh, level, opt, size):
                 continue
-            value = st["options"][name]
             if name in BUFFERS:
                 if _fate(f) in ("repair", "reset"):
                     continue            # a connection's buffers grow by themselves
                 value //= 2             # the kernel doubles what is set
-            if fresh.getsockopt(level, opt) != st["options"][name]:
-                out.append((name, level, opt, value))
+            out.append((name, level, opt, _setopt_value(value)))
         return out
     finally:
         fresh.close()
+
+
+def _shown(value):
+    if isinstance(value, int):
+        return value
+    raw = bytes.fromhex(value)
+    return raw.rstrip(b"\0").decode("ascii", "replace") if raw[:1].isalpha() else value
 
 
 def _reset_socket(f):

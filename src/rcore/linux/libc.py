@@ -211,6 +211,7 @@ def open_by_handle_at(mount_fd, handle_type, handle, flags):
 # --- sockets (fds/unix.py, inet.py, tcp_repair.py): what Python's socket lacks ----
 
 SO_PEEK_OFF, SO_SNDBUFFORCE, SO_RCVBUFFORCE = 42, 32, 33     # asm-generic/socket.h
+IP_FREEBIND = 15                            # linux/in.h
 SO_ATTACH_FILTER, SO_DETACH_FILTER, SO_GET_FILTER = 26, 27, 26
 # include/uapi/linux/tcp.h
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22

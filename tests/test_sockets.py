@@ -7,6 +7,7 @@ import socket
 import struct
 import sys
 
+import pytest
 from conftest import (checkpoint_and_kill, proc_status, rcore_cmd, restart, wait_for,
                       wait_lines)
 from test_fd_kinds import restarted_verdict
@@ -112,7 +113,8 @@ def test_tcp_and_udp_sockets_come_back_with_options(procs, tmp_path):
 
 HOLDER = """
 import os, socket, sys, time
-lst = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+lst = socket.create_server((sys.argv[4], int(sys.argv[1])),
+                           family=socket.AF_INET6 if ":" in sys.argv[4] else socket.AF_INET)
 conn, _ = lst.accept()
 conn.setblocking(False)
 data = bytes(range(256)) * (int(sys.argv[3]) // 256)
@@ -134,16 +136,18 @@ time.sleep(100)
 """
 
 
-def test_tcp_connection_alive_with_its_queues(procs, tmp_path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_tcp_connection_alive_with_its_queues(procs, tmp_path, host):
     """--tcp-established: bytes the process had not read yet, bytes it had sent
     that the peer had not acknowledged and bytes not even sent yet (the peer's
     window full) all arrive, in order, after the restart."""
     from test_socket_programs import free_port
     script = tmp_path / "holder.py"
     script.write_text(HOLDER)
-    port, go, total = free_port(), tmp_path / "go", 8 << 20
-    p = procs.start([sys.executable, str(script), str(port), str(go), str(total)])
-    client = wait_for(lambda: _connect(port), what="holder listening")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    port, go, total = free_port(family), tmp_path / "go", 8 << 20
+    p = procs.start([sys.executable, str(script), str(port), str(go), str(total), host])
+    client = wait_for(lambda: _connect(host, port), what="holder listening")
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     client.sendall(bytes(range(200)) * 5)        # queued unread in the holder
     sent = int(wait_lines(p.out_path, 1)[0])
@@ -172,9 +176,9 @@ def test_tcp_connection_alive_with_its_queues(procs, tmp_path):
     client.close()
 
 
-def _connect(port):
+def _connect(host, port):
     try:
-        return socket.create_connection(("127.0.0.1", port), timeout=5)
+        return socket.create_connection((host, port), timeout=5)
     except OSError:
         return None
 
@@ -275,6 +279,35 @@ def test_failed_dump_with_tcp_established_leaves_the_target_running(procs, tmp_p
         client.sendall(b"ping")
         live.settimeout(10)
         assert live.recv(10) == b"ping"
+    os.close(pidfd)
+    client.close()
+    lst.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_established_tcp_comes_back_reset(procs, tmp_path, host):
+    """Without --tcp-established: a TCP socket of the same family that its peer
+    reset (ECONNRESET, then end of file; EPIPE), never a socket pair."""
+    from rcore.linux import libc
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    lst = socket.create_server((host, 0), family=family)
+    client = socket.create_connection(lst.getsockname()[:2])
+    conn, _ = lst.accept()
+    p = procs.start(["sleep", "100"], pass_fds=[conn.fileno()])
+    fd = conn.fileno()
+    conn.close()
+    wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"))
+    checkpoint_and_kill(p, tmp_path / "core")
+    h = restart(procs, tmp_path / "core")
+    assert any(f"fd {fd}" in w and "comes back reset" in w for w in h.warnings), h.warnings
+    pidfd = libc.pidfd_open(h.pid)
+    with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as s:
+        assert (s.family, s.type) == (family, socket.SOCK_STREAM)
+        with pytest.raises(ConnectionResetError):
+            s.recv(1)
+        assert s.recv(1) == b""
+        with pytest.raises(BrokenPipeError):
+            s.send(b"x")
     os.close(pidfd)
     client.close()
     lst.close()

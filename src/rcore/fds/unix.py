@@ -12,11 +12,9 @@ from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs, sockdiag
 from . import sockets
 
-
 PEEK_BUFFER = 1 << 22               # larger than any unix socket buffer can hold
 UCRED = struct.Struct("=iII")       # struct ucred {pid, uid, gid}
-TCP_ESTABLISHED, TCP_CLOSE = 1, 7   # the states unix_diag reports
-SHUTDOWN_BOTH = 3
+TCP_ESTABLISHED = 1                 # a connected socket's state in unix_diag
 
 
 class Unix(sockets.Family):
@@ -109,7 +107,7 @@ class Unix(sockets.Family):
                        "with EPIPE), so that the program connects again")
         if st.get("pending"):
             out.append(f"{st['pending']} connections waiting to be accepted are lost "
-                       "(their clients see the connection reset)")
+                       "(their clients see the connection closed)")
         if st.get("fds_in_flight"):
             out.append(f"{st['fds_in_flight']} descriptors passed in its queued messages "
                        "(SCM_RIGHTS) are lost")

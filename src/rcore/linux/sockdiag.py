@@ -21,7 +21,8 @@ NLMSGHDR = struct.Struct("=IHHII")              # nlmsg_len, type, flags, seq, p
 RTATTR = struct.Struct("=HH")                   # rta_len, rta_type
 
 # unix_diag.h
-UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")      # family, protocol, pad, states, ino, show, cookie[2]
+# struct unix_diag_req {family, protocol, pad, states, ino, show, cookie[2]}
+UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
 UNIX_DIAG_MSG = struct.Struct("=BBBBIII")       # family, type, state, pad, ino, cookie[2]
 UDIAG_SHOW_NAME, UDIAG_SHOW_VFS, UDIAG_SHOW_PEER, UDIAG_SHOW_ICONS = 0x1, 0x2, 0x4, 0x8
 UDIAG_SHOW_RQLEN = 0x10
@@ -31,10 +32,11 @@ UNIX_DIAG_SHUTDOWN = 6
 # inet_diag.h: struct inet_diag_req_v2 and inet_diag_msg, with inet_diag_sockid
 # {__be16 sport, dport; __be32 src[4], dst[4]; __u32 if; __u32 cookie[2]}
 INET_DIAG_REQ_V2 = struct.Struct("=BBBBI2H16s16sIII")
-INET_DIAG_MSG = struct.Struct("=BBBB2H16s16s8I")   # ... if, cookie[2], expires, rqueue, wqueue, uid, inode
+# struct inet_diag_msg {family, state, timer, retrans, sockid, expires, rqueue, wqueue,
+# uid, inode}, the sockid spelt out
+INET_DIAG_MSG = struct.Struct("=BBBB2H16s16s8I")
 INET_DIAG_NOCOOKIE = 0xFFFFFFFF
 ALL_STATES = 0xFFFFFFFF
-TCP_LISTEN = 10
 
 
 @dataclass

@@ -311,3 +311,51 @@ def test_established_tcp_comes_back_reset(procs, tmp_path, host):
     os.close(pidfd)
     client.close()
     lst.close()
+
+
+SENDER = """
+import os, socket, sys, time
+lst = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+conn, _ = lst.accept()
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+conn.sendall(bytes(range(251)) * 400)
+print("sent", flush=True)
+time.sleep(100)
+"""
+
+
+def test_tcp_bytes_sent_but_not_acknowledged_arrive_after_restart(procs, tmp_path):
+    """The peer drops everything (a socket filter on its side), so what the
+    process sent is still unacknowledged at the checkpoint: it must come back
+    as sent (repair mode) and be retransmitted once the peer listens again."""
+    from rcore.linux import libc
+    from test_socket_programs import free_port
+    script = tmp_path / "sender.py"
+    script.write_text(SENDER)
+    port, go = free_port(), tmp_path / "go"
+    p = procs.start([sys.executable, str(script), str(port), str(go)])
+    client = wait_for(lambda: _connect("127.0.0.1", port), what="sender listening")
+    libc.attach_drop_filter(client.fileno())
+    go.touch()
+    wait_lines(p.out_path, 1)
+    res = rcore_cmd("dump", "--kill", "--tcp-established", "-o", tmp_path / "core", p.pid)
+    assert res.returncode == 0, res.stderr
+    p.wait(timeout=10)
+    from rcore.elf.reader import CoreFile
+    with CoreFile(str(tmp_path / "core")) as core:
+        repair = next(f.kind_state["repair"] for f in core.state.files
+                      if "repair" in f.kind_state)
+    assert len(repair["send"]) // 2 > repair["unsent"]      # some sent, not acknowledged
+    res = rcore_cmd("restart", "--detach", "--tcp-established", tmp_path / "core")
+    assert res.returncode == 0, res.stderr
+    procs.adopt(int(res.stdout.split()[-1]))
+    client.setsockopt(socket.SOL_SOCKET, libc.SO_DETACH_FILTER, 0)
+    client.settimeout(30)
+    want, got = bytes(range(251)) * 400, b""
+    while len(got) < len(want):
+        chunk = client.recv(1 << 20)
+        assert chunk, f"connection closed after {len(got)} bytes"
+        got += chunk
+    assert got == want
+    client.close()

@@ -96,9 +96,15 @@ class Inet(sockets.Family):
                   peer_addr=_addr(s.getpeername),
                   options={name: _getopt(s, level, opt, size)
                            for name, level, opt, size in _options(st["family"], st["type"])})
+        # The TCP state from the socket itself (TCP_INFO's first byte): sock_diag
+        # lists only rcore's network namespace.
+        st["state"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] \
+            if st["type"] == socket.SOCK_STREAM else None
         d = _diag(ctx, st["family"], protocol).get(f.inode)
-        st["state"] = d.state if d else None
-        if st["listening"] and d:
+        if st["listening"] and not d:
+            raise ValueError("sock_diag does not list it (is the process in another "
+                             "network namespace?): its backlog is unknown")
+        if st["listening"]:
             st.update(backlog=d.wqueue, pending=d.rqueue)
         elif d and st["type"] == socket.SOCK_DGRAM:
             st["queued"] = d.rqueue

@@ -48,7 +48,8 @@ class Unix(sockets.Family):
             diags = ctx.kind_data["unix diag"] = sockdiag.read_unix_sockets()
         d = diags.get(f.inode)
         if d is None:
-            raise ValueError(f"sock_diag does not list unix socket {f.inode}")
+            raise ValueError(f"sock_diag does not list unix socket {f.inode} (is the "
+                             "process in another network namespace?)")
         name = d.name
         if name[:1] != b"\0":
             name = name.split(b"\0", 1)[0]     # a path, bound with its NUL or not

@@ -49,6 +49,9 @@ def _inet_sockets():
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
     udp.bind(("127.0.0.1", 0))
+    from rcore.linux import libc
+    accept_all = struct.pack("=HBBI", libc.BPF_RET_K, 0, 0, 0xFFFFFFFF)
+    libc.attach_filter(udp.fileno(), accept_all)
     udp6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     udp6.bind(("::1", 0))
     udp6.connect(udp6.getsockname())
@@ -73,8 +76,10 @@ def _state(s):
     proto = s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
     diag = sockdiag.read_inet_sockets(s.family, proto).get(os.fstat(s.fileno()).st_ino)
     nonblocking = bool(fcntl.fcntl(s.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK)
+    from rcore.linux import libc
     structs = [s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8),
-               s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)]
+               s.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16),
+               libc.socket_filter(s.fileno())]
     return ([s.getsockopt(*o) for o in opts] + structs, s.getsockname(), peer, nonblocking,
             diag.wqueue if s.type == socket.SOCK_STREAM else None)
 
@@ -336,7 +341,7 @@ def test_tcp_bytes_sent_but_not_acknowledged_arrive_after_restart(procs, tmp_pat
     port, go = free_port(), tmp_path / "go"
     p = procs.start([sys.executable, str(script), str(port), str(go)])
     client = wait_for(lambda: _connect("127.0.0.1", port), what="sender listening")
-    libc.attach_drop_filter(client.fileno())
+    libc.attach_filter(client.fileno(), libc.DROP_FILTER)
     go.touch()
     wait_lines(p.out_path, 1)
     res = rcore_cmd("dump", "--kill", "--tcp-established", "-o", tmp_path / "core", p.pid)

@@ -6,7 +6,7 @@ import errno
 import os
 import socket
 
-from ..errors import Unsupported
+from ..errors import Incompatible, Unsupported
 from ..linux import libc
 from .kind import Kind
 
@@ -41,7 +41,8 @@ class Socket(Kind):
                 "family": s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
                 "type": s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE),
                 "listening": bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)),
-                "local": _address(s.getsockname), "peer": _address(s.getpeername)}
+                "local": _address(s.getsockname), "peer": _address(s.getpeername),
+                "filter": libc.socket_filter(s.fileno()).hex()}
             family_of(f).capture_socket(ctx, f, s)
         finally:
             s.close()
@@ -50,13 +51,26 @@ class Socket(Kind):
         for key in ("family", "type"):
             if not isinstance(f.kind_state.get(key, 0), int):
                 raise ValueError(key)
+        program = bytes.fromhex(f.kind_state.get("filter", ""))
+        if len(program) % 8 or len(program) > 4096 * 8:        # BPF_MAXINSNS
+            raise ValueError("filter")
         family_of(f).decode(f)
 
     def check(self, f, plan):
         family_of(f).check(f, plan)
 
     def open(self, plan, f):
-        return family_of(f).open(plan, f)
+        fd = family_of(f).open(plan, f)
+        program = bytes.fromhex(f.kind_state.get("filter", ""))
+        if fd is not None and program:
+            # The program's own socket filter (classic BPF, as SO_GET_FILTER
+            # gave it back): the kernel checks it again here.
+            try:
+                libc.attach_filter(fd, program)
+            except OSError as err:
+                raise Incompatible(f"fd {f.fd}: its socket filter cannot be attached "
+                                   f"again: {err.strerror}") from None
+        return fd
 
     def warnings(self, f):
         return family_of(f).warnings(f)
@@ -71,7 +85,9 @@ class Socket(Kind):
                 f"({describe_socket(f)})")
 
     def describe(self, f):
-        return describe_socket(f) + family_of(f).describe(f)
+        program = f.kind_state.get("filter")
+        return describe_socket(f) + family_of(f).describe(f) + (
+            f", socket filter of {len(program) // 16} instructions" if program else "")
 
     def action(self, f):
         return family_of(f).action(f)

@@ -57,7 +57,7 @@ class NetworkLock:
                 raise Unsupported("it has a socket filter of its own, which rcore would "
                                   "replace")
             self._guard.give(fd)
-            libc.attach_drop_filter(fd)
+            libc.attach_filter(fd, libc.DROP_FILTER)
         except BaseException:
             os.close(fd)
             raise

@@ -243,9 +243,27 @@ def socket_filter_length(fd):
     return length.value
 
 
-def attach_drop_filter(fd):
-    """A socket filter that drops every packet before the protocol sees it."""
-    prog = (SockFilter * 1)(SockFilter(BPF_RET_K, 0, 0, 0))
-    fprog = SockFprog(1, prog)
+def socket_filter(fd):
+    """The classic BPF program attached to socket fd, as bytes of struct
+    sock_filter (b"": none; an eBPF program attached with SO_ATTACH_BPF reads
+    as none too)."""
+    n = socket_filter_length(fd)
+    if not n:
+        return b""
+    prog = (SockFilter * n)()
+    length = ctypes.c_uint32(n)
+    _check(_libc.getsockopt(fd, 1, SO_GET_FILTER, prog, ctypes.byref(length)), "getsockopt")
+    return bytes(prog)[:length.value * ctypes.sizeof(SockFilter)]
+
+
+def attach_filter(fd, program):
+    """Attach a classic BPF program (bytes of struct sock_filter) to socket fd."""
+    n = len(program) // ctypes.sizeof(SockFilter)
+    prog = (SockFilter * n).from_buffer_copy(program)
+    fprog = SockFprog(n, prog)
     _check(_libc.setsockopt(fd, 1, SO_ATTACH_FILTER, ctypes.byref(fprog),
                             ctypes.sizeof(fprog)), "setsockopt(SO_ATTACH_FILTER)")
+
+
+# A socket filter that drops every packet before the protocol sees it.
+DROP_FILTER = bytes(SockFilter(BPF_RET_K, 0, 0, 0))

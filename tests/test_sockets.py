@@ -364,3 +364,39 @@ def test_tcp_bytes_sent_but_not_acknowledged_arrive_after_restart(procs, tmp_pat
         got += chunk
     assert got == want
     client.close()
+
+
+def test_unix_socket_path_taken_is_never_removed(procs, tmp_path):
+    """The listener's path is free again only if it holds a stale socket file:
+    a live listener there, or a file that is not a socket, makes the restart
+    refuse, and stays."""
+    path = str(tmp_path / "server.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen()
+    p = procs.start(["sleep", "100"], pass_fds=[srv.fileno()])
+    fd = srv.fileno()
+    srv.close()
+    wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"))
+    checkpoint_and_kill(p, tmp_path / "core")
+    os.unlink(path)
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(path)
+    other.listen()
+    res = rcore_cmd("restart", tmp_path / "core")
+    assert res.returncode != 0
+    assert f"fd {fd}: another process listens on {path}" in res.stderr, res.stderr
+    other.close()
+    os.unlink(path)
+    with open(path, "w") as f:
+        f.write("not a socket")
+    res = rcore_cmd("restart", tmp_path / "core")
+    assert f"fd {fd}: {path} exists and is not a socket" in res.stderr, res.stderr
+    assert open(path).read() == "not a socket"
+    os.unlink(path)
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(path)                        # a socket file nobody listens on
+    h = restart(procs, tmp_path / "core")
+    with socket.socket(socket.AF_UNIX) as c:
+        c.connect(path)                         # the restarted process listens there
+    assert h.poll() is None

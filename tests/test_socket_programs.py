@@ -180,13 +180,14 @@ class Kernel:
     """A Jupyter kernel over TCP on 127.0.0.1 and a client of it; the kernel
     process is ended by the procs fixture."""
 
-    def __init__(self, procs, tmp_path):
+    def __init__(self, procs, tmp_path, independent=False):
         pytest.importorskip("ipykernel")
         jupyter_client = pytest.importorskip("jupyter_client")
         self.km = jupyter_client.KernelManager(transport="tcp", ip="127.0.0.1",
                                                connection_file=str(tmp_path / "kernel.json"))
         self.out = open(tmp_path / "kernel.out", "wb")
-        self.km.start_kernel(stdout=self.out, stderr=self.out, stdin=subprocess.DEVNULL)
+        self.km.start_kernel(stdout=self.out, stderr=self.out, stdin=subprocess.DEVNULL,
+                             independent=independent)
         self.process = self.km.provisioner.process
         procs.adopt(self.process.pid)
         self.kc = self.km.client()
@@ -219,6 +220,16 @@ def test_jupyter_kernel_keeps_its_variables(procs, tmp_path):
         assert _evaluate(kc, "x + 1") == "42"
         kc.execute("y = x * 2", reply=True, timeout=60)
         assert _evaluate(kc, "y") == "82"
+
+
+def test_jupyter_kernel_started_independent_restarts_from_the_command_line(procs, tmp_path):
+    """A kernel started independent (no JPY_PARENT_PID: it does not watch its
+    parent) comes back with `rcore restart --detach` like any server."""
+    with Kernel(procs, tmp_path, independent=True) as k:
+        assert k.kc.execute("x = 41", reply=True, timeout=60)["content"]["status"] == "ok"
+        pid, _ = checkpoint_kill_restart(procs, k.process, tmp_path / "core")
+        assert pid == k.process.pid
+        assert _evaluate(k.kc, "x + 1") == "42"
 
 
 def test_jupyter_kernel_restored_between_cells(procs, tmp_path):

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     snprintf(dgpath, sizeof dgpath, "%s.dgram", argv[1]);
     signal(SIGPIPE, SIG_IGN);
 
-    int st[2], dg[2], sp[2], cr[2], half[2];
+    int st[2], dg[2], sp[2], cr[2], half[2], shut[2];
     socketpair(AF_UNIX, SOCK_STREAM, 0, st);
     socketpair(AF_UNIX, SOCK_DGRAM, 0, dg);
     socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp);
@@ -75,6 +75,9 @@ int main(int argc, char **argv)
     send(cr[0], "cred", 4, 0);
     write(half[1], "last words", 10);
     close(half[1]);
+    socketpair(AF_UNIX, SOCK_STREAM, 0, shut);
+    write(shut[1], "bye", 3);
+    shutdown(shut[1], SHUT_WR);
 
     int lp = listener(path, 0), la = listener("rcore-test-abstract", 1);
     (void)la;
@@ -125,6 +128,12 @@ int main(int argc, char **argv)
         struct ucred *u = (struct ucred *)CMSG_DATA(c);
         CHECK(u->pid == getpid(), "credentials pid %d", u->pid);
     }
+
+    expect(shut[0], "bye", 3, "pair shut for writing");
+    CHECK(read(shut[0], buf, 1) == 0, "end of file after shutdown(SHUT_WR)");
+    CHECK(write(shut[1], "x", 1) == -1 && errno == EPIPE, "write after shutdown: EPIPE");
+    CHECK(write(shut[0], "up", 2) == 2, "the other direction still open");
+    expect(shut[1], "up", 2, "the other direction");
 
     expect(half[0], "last words", 10, "half-closed pair");
     CHECK(read(half[0], buf, 1) == 0, "end of file after the closed end's data");

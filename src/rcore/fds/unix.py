@@ -15,6 +15,7 @@ from . import sockets
 PEEK_BUFFER = 1 << 22               # larger than any unix socket buffer can hold
 UCRED = struct.Struct("=iII")       # struct ucred {pid, uid, gid}
 TCP_ESTABLISHED = 1                 # a connected socket's state in unix_diag
+RCV_SHUTDOWN, SEND_SHUTDOWN = 1, 2  # include/net/sock.h, as unix_diag gives them
 
 
 class Unix(sockets.Family):
@@ -30,7 +31,7 @@ class Unix(sockets.Family):
 
     Restart: both ends in the process -> a socketpair of the type; one end
     connected to a bound datagram socket of the process -> connected to it
-    again; the other end closed -> a pair whose other end is closed after the
+    again (a pair shut down for reading or writing is shut down again); the other end closed -> a pair whose other end is closed after the
     queue is put back (end of file after the data); listening or bound ->
     bound on the same path or abstract name (a stale socket file is removed
     only when it is a socket nobody listens on), listening with the same
@@ -250,13 +251,37 @@ def _build_all(plan):
                 _send_queue(plan, f, socks[f.kind_state["peer_ino"]])
             elif fate in ("bound", "connect", "reconnect") and f.kind_state.get("queue") \
                     and f.kind_state["name"] and f.kind_state["type"] == socket.SOCK_DGRAM:
-                sender = _new(socket.SOCK_DGRAM)
-                _connect(f, sender, bytes.fromhex(f.kind_state["name"]))
-                _send_queue(plan, f, sender)
-        return {ino: plan.own(s.detach()) for ino, s in socks.items()}
+                with _new(socket.SOCK_DGRAM) as sender:
+                    _connect(f, sender, bytes.fromhex(f.kind_state["name"]))
+                    _send_queue(plan, f, sender)
+        built = {ino: plan.own(s.detach()) for ino, s in socks.items()}
     finally:
         for s in socks.values():
             s.close()
+    for ino, f in inside.items():
+        if _fate(f, inside) == "pair":
+            _shut_down(plan, f, inside[f.kind_state["peer_ino"]], built[ino])
+    return built
+
+
+def _shut_down(plan, f, peer, fd):
+    """shutdown() as the process had made it, once the queues are back (a
+    socket shut for writing sends nothing more): sk_shutdown bits 1 (no more
+    receiving: its own SHUT_RD, or the peer's SHUT_WR) and 2 (its SHUT_WR)."""
+    mine, theirs = f.kind_state["shutdown"], peer.kind_state["shutdown"]
+    write = bool(mine & SEND_SHUTDOWN)
+    read = bool(mine & RCV_SHUTDOWN) and not theirs & SEND_SHUTDOWN
+    if not (read or write):
+        return
+    how = socket.SHUT_RDWR if read and write else socket.SHUT_WR if write else socket.SHUT_RD
+
+    def step():
+        s = socket.socket(fileno=fd)
+        try:
+            s.shutdown(how)
+        finally:
+            s.detach()
+    plan.at_commit.append(step)         # after the queues sent at commit
 
 
 def _build_one(plan, f, inside, socks):

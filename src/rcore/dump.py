@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import arch, fds, timers
+from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
@@ -230,13 +231,17 @@ def _end_copy(pid, copy):
 
 
 def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, stream=True,
-         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT):
+         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT, tcp_established=False):
     """Write a core file of live process `pid` to `path` (default core.PID).
     The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL: dump
     returns once it is dead).  Unlinked files the process has open are stored
     in the core up to unlinked_limit bytes each (a restart needs them).
     fork=False reads all memory while the target is frozen; stream=False has
-    rcore read the fork copy's memory instead of the copy sending it."""
+    rcore read the fork copy's memory instead of the copy sending it.
+    tcp_established: capture established TCP connections for restart
+    --tcp-established (fds/tcp_repair.py); with kill, the target stays stopped
+    from the checkpoint to its death and its connections end without a word
+    to their peers."""
     t0 = time.monotonic()
     path = os.path.abspath(path or f"core.{pid}")
     if not os.path.isdir(os.path.dirname(path)):
@@ -244,21 +249,44 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
-    options = dict(stop=stop, full=full, fork=fork, progress=progress,
-                   unlinked_limit=unlinked_limit, run_state=run_state)
+    lock = tcp_repair.NetworkLock() if tcp_established else None
+    held_stopped = kill and lock is not None and not stop
+    options = dict(stop=stop or held_stopped, full=full, fork=fork,
+                   progress=progress, unlinked_limit=unlinked_limit, run_state=run_state,
+                   tcp_lock=lock)
     try:
-        summary = _dump(pid, path, stream=stream and fork, **options)
-    except StreamFailed:
-        # The copy could not send its memory (e.g. a seccomp filter it inherited
-        # forbids vmsplice) and is gone: take the dump again, reading the copy.
-        summary = _dump(pid, path, stream=False, **options)
-    if kill:
-        _kill_and_wait_dead(pid)
+        try:
+            summary = _dump(pid, path, stream=stream and fork, **options)
+        except StreamFailed:
+            # The copy could not send its memory (e.g. a seccomp filter it inherited
+            # forbids vmsplice) and is gone: take the dump again, reading the copy.
+            if lock is not None:
+                lock.release()
+            summary = _dump(pid, path, stream=False, **options)
+        if kill:
+            _kill_and_wait_dead(pid)
+            if lock is not None:
+                lock.close_silently()
+    except BaseException:
+        if lock is not None:
+            lock.release()          # the target lives on: its packets flow again
+        if held_stopped:
+            _continue(pid)          # stopped for the kill that will not come
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+    if lock is not None and lock.captured and not kill:
+        summary.warnings.append(
+            f"--tcp-established without --kill: the process keeps its {lock.captured} "
+            "established connections, and restart --tcp-established is refused while "
+            "they exist")
     summary.seconds = time.monotonic() - t0
     return summary
 
 
-def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state):
+def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
+          tcp_lock):
     mem = LiveMemory(pid)
     copy = None
     writer = None
@@ -270,7 +298,9 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             syscall_addr = inject.find_syscall_insn(pid, mappings)
             rseq_areas = _read_rseq_areas(frozen, mem)
             proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
-                                  unlinked_limit)
+                                  unlinked_limit, tcp_lock)
+            if tcp_lock is not None and not stop:
+                tcp_lock.release()      # the target runs on: no packet may be dropped
             plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
                     if m.path != "[vsyscall]"]
             for m, how in plan:
@@ -353,6 +383,13 @@ def _kill_and_wait_dead(pid, timeout=5.0):
         except NoSuchProcess:
             return
         time.sleep(0.002)
+
+
+def _continue(pid):
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
 
 
 def _os_error(err, path):

@@ -198,7 +198,7 @@ def _check_creds(proc):
 
 def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
             stderr=None, skip_unsupported=False, host_clocks=False, inherit=None,
-            progress=None):
+            progress=None, tcp_established=False):
     """Start the checkpoint in core file `path` as a new process; returns a
     Restarted handle once it runs.
 
@@ -220,7 +220,10 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     host_clocks   the process sees the host's CLOCK_MONOTONIC and BOOTTIME, which
                   jumped by the time it was dead (or restarted near zero after a
                   reboot); by default it runs in a time namespace where they go
-                  on from their checkpointed values (timens.py)"""
+                  on from their checkpointed values (timens.py)
+    tcp_established  established TCP connections captured by dump
+                  --tcp-established come back alive (fds/tcp_repair.py);
+                  otherwise they come back reset"""
     core = CoreFile(path)
     try:
         speaker = check_restartable(core, any_pid)
@@ -229,7 +232,7 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
         # paths are opened as the core's owner; the process itself is its owner (spawn).
         with owner.as_owner(speaker):
             plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported,
-                                  core.read, inherit)
+                                  core.read, inherit, tcp_established)
             _plan_cwd(proc, plan)
         try:
             with signals_held():

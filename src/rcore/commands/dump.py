@@ -21,6 +21,9 @@ def add_parser(sub):
     p.add_argument("--unlinked-limit", metavar="BYTES", type=int,
                    help="store open unlinked files up to this size in the core, for "
                         "restart (default 1 MiB: capture.UNLINKED_FILE_LIMIT)")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="capture established TCP connections for restart --tcp-established "
+                        "(TCP_REPAIR; root); with --kill the peer is not told of the close")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -31,7 +34,8 @@ def run(args):
     bar = Progress("dumping")
     try:
         s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
-                 fork=not args.no_fork, progress=bar, **limit)
+                 fork=not args.no_fork, progress=bar,
+                 tcp_established=args.tcp_established, **limit)
     finally:
         bar.finish()
     for warning in s.warnings:

@@ -49,6 +49,10 @@ def add_parser(sub):
                    help="keep the host's CLOCK_MONOTONIC and CLOCK_BOOTTIME (they jump by "
                         "the time the process was dead) instead of a time namespace in "
                         "which they go on from their checkpointed values")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="bring established TCP connections back alive (TCP_REPAIR; root; "
+                        "the dump must have used --tcp-established); otherwise they come "
+                        "back reset")
     p.set_defaults(func=run)
 
 
@@ -72,6 +76,7 @@ def run(args):
                        stdin=args.stdin, stdout=args.stdout, stderr=args.stderr,
                        skip_unsupported=args.skip_unsupported,
                        host_clocks=args.host_clocks, inherit=dict(args.inherit_fd),
+                       tcp_established=args.tcp_established,
                        progress=bar)
     finally:
         bar.finish()

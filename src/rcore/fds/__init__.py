@@ -38,8 +38,9 @@ from .. import locks
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-from . import (device, directory, epoll, eventfd, file, ghost, inotify, memfd, pidfd, pipe,
-               signalfd, sockets, timerfd)
+# inet and unix register themselves as socket families (sockets.FAMILIES).
+from . import (device, directory, epoll, eventfd, file, ghost, inet, inotify, memfd,  # noqa: F401
+               pidfd, pipe, signalfd, sockets, timerfd, unix)
 from .kind import Kind
 
 UNKNOWN = Kind()
@@ -74,11 +75,13 @@ def kind_of(f):
 
 # --- dump ------------------------------------------------------------------------
 
-def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
+def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True, tcp_lock=None):
     """The descriptor table of (frozen) process pid, each entry captured by its
     kind.  with_data: also what only the process holds (queued pipe bytes,
-    contents of unlinked files up to unlinked_limit bytes...) for a restart."""
-    with Capture(pid, with_data, unlinked_limit) as ctx:
+    contents of unlinked files up to unlinked_limit bytes...) for a restart.
+    tcp_lock: a tcp_repair.NetworkLock to capture established TCP connections
+    alive (dump --tcp-established); the caller releases it."""
+    with Capture(pid, with_data, unlinked_limit, tcp_lock) as ctx:
         return _capture_table(ctx)
 
 
@@ -116,8 +119,9 @@ def _capture_table(ctx):
 class Capture:
     """What the kinds' capture() share over one walk of a descriptor table."""
 
-    def __init__(self, pid, with_data, unlinked_limit):
+    def __init__(self, pid, with_data, unlinked_limit, tcp_lock=None):
         self.pid, self.with_data, self.unlinked_limit = pid, with_data, unlinked_limit
+        self.tcp_lock = tcp_lock
         self.kind_data = {}
         self._pidfd = None
 
@@ -217,6 +221,7 @@ class FdPlan:
         self.mappings = proc.mappings   # to rebuild (memfd.map_sources)
         self.tids = {t.tid: t.tid for t in proc.threads}    # checkpointed -> now
         self.kind_data = {}             # kind name -> what its open() shares
+        self.tcp_established = False    # restart --tcp-established (tcp_repair.py)
         self._owned = []                # rcore fds to close when done
         self._keepers = []              # held open until the process has its own
 
@@ -261,7 +266,7 @@ class FdPlan:
 
 
 def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, read_memory=None,
-               inherit=None):
+               inherit=None, tcp_established=False):
     """Check and open everything the checkpoint's descriptor table needs, before
     any process exists; raise Unsupported/Incompatible naming the fd if
     something cannot be rebuilt.  stdio: redirections of fds 0-2 (a path, an
@@ -270,8 +275,11 @@ def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, read_memo
     made mappings of the rebuilt memfd (memfd.map_sources).  inherit: {fd: a
     path or one of rcore's own descriptors (int)} that checkpointed descriptor
     fd becomes instead of being rebuilt (`--inherit-fd`: what the program
-    inherited from whatever started it, a pipe from a CI runner...)."""
+    inherited from whatever started it, a pipe from a CI runner...).
+    tcp_established: bring established TCP connections back alive (their
+    repair state is in the core)."""
     plan = FdPlan(proc)
+    plan.tcp_established = tcp_established
     try:
         _plan(plan, stdio, skip_unsupported, inherit or {})
         if read_memory is not None:

@@ -1,23 +1,35 @@
-"""Sockets: not rebuilt yet; captured enough to say what they were and to keep
---skip-unsupported from hiding a server that no longer listens."""
+"""Sockets: what every socket shares, and the dispatch to its family's module
+(unix.py; inet.py for TCP and UDP over IPv4 and IPv6).  Other families
+(netlink, packet...) are captured enough to say what they were, and refused."""
 
 import errno
 import socket
 
-from ..errors import Unsupported
+from ..errors import Incompatible, Unsupported
+from ..linux import libc
 from .kind import Kind
 
 
+class Family(Kind):
+    """What a family module implements, beyond Kind: capture_socket(ctx, f, s)
+    with s rcore's copy of the target's socket (the same socket: options,
+    names and queues read on it are the target's)."""
+
+    def capture_socket(self, ctx, f, s):
+        pass
+
+
 class Socket(Kind):
-    """Captured (on a copy of the descriptor, pidfd_getfd): `family`, `type`,
-    `listening` (SO_ACCEPTCONN), `local` and `peer` addresses (None: not bound
-    or not connected).
-    Restart: refused.  --skip-unsupported makes it a disconnected descriptor,
-    except a socket that takes new work (listening, or a datagram socket bound
-    without a peer): the process would run on reachable nowhere, so it is
-    refused all the same.
+    """Captured on a copy of the descriptor (pidfd_getfd): `family`, `type`,
+    `listening` (SO_ACCEPTCONN), `local` and `peer` addresses in words (None:
+    not bound or not connected); then the family module captures its own.
+    Restart and info: as the family module says.  Other families are refused;
+    --skip-unsupported makes them a disconnected descriptor, except a socket
+    that takes new work (listening, or a datagram socket bound without a peer):
+    the process would run on reachable nowhere, so it is refused all the same.
     Restore: kept if still open; refused if closed since."""
     names = ("socket",)
+    new_description = True
 
     def capture(self, ctx, f, fdinfo):
         if not ctx.with_data:
@@ -28,7 +40,9 @@ class Socket(Kind):
                 "family": s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN),
                 "type": s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE),
                 "listening": bool(s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)),
-                "local": _address(s.getsockname), "peer": _address(s.getpeername)}
+                "local": _address(s.getsockname), "peer": _address(s.getpeername),
+                "filter": libc.socket_filter(s.fileno()).hex()}
+            family_of(f).capture_socket(ctx, f, s)
         finally:
             s.close()
 
@@ -36,9 +50,29 @@ class Socket(Kind):
         for key in ("family", "type"):
             if not isinstance(f.kind_state.get(key, 0), int):
                 raise ValueError(key)
+        program = bytes.fromhex(f.kind_state.get("filter", ""))
+        if len(program) % 8 or len(program) > 4096 * 8:        # BPF_MAXINSNS
+            raise ValueError("filter")
+        family_of(f).decode(f)
 
     def check(self, f, plan):
-        raise Unsupported(f"fd {f.fd} ({describe_socket(f)}): rcore cannot rebuild sockets yet")
+        family_of(f).check(f, plan)
+
+    def open(self, plan, f):
+        fd = family_of(f).open(plan, f)
+        program = bytes.fromhex(f.kind_state.get("filter", ""))
+        if fd is not None and program:
+            # The program's own socket filter (classic BPF, as SO_GET_FILTER
+            # gave it back): the kernel checks it again here.
+            try:
+                libc.attach_filter(fd, program)
+            except OSError as err:
+                raise Incompatible(f"fd {f.fd}: its socket filter cannot be attached "
+                                   f"again: {err.strerror}") from None
+        return fd
+
+    def warnings(self, f):
+        return family_of(f).warnings(f)
 
     def skippable(self, f):
         return "listening" in f.kind_state and not takes_new_work(f)
@@ -50,7 +84,31 @@ class Socket(Kind):
                 f"({describe_socket(f)})")
 
     def describe(self, f):
-        return describe_socket(f)
+        program = f.kind_state.get("filter")
+        return describe_socket(f) + family_of(f).describe(f) + (
+            f", socket filter of {len(program) // 16} instructions" if program else "")
+
+    def action(self, f, plan):
+        return family_of(f).action(f, plan)
+
+
+class Other(Family):
+    """A family rcore does not rebuild (netlink, packet, vsock...)."""
+
+    def check(self, f, plan):
+        raise Unsupported(f"fd {f.fd} ({describe_socket(f)}): rcore cannot rebuild "
+                          "sockets of this family")
+
+    def action(self, f, plan):
+        return "refused (sockets of this family are not rebuilt)"
+
+
+OTHER = Other()
+FAMILIES = {}           # address family -> Family, filled by the family modules
+
+
+def family_of(f):
+    return FAMILIES.get(f.kind_state.get("family"), OTHER)
 
 
 def takes_new_work(f):

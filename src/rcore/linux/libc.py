@@ -232,3 +232,64 @@ def open_by_handle_at(mount_fd, handle_type, handle, flags):
     ctypes.memmove(buf, (ctypes.c_uint32 * 2)(len(handle), handle_type & 0xFFFFFFFF), 8)
     ctypes.memmove(ctypes.addressof(buf) + 8, handle, len(handle))
     return syscall("open_by_handle_at", mount_fd, buf, flags)
+
+
+# --- sockets (fds/unix.py, inet.py, tcp_repair.py): what Python's socket lacks ----
+
+SO_PEEK_OFF, SO_SNDBUFFORCE, SO_RCVBUFFORCE = 42, 32, 33     # asm-generic/socket.h
+IP_FREEBIND = 15                            # linux/in.h
+SO_ATTACH_FILTER, SO_DETACH_FILTER, SO_GET_FILTER = 26, 27, 26
+# include/uapi/linux/tcp.h
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS = 19, 20, 21, 22
+TCP_TIMESTAMP, TCP_REPAIR_WINDOW = 24, 29
+TCP_REPAIR_ON, TCP_REPAIR_OFF, TCP_REPAIR_OFF_NO_WP = 1, 0, -1
+TCP_RECV_QUEUE, TCP_SEND_QUEUE = 1, 2
+TCPOPT_MAXSEG, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_TIMESTAMP = 2, 3, 4, 8
+TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
+SIOCINQ, SIOCOUTQ, SIOCOUTQNSD = 0x541B, 0x5411, 0x894B
+
+
+class SockFilter(ctypes.Structure):         # linux/filter.h: one classic BPF instruction
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(SockFilter))]
+
+
+BPF_RET_K = 0x06                            # BPF_RET | BPF_K: accept k bytes (0: drop)
+
+
+def socket_filter_length(fd):
+    """Instructions of the classic BPF filter attached to socket fd (0: none);
+    asked with a zero length, so that the kernel copies nothing."""
+    length = ctypes.c_uint32(0)
+    _check(_libc.getsockopt(fd, 1, SO_GET_FILTER, None, ctypes.byref(length)), "getsockopt")
+    return length.value
+
+
+def socket_filter(fd):
+    """The classic BPF program attached to socket fd, as bytes of struct
+    sock_filter (b"": none; an eBPF program attached with SO_ATTACH_BPF reads
+    as none too)."""
+    n = socket_filter_length(fd)
+    if not n:
+        return b""
+    prog = (SockFilter * n)()
+    length = ctypes.c_uint32(n)
+    _check(_libc.getsockopt(fd, 1, SO_GET_FILTER, prog, ctypes.byref(length)), "getsockopt")
+    return bytes(prog)[:length.value * ctypes.sizeof(SockFilter)]
+
+
+def attach_filter(fd, program):
+    """Attach a classic BPF program (bytes of struct sock_filter) to socket fd."""
+    n = len(program) // ctypes.sizeof(SockFilter)
+    prog = (SockFilter * n).from_buffer_copy(program)
+    fprog = SockFprog(n, prog)
+    _check(_libc.setsockopt(fd, 1, SO_ATTACH_FILTER, ctypes.byref(fprog),
+                            ctypes.sizeof(fprog)), "setsockopt(SO_ATTACH_FILTER)")
+
+
+# A socket filter that drops every packet before the protocol sees it.
+DROP_FILTER = bytes(SockFilter(BPF_RET_K, 0, 0, 0))

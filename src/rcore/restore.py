@@ -118,6 +118,7 @@ def check_compatible(pid, core, force=False):
     build-id; skipped with force), or a mapped file changed since.  For cores
     without rcore's notes the file mappings the core names must be where they
     were.  Raises Incompatible with one line naming what differs."""
+    core.require_complete()
     if core.arch.NAME != ARCH.NAME:
         raise Incompatible(f"{core.path} is a core of an {core.arch.NAME} process, "
                            f"this machine is {ARCH.NAME}")

@@ -7,6 +7,7 @@ import bisect
 import ctypes
 import mmap
 import os
+import stat
 
 from .. import arch
 from ..errors import CoreFormatError
@@ -39,14 +40,20 @@ class CoreFile:
 
     def __init__(self, path):
         self.path = path
+        self._map = b""
         try:
-            self._file = open(path, "rb")
-        except IsADirectoryError:
-            raise CoreFormatError(path, "is a directory, not a core file") from None
+            # O_NONBLOCK: a FIFO named as the core must not block rcore
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise CoreFormatError(path, "no such file") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise CoreFormatError(path, "is a directory, not a core file"
+                                  if stat.S_ISDIR(st.st_mode) else "is not a regular file")
+        self._file = os.fdopen(fd, "rb", buffering=0)
         try:
-            self.size = os.fstat(self._file.fileno()).st_size
+            self.size = st.st_size
             self._map = mmap.mmap(self._file.fileno(), 0, prot=mmap.PROT_READ) if self.size else b""
             self._parse()
         except BaseException:
@@ -89,6 +96,7 @@ class CoreFile:
             if ph.p_type == S.PT_LOAD:
                 self.segments.append(self._segment(ph))
             elif ph.p_type == S.PT_NOTE:
+                self._head.append((ph.p_offset, ph.p_offset + ph.p_filesz))
                 note_blobs.append(bytes(data[ph.p_offset: ph.p_offset + ph.p_filesz]))
         self.segments.sort(key=lambda seg: seg.vaddr)
         for a, b in zip(self.segments, self.segments[1:]):
@@ -118,6 +126,8 @@ class CoreFile:
                       "program headers")
         if eh.e_phoff + phnum * phsize > len(data):
             self._bad("truncated: program headers are missing")
+        # file extents of the headers and notes (no segment's data may overlap them)
+        self._head = [(0, ctypes.sizeof(S.Elf64_Ehdr)), (eh.e_phoff, eh.e_phoff + phnum * phsize)]
         out = []
         for i in range(phnum):
             ph = S.Elf64_Phdr.from_buffer_copy(data, eh.e_phoff + i * phsize)
@@ -254,27 +264,42 @@ class CoreFile:
                       f"({proc.threads[0].tid})", "RCORE_PROCESS")
         if proc.exe is None:
             self._bad("the executable is not named", "RCORE_PROCESS")
+        if not proc.auxv:
+            self._bad("no NT_AUXV note: the core is incomplete")
         self._require_segments(proc.mappings)
 
     def _require_segments(self, mappings):
+        """rcore writes one PT_LOAD per mapping ([vsyscall] aside), its data at a
+        page-aligned offset of its own after the notes: a segment that moved,
+        grew, or names no mapping means the headers were changed."""
         by_start = {seg.vaddr: seg for seg in self.segments}
         named = set()
         for m in mappings:
-            seg = by_start.get(m.start)
             if m.path == "[vsyscall]":
                 continue
+            seg = by_start.get(m.start)
             if seg is None or seg.memsz != m.size:
                 self._bad(f"mapping {m.start:#x}-{m.end:#x} has no segment of its size",
                           "RCORE_MAPPINGS")
-            full = {"all": seg.filesz == seg.memsz, "none": seg.filesz == 0,
-                    "header": 0 < seg.filesz}.get(m.stored, True)
-            if not full:
+            holds = {"all": seg.filesz == seg.memsz, "none": seg.filesz == 0,
+                     "header": 0 < seg.filesz}.get(m.stored, True)
+            if not holds:
                 self._bad(f"mapping {m.start:#x}-{m.end:#x} says it stores {m.stored!r}, "
                           f"its segment holds {seg.filesz} bytes", "RCORE_MAPPINGS")
             named.add(m.start)
         for seg in self.segments:
-            if seg.vaddr not in named and seg.filesz:
-                self._bad(f"segment {seg.vaddr:#x} holds data of no mapping", "RCORE_MAPPINGS")
+            if seg.vaddr not in named:
+                self._bad(f"segment {seg.vaddr:#x} is of no mapping", "RCORE_MAPPINGS")
+        page = self.arch.PAGE_SIZE
+        extents = sorted(self._head + [(seg.offset, seg.offset + seg.filesz)
+                                       for seg in self.segments if seg.filesz])
+        for (_, end), (start, _) in zip(extents, extents[1:]):
+            if start < end:
+                self._bad(f"data at offset {start:#x} overlaps other data", "program headers")
+        for seg in self.segments:
+            if seg.filesz and seg.offset % page:
+                self._bad(f"data of segment {seg.vaddr:#x} is not page-aligned",
+                          "program headers")
 
     def _mappings_from_segments(self, file_note):
         """Kernel and gdb cores: mappings are the PT_LOADs, named by NT_FILE."""

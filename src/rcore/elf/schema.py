@@ -13,6 +13,7 @@ others required.  A Record can dispatch on one of its keys (a descriptor's
 FD_KINDS."""
 
 import re
+import signal
 
 from ..linux import libc
 
@@ -225,6 +226,15 @@ class Distinct(List):
             _fail(where, why)
 
 
+def _sigactions_rule(sigactions):
+    # rcore records every signal's action but SIGKILL's and SIGSTOP's: one
+    # missing would leave the restarted process with rcore's action for it.
+    missing = ALL_SIGNALS - {s["signo"] for s in sigactions}
+    return f"no action for signal {min(missing)}" if missing else None
+
+
+ALL_SIGNALS = frozenset(range(1, 65)) - {signal.SIGKILL, signal.SIGSTOP}
+
 PROCESS = Record({
     "pid": PID, "arch": NAME, "ppid": PID0, "pgrp": PID0, "sid": PID0, "state": NAME,
     "comm": NAME, "cmdline": List(Str(1 << 17), max_len=1 << 17), "cwd": Str(), "root": Str(),
@@ -238,10 +248,10 @@ PROCESS = Record({
     "times": Map(COUNT, key=Str(16), max_len=16),
     "exe": Nullable(EXE),
     "mm": MM,
-    "sigactions": Distinct(SIGACTION, "signo", max_len=64),
+    "sigactions": Distinct(SIGACTION, "signo", max_len=64),     # see _sigactions_rule
     "shared_pending": List(SIGINFO),
     "start_time": COUNT,
-}, optional=("start_time",))
+}, optional=("start_time",), rule=lambda v: _sigactions_rule(v["sigactions"]))
 
 
 def _altstack_rule(v):
@@ -257,6 +267,8 @@ def _rseq_rule(v):
         return f"size {v['size']} is below the {libc.RSEQ_MIN_SIZE} bytes of struct rseq"
     if v and not set(v) >= {"ptr", "size", "signature"}:
         return "needs ptr, size and signature, or nothing"
+    if v and v["ptr"] % libc.RSEQ_MIN_SIZE:
+        return f"ptr {v['ptr']:#x} is not aligned to {libc.RSEQ_MIN_SIZE} bytes"
     return None
 
 
@@ -282,7 +294,7 @@ STORED = {"all", "dirty", "header", "none"}
 MAPPING = Record({
     "start": ADDR, "end": ADDR, "perms": Str(4, pattern="[r-][w-][x-][ps]"), "offset": COUNT,
     "dev": Str(16, pattern="[0-9a-f]+:[0-9a-f]+"), "inode": COUNT, "path": Str(),
-    "deleted": Bool(), "vmflags": List(Str(2, pattern="[a-z0-9]{2}"), max_len=64),
+    "deleted": Bool(), "vmflags": List(Str(2, pattern="[!-~]{2}"), max_len=64),
     "anonymous": COUNT, "stored": Str(8, choices=STORED),
 }, rule=lambda v: (f"start {v['start']:#x} is not below end {v['end']:#x}"
                    if v["start"] >= v["end"] else
@@ -316,7 +328,7 @@ MAPPINGS = Record({
 FD_KINDS = {}
 
 FD = Record({
-    "fd": Int(0, FD_LIMIT - 1), "kind": Str(16, pattern="[a-z_]+"), "path": Str(),
+    "fd": Int(0, FD_LIMIT - 1), "kind": Str(16, pattern="[a-z0-9_]+"), "path": Str(),
     "flags": Int(0, U32), "pos": COUNT, "cloexec": Bool(),
     "description": Int(0, FD_LIMIT - 1),
     "inode": COUNT, "dev": COUNT, "rdev": COUNT, "size": COUNT, "mtime_ns": COUNT,

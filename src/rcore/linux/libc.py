@@ -128,7 +128,8 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_GET_TID_ADDRESS = 40
 PID_MAX_LIMIT = 1 << 22             # highest pid_max (include/linux/threads.h, 64-bit)
 SS_ONSTACK, SS_DISABLE, SS_AUTODISARM = 1, 2, 1 << 31   # sigaltstack flags
-RSEQ_MIN_SIZE = 32                  # struct rseq as rseq(2) first took it (ORIG_RSEQ_SIZE)
+RSEQ_MIN_SIZE = 32                  # struct rseq as rseq(2) first took it (ORIG_RSEQ_SIZE),
+                                    # also the alignment it wants
 
 
 def prctl(option, a2=0, a3=0, a4=0, a5=0):

@@ -21,12 +21,11 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import corefuzz
-from conftest import ROOT, SRC, rcore_cmd, read_lines, wait_for, wait_lines
+from conftest import SRC, rcore_cmd, read_lines, wait_for, wait_lines
 
 INFO_CASES = int(os.environ.get("RCORE_FUZZ_CASES", "300"))
 PROCESS_CASES = max(1, INFO_CASES * 2 // 15)

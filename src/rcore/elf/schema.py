@@ -21,7 +21,6 @@ U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 PATH_LIMIT = 4096 + 64          # PATH_MAX, plus room for " (deleted)"
 FD_LIMIT = 1 << 20              # fs.nr_open's ceiling (NR_OPEN, include/uapi/linux/fs.h)
-SIGINFO_HEX = 2 * 128           # a siginfo_t, hex
 LIST_LIMIT = 1 << 20            # no list in a note is longer (mappings: vm.max_map_count)
 
 
@@ -77,15 +76,15 @@ class Str:
 
 
 class Hex(Str):
-    """Bytes as a hex string; `size` fixes their number (0 allowed with empty_ok)."""
+    """Bytes as a hex string; `size` fixes their number."""
 
-    def __init__(self, max_bytes, size=None, empty_ok=False):
+    def __init__(self, max_bytes, size=None):
         super().__init__(2 * max_bytes, pattern="(?:[0-9a-fA-F]{2})*")
-        self.size, self.empty_ok = size, empty_ok
+        self.size = size
 
     def check(self, v, where):
         super().check(v, where)
-        if self.size is not None and len(v) != 2 * self.size and not (self.empty_ok and not v):
+        if self.size is not None and len(v) != 2 * self.size:
             _fail(where, f"{len(v) // 2} bytes, expected {self.size}")
 
 
@@ -99,8 +98,10 @@ class Nullable:
 
 
 class List:
-    def __init__(self, item, max_len=LIST_LIMIT, size=None):
-        self.item, self.max_len, self.size = item, max_len, size
+    """A list of items of one spec; `rule` as for Record, on the whole list."""
+
+    def __init__(self, item, max_len=LIST_LIMIT, size=None, rule=None):
+        self.item, self.max_len, self.size, self.rule = item, max_len, size, rule
 
     def check(self, v, where):
         if type(v) is not list:
@@ -111,6 +112,9 @@ class List:
             _fail(where, f"{len(v)} items, at most {self.max_len} allowed")
         for i, x in enumerate(v):
             self.item.check(x, f"{where}[{i}]")
+        why = self.rule and self.rule(v)
+        if why:
+            _fail(where, why)
 
 
 class Map:
@@ -180,7 +184,7 @@ SIGINFO = Hex(128, size=128)
 
 def _span_rule(start, end):
     return lambda v: (f"{start} {v[start]:#x} is above {end} {v[end]:#x}"
-                      if v.get(start, 0) > v.get(end, U64) else None)
+                      if v[start] > v[end] else None)
 
 
 IDENTITY = {"path": Str(), "dev": COUNT, "inode": COUNT, "size": COUNT, "mtime_ns": COUNT,
@@ -201,7 +205,8 @@ SIGACTION = Record({"signo": SIGNO, "handler": ADDR, "flags": ADDR, "restorer": 
                     "mask": ADDR})
 
 
-def _distinct(key):
+def distinct(key):
+    """A List rule: no two items have the same `key`."""
     def rule(items):
         seen = set()
         for item in items:
@@ -210,20 +215,6 @@ def _distinct(key):
             seen.add(item[key])
         return None
     return rule
-
-
-class Distinct(List):
-    """A list of Records whose `key` differs from item to item."""
-
-    def __init__(self, item, key, max_len=LIST_LIMIT):
-        super().__init__(item, max_len)
-        self.rule = _distinct(key)
-
-    def check(self, v, where):
-        super().check(v, where)
-        why = self.rule(v)
-        if why:
-            _fail(where, why)
 
 
 def _sigactions_rule(sigactions):
@@ -248,7 +239,7 @@ PROCESS = Record({
     "times": Map(COUNT, key=Str(16), max_len=16),
     "exe": Nullable(EXE),
     "mm": MM,
-    "sigactions": Distinct(SIGACTION, "signo", max_len=64),     # see _sigactions_rule
+    "sigactions": List(SIGACTION, max_len=64, rule=distinct("signo")),   # _sigactions_rule
     "shared_pending": List(SIGINFO),
     "start_time": COUNT,
 }, optional=("start_time",), rule=lambda v: _sigactions_rule(v["sigactions"]))
@@ -263,10 +254,10 @@ def _altstack_rule(v):
 
 
 def _rseq_rule(v):
-    if v and set(v) >= {"ptr", "size", "signature"} and v["size"] < libc.RSEQ_MIN_SIZE:
-        return f"size {v['size']} is below the {libc.RSEQ_MIN_SIZE} bytes of struct rseq"
     if v and not set(v) >= {"ptr", "size", "signature"}:
         return "needs ptr, size and signature, or nothing"
+    if v and v["size"] < libc.RSEQ_MIN_SIZE:
+        return f"size {v['size']} is below the {libc.RSEQ_MIN_SIZE} bytes of struct rseq"
     if v and v["ptr"] % libc.RSEQ_MIN_SIZE:
         return f"ptr {v['ptr']:#x} is not aligned to {libc.RSEQ_MIN_SIZE} bytes"
     return None
@@ -298,6 +289,7 @@ MAPPING = Record({
     "anonymous": COUNT, "stored": Str(8, choices=STORED),
 }, rule=lambda v: (f"start {v['start']:#x} is not below end {v['end']:#x}"
                    if v["start"] >= v["end"] else
+                   # pages are 4 KiB or a multiple of it on every Linux architecture
                    "start or end is not page-aligned" if (v["start"] | v["end"]) & 0xFFF
                    else None))
 
@@ -310,16 +302,8 @@ def _sorted_rule(mappings):
     return None
 
 
-class _Mappings(List):
-    def check(self, v, where):
-        super().check(v, where)
-        why = _sorted_rule(v)
-        if why:
-            _fail(where, why)
-
-
 MAPPINGS = Record({
-    "mappings": _Mappings(MAPPING),
+    "mappings": List(MAPPING, rule=_sorted_rule),
     "files": Map(Record(IDENTITY, optional=IDENTITY_LATER)),
 })
 
@@ -328,7 +312,7 @@ MAPPINGS = Record({
 FD_KINDS = {}
 
 FD = Record({
-    "fd": Int(0, FD_LIMIT - 1), "kind": Str(16, pattern="[a-z0-9_]+"), "path": Str(),
+    "fd": Int(0, FD_LIMIT - 1), "kind": Str(64), "path": Str(),
     "flags": Int(0, U32), "pos": COUNT, "cloexec": Bool(),
     "description": Int(0, FD_LIMIT - 1),
     "inode": COUNT, "dev": COUNT, "rdev": COUNT, "size": COUNT, "mtime_ns": COUNT,
@@ -340,7 +324,6 @@ FD = Record({
     variants=("kind", FD_KINDS))
 
 
-
 def _descriptions_rule(v):
     owners = {f["fd"]: f["description"] for f in v["fds"]}
     for f in v["fds"]:
@@ -350,4 +333,4 @@ def _descriptions_rule(v):
     return None
 
 
-FILES = Record({"fds": Distinct(FD, "fd")}, rule=_descriptions_rule)
+FILES = Record({"fds": List(FD, rule=distinct("fd"))}, rule=_descriptions_rule)

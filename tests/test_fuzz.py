@@ -83,7 +83,8 @@ def kill_pids(pids):
 
 class Tally:
     def __init__(self, name):
-        self.name, self.cases, self.refused, self.failures = name, 0, 0, []
+        self.name, self.cases, self.refused, self.accepted = name, 0, 0, 0
+        self.failures, self.last = [], ""
 
     def fail(self, kind, what, detail=""):
         self.failures.append(f"{kind}: {what}: {detail.strip()[-600:]}")
@@ -98,10 +99,11 @@ class Tally:
         if rc is None:
             self.fail("hang", what, err)
             return False
-        if rc != 0:
-            lines = err.strip().splitlines()
-            if rc == 1 and lines and lines[-1].startswith("rcore: "):
-                self.refused += 1
+        lines = err.strip().splitlines()
+        if rc == 0:
+            self.accepted += 1
+        elif rc == 1 and lines and lines[-1].startswith("rcore: "):
+            self.refused += 1
         return True
 
     def report(self):
@@ -109,8 +111,7 @@ class Tally:
         for f in self.failures:
             counts[f.split(":")[0]] = counts.get(f.split(":")[0], 0) + 1
         line = (f"{self.name}: {self.cases} mutated cores, {self.refused} refused, "
-                f"{self.cases - self.refused - len(self.failures)} accepted; failures "
-                f"{counts or 0}")
+                f"{self.accepted} accepted; failures {counts or 0}")
         print(line)
         if REPORT:
             with open(REPORT, "a") as f:

@@ -145,7 +145,8 @@ def add_fd(core, fd, **entry):
     """A descriptor the process never had, as the core's owner would forge it."""
     def edit(obj):
         obj["fds"].append(dict(dict(fd=fd, kind="file", flags=os.O_RDONLY, pos=0,
-                                    cloexec=False, description=fd, rdev=0, deleted=False),
+                                    cloexec=False, description=fd, rdev=0, deleted=False,
+                                    dev=0, inode=0, size=0, mtime_ns=0, ctime_ns=0),
                                **entry))
     forge(core, NT_RCORE_FILES, edit)
 

@@ -26,7 +26,7 @@ from .fds import capture_files, kind_of
 from .errors import Incompatible, InjectedSyscallError, ProcessExited, PtraceError
 from .linux import ptrace
 from .linux.inject import Injector
-from .linux.libc import AT_FDCWD, PR_SET_NAME
+from .linux.libc import AT_FDCWD, PR_SET_NAME, SS_DISABLE
 from .linux.ptrace import Thread
 
 ARCH = arch.host()
@@ -39,9 +39,6 @@ CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID = 0x100000, 0x200000
 THREAD_FLAGS = (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD
                 | CLONE_SYSVSEM | CLONE_SETTLS)
 CLONE_ARGS = struct.Struct("<11Q")          # struct clone_args, CLONE_ARGS_SIZE_VER2
-
-SS_DISABLE = 2
-ROBUST_LIST_HEAD_SIZE = 24                  # struct robust_list_head
 
 # Status flags F_SETFL can change (fs/fcntl.c SETFL_MASK); the others are fixed at open.
 SETFL_MASK = 0o2000 | 0o4000 | 0o20000 | 0o40000 | 0o1000000
@@ -78,7 +75,7 @@ def apply_thread_state(thread, ts, ws, *, full=True, restart_block_kept=False):
             if _rseq_differs(thread, ts):
                 _apply_rseq(inj, thread, ts)
             head, length = ts.robust_list
-            inj.call("set_robust_list", head, length or ROBUST_LIST_HEAD_SIZE)
+            inj.call("set_robust_list", head, length or ARCH.ROBUST_LIST_HEAD_SIZE)
             inj.call("set_tid_address", ts.clear_child_tid)
     thread.set_sigmask(ts.sigmask)
     if ts.xstate:

@@ -47,10 +47,11 @@ class InjectionFault(RcoreError):
 
 
 class CoreFormatError(RcoreError):
-    """The file is not a core, or is truncated or corrupt."""
-    def __init__(self, path, msg):
-        self.path = path
-        super().__init__(f"{path}: {msg}")
+    """The file is not a core, or is truncated or corrupt.  `note` names the note
+    (or header) found corrupt: the message is then "PATH: corrupt NOTE: why"."""
+    def __init__(self, path, msg, note=None):
+        self.path, self.note = path, note
+        super().__init__(f"{path}: corrupt {note}: {msg}" if note else f"{path}: {msg}")
 
 
 class Incompatible(RcoreError):

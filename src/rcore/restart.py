@@ -116,7 +116,7 @@ def check_restartable(core, any_pid=False):
         raise Incompatible(f"{core.path} is a core of {core.arch.NAME}, this is {ARCH.NAME}")
     speaker = owner.of_core(core)
     owner.check_creds(speaker, core)
-    _check_core_complete(core)
+    core.require_complete()
     try:
         settings.check(proc.settings)
     except ValueError as err:
@@ -132,14 +132,6 @@ def check_restartable(core, any_pid=False):
     if not any_pid:
         spawn.check_pids_free([t.tid for t in proc.threads])
     return speaker
-
-
-def _check_core_complete(core):
-    for m in core.state.mappings:
-        if m.stored == "all" and not rebuild.is_kernel_mapping(m) \
-                and core.stored_range(m.start) is None:
-            raise Incompatible(f"{core.path}: the memory of {m.start:#x}-{m.end:#x} is "
-                               "missing from the core (truncated?)")
 
 
 def _check_exe(proc, trusted):

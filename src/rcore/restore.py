@@ -123,6 +123,7 @@ def check_compatible(pid, core, force=False):
     process that user could change, and its files are looked at as that user
     (owner.py).  Raises Incompatible or NotPermitted with one line naming what
     differs; returns the owner.Owner the core speaks for (None: trusted)."""
+    core.require_complete()
     if core.arch.NAME != ARCH.NAME:
         raise Incompatible(f"{core.path} is a core of an {core.arch.NAME} process, "
                            f"this machine is {ARCH.NAME}")

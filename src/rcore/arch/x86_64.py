@@ -57,7 +57,9 @@ SYSCALL_RET_REG = "rax"
 SYSCALL_ORIG_NR_REG = "orig_rax"
 
 NT_ARCH_XSTATE = 0x202      # NT_X86_XSTATE, owner "LINUX"
+NT_ARCH_XSTATE_NAME = "NT_X86_XSTATE"
 FXSAVE_SIZE = 512           # NT_PRFPREG is the legacy FXSAVE image, the start of XSAVE
+XSTATE_MIN = FXSAVE_SIZE + 64   # the legacy area and the XSAVE header
 XSTATE_MAX = 16384          # buffer for PTRACE_GETREGSET; the kernel says how much it used
 
 # System call numbers (arch/x86/entry/syscalls/syscall_64.tbl)
@@ -166,6 +168,7 @@ def set_call(regs, pc, args):
 # each return value stored as a u64 at results[sig - first]; then int3.  One stop
 # for all signals instead of two per signal.  Uses no stack.
 SIGACTION_SIZE = 32
+ROBUST_LIST_HEAD_SIZE = 24  # struct robust_list_head: set_robust_list takes no other length
 SIGACTION_LOOP_CODE = bytes.fromhex(
     "4989c8"        # mov r8, rcx          results (rcx: the syscall clobbers it)
     "4989f1"        # mov r9, rsi          last signal

@@ -59,8 +59,17 @@ def encode_prstatus(proc, thread, regs, sigpend=0, cursig=0):
     return bytes(st)
 
 
+def _exact(cls, desc):
+    if len(desc) != ctypes.sizeof(cls):
+        raise ValueError(f"{len(desc)} bytes, expected {ctypes.sizeof(cls)}")
+    return cls.from_buffer_copy(desc)
+
+
 def decode_prstatus(desc):
-    return S.ElfPrstatus.from_buffer_copy(desc.ljust(ctypes.sizeof(S.ElfPrstatus), b"\0"))
+    st = _exact(S.ElfPrstatus, desc)
+    if st.pr_pid <= 0:
+        raise ValueError(f"thread ID {st.pr_pid}")
+    return st
 
 
 def encode_prpsinfo(proc):
@@ -79,7 +88,7 @@ def encode_prpsinfo(proc):
 
 
 def decode_prpsinfo(desc):
-    return S.ElfPrpsinfo.from_buffer_copy(desc.ljust(ctypes.sizeof(S.ElfPrpsinfo), b"\0"))
+    return _exact(S.ElfPrpsinfo, desc)
 
 
 def encode_siginfo(signo=0, code=0):
@@ -100,11 +109,26 @@ def _file_name(m):
 
 
 def decode_file_note(desc):
+    """[(start, end, file offset, name)].  The count is checked against the note's
+    size before anything is read: the note is untrusted input."""
+    if len(desc) < 16:
+        raise ValueError(f"{len(desc)} bytes, too short for its header")
     count, page_size = struct.unpack_from("<QQ", desc)
-    ranges = [struct.unpack_from("<QQQ", desc, 16 + 24 * i) for i in range(count)]
-    names = desc[16 + 24 * count:].split(b"\0")[:count]
-    return [(start, end, pgoff * page_size, name.decode("utf-8", "surrogateescape"))
-            for (start, end, pgoff), name in zip(ranges, names)]
+    names_at = 16 + 24 * count
+    if names_at > len(desc):
+        raise ValueError(f"{count} files do not fit in {len(desc)} bytes")
+    if page_size == 0 or page_size & (page_size - 1):
+        raise ValueError(f"page size {page_size} is not a power of two")
+    names = desc[names_at:].split(b"\0")
+    if len(names) <= count:
+        raise ValueError(f"{count} files but {len(names) - 1} names")
+    out = []
+    for i in range(count):
+        start, end, pgoff = struct.unpack_from("<QQQ", desc, 16 + 24 * i)
+        if start >= end:
+            raise ValueError(f"file {i}: start {start:#x} is not below end {end:#x}")
+        out.append((start, end, pgoff * page_size, names[i].decode("utf-8", "surrogateescape")))
+    return out
 
 
 def iter_auxv(data):

@@ -5,10 +5,12 @@ rcore ignores unknown JSON keys, so fields can be added without a version bump;
 the version changes only when a field changes meaning.  docs/ARCHITECTURE.md
 documents every field."""
 
+import functools
 import json
 import struct
 
 from .. import fds
+from . import schema
 from ..state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmFields,
                      SigAction, ThreadState)
 
@@ -33,13 +35,25 @@ def _encode(obj):
     return struct.pack("<I", VERSION) + json.dumps(obj, separators=(",", ":")).encode()
 
 
-def _decode(desc):
+def _decode(desc, spec):
+    """The note's JSON, checked against its schema.  Raises ValueError (a
+    SchemaError names the field) for anything else than the declared shape."""
     if len(desc) < 4:
-        raise ValueError("rcore note too short")
+        raise ValueError("note too short")
     (version,) = struct.unpack_from("<I", desc)
     if version > VERSION:
-        raise ValueError(f"rcore note format {version} is newer than this rcore ({VERSION})")
-    return json.loads(desc[4:].decode())
+        raise ValueError(f"format {version} is newer than this rcore ({VERSION})")
+    if version < 1:
+        raise ValueError(f"format version {version} does not exist")
+    try:
+        d = json.loads(desc[4:].decode())
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as err:      # JSONDecodeError, or an integer of 4300+ digits
+        raise ValueError(f"not JSON: {err}") from None
+    return schema.check(spec, d)
 
 
 def encode_process(proc):
@@ -54,7 +68,7 @@ def encode_process(proc):
 
 def decode_process(desc, proc):
     """Fill `proc` (a ProcessState) from an NT_RCORE_PROCESS payload."""
-    d = _decode(desc)
+    d = _decode(desc, schema.PROCESS)
     for k in _PROCESS_KEYS:
         if k in d:
             setattr(proc, k, d.pop(k))
@@ -69,8 +83,13 @@ def encode_thread(thread):
     return _encode(thread.to_dict())
 
 
-def decode_thread(desc):
-    return ThreadState.from_dict(_decode(desc))
+def decode_thread(desc, arch_mod):
+    return ThreadState.from_dict(_decode(desc, _thread_schema(arch_mod)))
+
+
+@functools.cache
+def _thread_schema(arch_mod):
+    return schema.thread_record(arch_mod.ROBUST_LIST_HEAD_SIZE)
 
 
 def encode_mappings(proc):
@@ -79,7 +98,7 @@ def encode_mappings(proc):
 
 
 def decode_mappings(desc):
-    d = _decode(desc)
+    d = _decode(desc, schema.MAPPINGS)
     return ([Mapping.from_dict(m) for m in d.get("mappings", [])],
             {p: FileIdentity.from_dict(f) for p, f in d.get("files", {}).items()})
 
@@ -89,4 +108,4 @@ def encode_files(proc):
 
 
 def decode_files(desc):
-    return [fds.decode(FileDescriptor.from_dict(f)) for f in _decode(desc).get("fds", [])]
+    return [fds.decode(FileDescriptor.from_dict(f)) for f in _decode(desc, schema.FILES)["fds"]]

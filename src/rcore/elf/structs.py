@@ -26,6 +26,11 @@ NT_SIGINFO = 0x53494749
 NT_FILE = 0x46494C45
 NT_GNU_BUILD_ID = 3
 
+NOTE_NAMES = {NT_PRSTATUS: "NT_PRSTATUS", NT_PRFPREG: "NT_PRFPREG", NT_PRPSINFO: "NT_PRPSINFO",
+              NT_AUXV: "NT_AUXV", NT_SIGINFO: "NT_SIGINFO", NT_FILE: "NT_FILE"}
+PN_XNUM = 0xFFFF        # e_phnum of a core with more segments: the count is in sh_info
+                        # of section header 0 (include/uapi/linux/elf.h)
+
 NOTE_ALIGN = 4          # the kernel pads core notes to 4 bytes, also in ELF64
 
 

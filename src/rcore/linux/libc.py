@@ -151,6 +151,10 @@ PR_SET_THP_DISABLE = 41
 MADV_GUARD_INSTALL = 102             # Linux 6.13+
 PR_TIMER_CREATE_RESTORE_IDS = 77     # arg2: RESTORE_IDS_*; timer_create takes *timerid
 RESTORE_IDS_OFF, RESTORE_IDS_ON, RESTORE_IDS_GET = 0, 1, 2
+PID_MAX_LIMIT = 1 << 22             # highest pid_max (include/linux/threads.h, 64-bit)
+SS_ONSTACK, SS_DISABLE, SS_AUTODISARM = 1, 2, 1 << 31   # sigaltstack flags
+RSEQ_MIN_SIZE = 32                  # struct rseq as rseq(2) first took it (ORIG_RSEQ_SIZE),
+                                    # also the alignment it wants
 
 
 def prctl(option, a2=0, a3=0, a4=0, a5=0):

@@ -24,9 +24,9 @@ from os import O_ACCMODE, O_CLOEXEC, SEEK_SET
 from . import arch, rseq
 from .capture import capture_files
 from .errors import Incompatible, InjectedSyscallError, ProcessExited, PtraceError
-from .linux import ptrace
+from .linux import procfs, ptrace
 from .linux.inject import Injector
-from .linux.libc import AT_FDCWD, PR_SET_NAME
+from .linux.libc import AT_FDCWD, PR_SET_NAME, ROBUST_LIST_HEAD_SIZE, SS_DISABLE
 from .linux.ptrace import Thread
 
 ARCH = arch.host()
@@ -39,9 +39,6 @@ CLONE_PARENT_SETTID, CLONE_CHILD_CLEARTID = 0x100000, 0x200000
 THREAD_FLAGS = (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD
                 | CLONE_SYSVSEM | CLONE_SETTLS)
 CLONE_ARGS = struct.Struct("<11Q")          # struct clone_args, CLONE_ARGS_SIZE_VER2
-
-SS_DISABLE = 2
-ROBUST_LIST_HEAD_SIZE = 24                  # struct robust_list_head
 
 # Status flags F_SETFL can change (fs/fcntl.c SETFL_MASK); the others are fixed at open.
 SETFL_MASK = 0o2000 | 0o4000 | 0o20000 | 0o40000 | 0o1000000
@@ -260,8 +257,14 @@ def _check_reopenable(f):
 def plan_files(pid, files):
     """Compare the live descriptors of `pid` with checkpointed `files`
     (FileDescriptor list).  Raises Incompatible naming the fd when one must be
-    reopened but cannot be (pipes, sockets, deleted or replaced files)."""
+    reopened but cannot be (pipes, sockets, deleted or replaced files), or is
+    above the process's limit of open files (dup2 would refuse it)."""
     live = {f.fd: f for f in capture_files(pid, with_data=False)}
+    limit = procfs.read_rlimits(pid).get("nofile", [-1])[0]
+    for f in files:
+        if f.fd not in live and 0 <= limit <= f.fd:
+            raise Incompatible(f"fd {f.fd} of the checkpoint is above the limit of open "
+                               f"files of process {pid} ({limit})")
     want = {f.fd: f for f in files}
     plan = FilesPlan(close=sorted(fd for fd in live if fd not in want))
     kept = set()

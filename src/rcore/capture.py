@@ -153,7 +153,8 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         personality=int(procfs.read_bytes(pid, "personality").strip() or b"0", 16),
         creds=capture_creds(status), no_new_privs=int(status.get("NoNewPrivs", "0")),
         nice=st.nice,
-        times={"utime": st.utime, "stime": st.stime, "cutime": st.cutime, "cstime": st.cstime})
+        times={"utime": st.utime, "stime": st.stime, "cutime": st.cutime, "cstime": st.cstime},
+        start_time=st.start_time, boot_id=procfs.read_boot_id())
     leader = frozen.leader()
     tids = [pid] + sorted(t for t in frozen.threads if t != pid)
     proc.threads = [capture_thread(frozen.threads[t]) for t in tids]

@@ -70,6 +70,42 @@ def is_file_mapping(m):
     return m.file_backed and not is_shared_anon(m)
 
 
+def check_rebuild(pid, mappings):
+    """What rebuild_address_space would fail on midway in stopped process pid,
+    checked before anything changes (restore): [vdso]/[vvar*] of other sizes
+    than the checkpoint's (another kernel), and a mapping of a deleted file
+    that would have to be mapped again (the file can no longer be opened).
+    Raises Incompatible."""
+    live = procfs.read_maps(pid)
+    deleted = [m for m in mappings if is_file_mapping(m) and m.deleted]
+    for m in mappings:
+        if m.path in SPECIAL_MOVABLE:
+            cur = next((e for e in live if e.path == m.path), None)
+            if cur is not None:
+                _check_special_size(m, cur)
+    if not deleted:
+        return
+    mem = LiveMemory(pid)
+    try:
+        for m in deleted:
+            # mapped again unless the live range is compatible (map_missing) and,
+            # for a mapping the core does not store, has no private pages
+            # (revert_file_pages)
+            if not compatible(m, pieces(live, m.start, m.end)) or (
+                    not m.shared and m.stored != "all"
+                    and mem.populated_runs(m.start, m.end, private_only=True)):
+                raise Incompatible(f"the mapping {m.start:#x}-{m.end:#x} of the deleted file "
+                                   f"{m.path} would have to be mapped again, and cannot be")
+    finally:
+        mem.close()
+
+
+def _check_special_size(m, cur):
+    if cur.size != m.size:
+        raise Incompatible(f"{m.path} is {cur.size} bytes here, {m.size} in the "
+                           "checkpoint: it was taken on another kernel")
+
+
 class Workspace:
     """Two private pages in the target: `syscall; int3` at `syscall_addr` and a
     read-write scratch page at `scratch` for structures and strings that
@@ -91,11 +127,19 @@ class Workspace:
         self.scratch_size = PAGE
 
     @classmethod
-    def create(cls, inj, pid, avoid=()):
-        """Map the workspace.  avoid: extra (start, end) ranges to keep clear of,
-        e.g. the checkpoint's mappings."""
+    def place(cls, pid, avoid=()):
+        """Where the workspace goes: free in the live layout and in `avoid`
+        (extra (start, end) ranges, e.g. the checkpoint's mappings).  Changes
+        nothing."""
         taken = [(m.start, m.end) for m in procfs.read_maps(pid)] + list(avoid)
-        addr = choose_free_address(taken, cls.SIZE)
+        return choose_free_address(taken, cls.SIZE)
+
+    @classmethod
+    def create(cls, inj, pid, avoid=(), addr=None):
+        """Map the workspace at `addr` (default: place(pid, avoid)): the first
+        change made to the process."""
+        if addr is None:
+            addr = cls.place(pid, avoid)
         got = inj.call("mmap", addr, cls.SIZE, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
         ws = cls(pid, got)
@@ -328,9 +372,7 @@ class AddressSpaceBuilder:
             cur = next((e for e in live if e.path == m.path), None)
             if cur is None or cur.start == m.start:
                 continue
-            if cur.size != m.size:
-                raise Incompatible(f"{m.path} is {cur.size} bytes here, {m.size} in the "
-                                   "checkpoint: it was taken on another kernel")
+            _check_special_size(m, cur)
             moves.append((cur, m))
         if not moves:
             return

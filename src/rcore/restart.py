@@ -34,7 +34,7 @@ import select
 import signal
 from dataclasses import replace
 
-from . import apply, arch, attrs, fdrestore, mm, rebuild, rseq, spawn, vdso
+from . import apply, arch, attrs, fdrestore, mm, rebuild, rseq, spawn, validate, vdso
 from .elf.reader import CoreFile
 from .errors import Incompatible, Unsupported
 from .interrupts import signals_held
@@ -111,7 +111,7 @@ def check_restartable(core, any_pid=False):
                           "lacks the kernel state a restart needs)")
     if core.arch is not ARCH:
         raise Incompatible(f"{core.path} is a core of {core.arch.NAME}, this is {ARCH.NAME}")
-    _check_core_complete(core)
+    validate.check_checkpoint(core)
     _check_exe(proc)
     _check_mapped_files(proc)
     vdso.check_vdso(core)
@@ -119,14 +119,6 @@ def check_restartable(core, any_pid=False):
     _check_creds(proc)
     if not any_pid:
         spawn.check_pids_free([t.tid for t in proc.threads])
-
-
-def _check_core_complete(core):
-    for m in core.state.mappings:
-        if m.stored == "all" and not rebuild.is_kernel_mapping(m) \
-                and core.stored_range(m.start) is None:
-            raise Incompatible(f"{core.path}: the memory of {m.start:#x}-{m.end:#x} is "
-                               "missing from the core (truncated?)")
 
 
 def _check_exe(proc):

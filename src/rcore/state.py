@@ -218,6 +218,8 @@ class ProcessState:
     no_new_privs: int = 0
     nice: int = 0
     times: dict = field(default_factory=dict)            # utime, stime, cutime, cstime (ticks)
+    start_time: int = 0         # /proc/PID/stat field 22 (ticks after boot); 0: not recorded
+    boot_id: str = ""           # the boot it counts from; "": not recorded
     extra: dict = field(default_factory=dict)            # forward-compatible leftovers
 
     def thread(self, tid):

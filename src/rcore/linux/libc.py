@@ -127,6 +127,23 @@ PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_TID_ADDRESS = 40
 
+# Signals and threads (include/uapi/asm-generic/signal*.h, include/linux/signal_types.h,
+# include/uapi/linux/futex.h, include/uapi/linux/rseq.h).
+NSIG = 64
+SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO, SA_EXPOSE_TAGBITS = 0x1, 0x2, 0x4, 0x800
+SA_RESTORER, SA_ONSTACK, SA_RESTART = 0x04000000, 0x08000000, 0x10000000
+SA_NODEFER, SA_RESETHAND = 0x40000000, 0x80000000
+# The flags the kernel keeps (UAPI_SA_FLAGS): it clears the others at rt_sigaction.
+SA_FLAGS_KEPT = (SA_NOCLDSTOP | SA_NOCLDWAIT | SA_SIGINFO | SA_EXPOSE_TAGBITS | SA_RESTORER
+                 | SA_ONSTACK | SA_RESTART | SA_NODEFER | SA_RESETHAND)
+SIG_DFL, SIG_IGN = 0, 1
+SS_ONSTACK, SS_DISABLE, SS_AUTODISARM = 1, 2, 1 << 31
+MINSIGSTKSZ = 2048
+ROBUST_LIST_HEAD_SIZE = 24          # struct robust_list_head: the only length accepted
+RSEQ_MIN_SIZE = 32                  # ORIG_RSEQ_SIZE; the area is 32-byte aligned
+PID_MAX_LIMIT = 4 * 1024 * 1024     # the largest pid_max (include/linux/threads.h)
+PATH_MAX = 4096
+
 
 def prctl(option, a2=0, a3=0, a4=0, a5=0):
     return syscall("prctl", option, a2, a3, a4, a5)

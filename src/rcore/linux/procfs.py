@@ -126,6 +126,8 @@ class Stat:
     arg_end: int        # 49
     env_start: int      # 50
     env_end: int        # 51
+    start_time: int = 0  # 22: clock ticks after boot; with the boot ID, tells a process
+                         # from a later one that got its PID
 
 
 def parse_stat(data):
@@ -136,7 +138,7 @@ def parse_stat(data):
     n = lambda i: int(f[i - 3])   # proc(5) field i; f[0] is field 3
     return Stat(int(data[:lpar]), comm, f[0].decode(), n(4), n(5), n(6), n(14), n(15),
                 n(16), n(17), n(19), n(20), n(26), n(27), n(28), n(45), n(46), n(47),
-                n(48), n(49), n(50), n(51))
+                n(48), n(49), n(50), n(51), n(22))
 
 
 @_wrap
@@ -151,6 +153,12 @@ def parse_status(data):
         key, _, value = line.partition(":")
         out[key] = value.strip()
     return out
+
+
+def read_boot_id(proc=PROC):
+    """This boot's random ID (a UUID string): start times count from the boot."""
+    with open(os.path.join(proc, "sys/kernel/random/boot_id")) as f:
+        return f.read().strip()
 
 
 @_wrap

@@ -396,3 +396,69 @@ def test_dump_records_start_time_and_boot(target):
 def test_arch_limits_match_the_kernel(target):
     """The XSAVE size the checks expect is what ptrace gives for this CPU."""
     assert all(len(t.xstate) == x86_64.xsave_size() for t in target.state.threads)
+
+
+# --- rcore killed during a restore -----------------------------------------------------
+
+KILL_TRIALS = int(os.environ.get("RCORE_RESTORE_KILLS", "16"))
+
+
+def test_rcore_killed_at_any_instant_of_a_restore(procs, build, tmp_path):
+    """SIGKILL of rcore at random instants of restores (fixed seed): the target
+    is either killed by the kernel (EXITKILL: the restore had begun changing
+    it) or runs on untraced and unstopped, untouched (killed before the first
+    change) or fully restored (the restore had finished): never half-restored,
+    stopped or traced.  RCORE_RESTORE_KILLS=N for more trials."""
+    import random
+    import signal
+    import sys
+    import time
+    from conftest import SRC, wait_for
+    rng = random.Random(8)
+    outcomes = {"killed": 0, "untouched": 0, "restored": 0}
+    target = None
+    for trial in range(KILL_TRIALS):
+        if target is None:
+            run = tmp_path / f"t{trial}"
+            run.mkdir()
+            target = Stepper(procs, build, run)
+            target.send("x", 1)
+            core = str(run / "core")
+            assert rcore_cmd("dump", target.pid, "-o", core).returncode == 0
+            mutated = False
+        if not mutated:
+            assert target.send("m", 1) == ["mutated"]
+            mutated = True
+        r = subprocess.Popen([sys.executable, "-m", "rcore", "restore", str(target.pid), core],
+                             env=dict(os.environ, PYTHONPATH=SRC), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        if trial % 2:       # somewhere while rcore holds the process
+            wait_for(lambda: r.poll() is not None
+                     or proc_status(target.pid).get("TracerPid", "0") != "0",
+                     interval=0.0005, what="rcore freezing the target")
+            time.sleep(rng.uniform(0, 0.03))
+        else:               # anywhere, start-up and checks included
+            time.sleep(rng.uniform(0, 0.4))
+        r.send_signal(signal.SIGKILL)
+        r.wait()
+        try:
+            code = target.p.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is not None:
+            assert code == -signal.SIGKILL, code
+            outcomes["killed"] += 1
+            target = None
+            continue
+        status = wait_for(lambda: (lambda s: s if s.get("TracerPid") == "0" else None)(
+            proc_status(target.pid)), what="the target untraced")
+        assert not status["State"].startswith(("T", "t")), status
+        line = target.send("x", 1)[0]
+        if line.endswith("mutated"):
+            outcomes["untouched"] += 1
+        else:
+            assert line.endswith(" ok"), line
+            outcomes["restored"] += 1
+            mutated = False
+    print("restore kills:", outcomes)
+    assert sum(outcomes.values()) == KILL_TRIALS

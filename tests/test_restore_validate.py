@@ -307,6 +307,22 @@ def test_descriptor_above_the_process_limit(target):
                    f"fd {soft + 5}", "limit of open files")
 
 
+def test_values_only_restart_applies(target):
+    """rlimits, itimers and pending signals are restart's, but a core holding
+    impossible ones is corrupt: restore refuses it as well."""
+    def rlimit(d):
+        d["rlimits"]["nofile"] = [4096, 1024]
+    target.refuses(target.process(rlimit), "rlimit nofile: soft limit 4096 above hard")
+
+    def itimer(d):
+        d["itimers"]["real"] = [-1, 5]
+    target.refuses(target.process(itimer), "itimer real")
+
+    def pending(d):
+        d["shared_pending"] = [(b"\x00" * 128).hex()]
+    target.refuses(target.process(pending), "shared pending signal")
+
+
 def test_thread_ids(target):
     pid = target.st.pid
 

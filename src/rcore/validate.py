@@ -18,6 +18,8 @@ one line and nothing has changed.
                                registers and XSAVE (arch), mask, robust list,
                                rseq, sigaltstack, clear_child_tid
       check_process_values     signal handlers, cwd, umask, descriptors
+      check_restart_values     what only restart applies: rlimits, itimers,
+                               personality, pending signals
 
 Checks that need the live process (descriptor numbers under its RLIMIT_NOFILE,
 the kernel mappings' sizes) are done by the caller's planning step (restore:
@@ -30,6 +32,7 @@ import bisect
 import os
 
 from . import arch as arches
+from .elf.notes import SIGINFO_SIZE
 from .elf.rcore_notes import NAMES as NOTE_NAMES, NT_RCORE_FILES, NT_RCORE_MAPPINGS, \
     NT_RCORE_PROCESS, NT_RCORE_THREAD
 from .errors import CoreFormatError
@@ -81,6 +84,7 @@ def _check(core):
     check_threads(proc, layout, arch, full)
     if full:
         check_process_values(proc, layout)
+        check_restart_values(proc)
 
 
 # --- the address space ---------------------------------------------------------------
@@ -151,12 +155,12 @@ def check_layout(mappings, core):
 def check_mm(mm, layout):
     """The mm fields, as prctl(PR_SET_MM_MAP) checks them (kernel/sys.c
     validate_prctl_map_addr), and the heap [start_brk, brk) inside the layout."""
-    top = arches.host().task_size_max()
+    low, top = _sysctl("vm/mmap_min_addr", 0), arches.host().task_size_max()
     names = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
              "start_stack", "arg_start", "arg_end", "env_start", "env_end")
     for name in names:
         value = getattr(mm, name)
-        if not _is_uint(value) or value >= top:
+        if not _is_uint(value) or not low <= value < top:
             _bad(PROCESS, f"mm {name} {_hex(value)} is outside user space")
     for lo, hi in (("start_data", "end_data"), ("start_brk", "brk"),
                    ("arg_start", "arg_end"), ("env_start", "env_end")):
@@ -174,6 +178,9 @@ def check_threads(proc, layout, arch, full):
     threads = proc.threads
     if not threads:
         _bad(PRSTATUS, "no threads")
+    most = _sysctl("kernel/threads-max", PID_MAX_LIMIT)
+    if len(threads) > most:
+        _bad(PRSTATUS, f"{len(threads)} threads, more than this kernel allows ({most})")
     seen = set()
     for ts in threads:
         if not _is_uint(ts.tid) or not 0 < ts.tid <= PID_MAX_LIMIT:
@@ -312,7 +319,7 @@ def _check_sigactions(sigactions, layout):
 def _check_files(files):
     if not isinstance(files, list):
         _bad(FILES, "fds is not a list")
-    nr_open = _nr_open()
+    nr_open = _sysctl("fs/nr_open", 1 << 20)
     table = {}
     for f in files:
         if type(f.fd) is not int or not 0 <= f.fd < nr_open:
@@ -339,12 +346,46 @@ def _check_files(files):
                         "is not the lowest descriptor of one")
 
 
-def _nr_open():
+def check_restart_values(proc):
+    """What restart alone gives the kernel (attrs.py): rlimits (prlimit64: soft
+    not above hard, -1 unlimited), itimers, personality, and pending signals
+    queued again (siginfo of a valid signal)."""
+    if not isinstance(proc.rlimits, dict):
+        _bad(PROCESS, "rlimits is not an object")
+    for name, pair in proc.rlimits.items():
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(type(v) is int and -1 <= v < 1 << 63 for v in pair)):
+            _bad(PROCESS, f"rlimit {name} is not [soft, hard] (-1: unlimited)")
+        soft, hard = (U64 if v == -1 else v for v in pair)
+        if soft > hard:
+            _bad(PROCESS, f"rlimit {name}: soft limit {pair[0]} above hard limit {pair[1]}")
+    if not isinstance(proc.itimers, dict):
+        _bad(PROCESS, "itimers is not an object")
+    for name, pair in proc.itimers.items():
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(type(v) is int and 0 <= v < 1 << 62 for v in pair)):
+            _bad(PROCESS, f"itimer {name} is not [interval_us, value_us]")
+    _uint(proc.personality, PROCESS, "personality", U32 - 1)
+    _check_siginfos(proc.shared_pending, PROCESS, "shared pending signal")
+    for ts in proc.threads:
+        _check_siginfos(ts.pending, THREAD, f"thread {ts.tid}: pending signal")
+
+
+def _check_siginfos(infos, note, what):
+    if not isinstance(infos, list):
+        _bad(note, f"{what}s are not a list")
+    for info in infos:
+        if not isinstance(info, bytes) or len(info) != SIGINFO_SIZE \
+                or not 1 <= int.from_bytes(info[:4], "little", signed=True) <= NSIG:
+            _bad(note, f"{what}: not a {SIGINFO_SIZE}-byte siginfo of a signal 1-{NSIG}")
+
+
+def _sysctl(name, default):
     try:
-        with open("/proc/sys/fs/nr_open") as f:
+        with open(f"/proc/sys/{name}") as f:
             return int(f.read())
     except (OSError, ValueError):
-        return 1 << 20
+        return default
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -180,6 +180,11 @@ def test_registers(target):
     target.refuses(setter("gs_base", (1 << 64) - 4096), "gs_base")
     target.refuses(setter("eflags", 0x3202), "eflags")         # IOPL 3
     target.refuses(setter("rip", heap.start), "rip", "not in executable memory")
+    code = target.mapping_where(lambda m: m.perms[2] == "x" and m.path.startswith("/"))
+
+    def rerun_outside(r):           # in read(): it would rerun the call 2 bytes back
+        r.rip, r.rax, r.orig_rax = code.start, (-512) & (1 << 64) - 1, 0
+    target.refuses(target.regs(rerun_outside), "would resume at")
 
 
 def test_xsave_image(target):
@@ -240,6 +245,14 @@ def test_mappings(target):
     def missing(ms):
         ms[none]["stored"] = "all"
     target.refuses(mappings(missing), "missing from the core")
+
+    def unnamed_file(ms):           # an inode makes it a file mapping, of no path
+        ms[anon]["inode"] = 5
+    target.refuses(mappings(unnamed_file), "identity the core records")
+
+    def unrecorded_file(ms):
+        ms[none]["path"] = "/etc/passwd"
+    target.refuses(mappings(unrecorded_file), "'/etc/passwd' is not an absolute path whose")
 
 
 def test_mm_fields(target):
@@ -334,6 +347,18 @@ def test_thread_ids(target):
         if st.pr_pid != pid:
             st.pr_pid = -5
     target.refuses(lambda path: rewrite_prstatus(path, negative), "thread ID -5")
+
+
+def test_restart_refuses_the_same_values(target):
+    """restart runs the same checks before it starts anything."""
+    def length(d):
+        d["robust_list"][1] = 999
+    bad = target.copy()
+    rewrite_rcore_note(bad, THREAD, length)
+    r = rcore_cmd("restart", "--detach", "--any-pid", bad)
+    err = r.stderr.strip()
+    assert r.returncode == 1 and len(err.splitlines()) == 1, err
+    assert "corrupt RCORE_THREAD" in err and "robust list length 999" in err, err
 
 
 # --- another process's core --------------------------------------------------------
@@ -478,3 +503,9 @@ def test_rcore_killed_at_any_instant_of_a_restore(procs, build, tmp_path):
             mutated = False
     print("restore kills:", outcomes)
     assert sum(outcomes.values()) == KILL_TRIALS
+
+
+def test_help_says_what_a_sigkill_of_rcore_does():
+    out = rcore_cmd("restore", "--help").stdout
+    assert "SIGKILL of rcore kills the process" in " ".join(out.split())
+    assert "another process" in out and "--force" in out

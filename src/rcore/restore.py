@@ -144,10 +144,10 @@ def check_same_process(pid, core, force=False):
     elif proc.boot_id != procfs.read_boot_id():
         why = (f"{core.path} is a checkpoint of a process {pid} from before the machine "
                f"restarted, not of the process {pid} running now")
-    elif proc.start_time != procfs.read_stat(pid).start_time:
+    elif proc.start_time != (started := procfs.read_stat(pid).start_time):
         why = (f"{core.path} is a checkpoint of a process {pid} started at tick "
                f"{proc.start_time} after boot, not of the process {pid} running now "
-               f"(started at tick {procfs.read_stat(pid).start_time})")
+               f"(started at tick {started})")
     else:
         return []
     if not force:

@@ -144,8 +144,13 @@ def check_layout(mappings, core):
             _bad(MAPPINGS, f"{where}: stored {m.stored!r} is none of {', '.join(STORED)}")
         if not isinstance(m.path, str):
             _bad(MAPPINGS, f"{where}: the path is not a string")
+        _uint(m.inode, MAPPINGS, f"{where}: inode")
         if is_file_mapping(m):
+            # mapped again by path: a path whose identity the core records
             _path(m.path, MAPPINGS, f"{where}: path")
+            if not m.path.startswith("/") or m.path not in core.state.mapped_files:
+                _bad(MAPPINGS, f"{where}: file {m.path!r} is not an absolute path whose "
+                               "identity the core records")
         if m.stored == "all" and not is_kernel_mapping(m):
             got = core.stored_range(m.start)
             if got is None or got[1] < m.size:
@@ -203,6 +208,11 @@ def check_thread_state(ts, layout, arch=None, full=True):
         arch.check_user_regs(ts.regs, layout.executable)
     except ValueError as err:
         _bad(PRSTATUS, f"{who}: {err}")
+    # A thread in a system call resumes at the call again (apply.resume_regs).
+    pc = arch.restart_interrupted_syscall(ts.user_regs(arch), True).pc
+    if not layout.executable(pc):
+        _bad(PRSTATUS, f"{who}: it would resume at {pc:#x} (rerunning its system call), "
+                       "not in executable memory of the checkpoint")
     _uint(ts.sigmask, PRSTATUS, f"{who}: signal mask", U64)
     if not full:
         return

@@ -250,6 +250,14 @@ def test_mappings(target):
         ms[anon]["inode"] = 5
     target.refuses(mappings(unnamed_file), "identity the core records")
 
+    exe = next(i for i, m in enumerate(target.state.mappings) if m.perms == "r-xp"
+               and m.path == os.readlink(f"/proc/{target.st.pid}/exe"))
+
+    def writable_shared_executable(ms):  # to map again O_RDWR: ETXTBSY
+        ms[exe]["perms"] = "rw-s"
+    target.refuses(mappings(writable_shared_executable), "cannot be opened so",
+                   "Text file busy")
+
     def unrecorded_file(ms):
         ms[none]["path"] = "/etc/passwd"
     target.refuses(mappings(unrecorded_file), "'/etc/passwd' is not an absolute path whose")

@@ -73,9 +73,10 @@ def is_file_mapping(m):
 def check_rebuild(pid, mappings):
     """What rebuild_address_space would fail on midway in stopped process pid,
     checked before anything changes (restore): [vdso]/[vvar*] of other sizes
-    than the checkpoint's (another kernel), and a mapping of a deleted file
-    that would have to be mapped again (the file can no longer be opened).
-    Raises Incompatible."""
+    than the checkpoint's (another kernel), a file that must be mapped again
+    and cannot be opened so (a shared writable mapping of a running executable:
+    ETXTBSY; a read-only filesystem), and a mapping of a deleted file that would
+    have to be mapped again.  Raises Incompatible."""
     live = procfs.read_maps(pid)
     deleted = [m for m in mappings if is_file_mapping(m) and m.deleted]
     for m in mappings:
@@ -83,6 +84,13 @@ def check_rebuild(pid, mappings):
             cur = next((e for e in live if e.path == m.path), None)
             if cur is not None:
                 _check_special_size(m, cur)
+        elif is_file_mapping(m) and not m.deleted \
+                and not compatible(m, pieces(live, m.start, m.end)):
+            try:        # as _open_in_target will (rcore's identity, not the process's)
+                os.close(os.open(m.path, _open_flags(m)))
+            except OSError as err:
+                raise Incompatible(f"{m.path} must be mapped again at {m.start:#x} and "
+                                   f"cannot be opened so: {err.strerror}") from None
     if not deleted:
         return
     mem = LiveMemory(pid)
@@ -98,6 +106,11 @@ def check_rebuild(pid, mappings):
                                    f"{m.path} would have to be mapped again, and cannot be")
     finally:
         mem.close()
+
+
+def _open_flags(m):
+    """How a file is opened to map it again."""
+    return (O_RDWR if m.shared and m.perms[1] == "w" else O_RDONLY) | O_CLOEXEC
 
 
 def _check_special_size(m, cur):
@@ -420,9 +433,7 @@ class AddressSpaceBuilder:
         if m.deleted:
             raise Incompatible(f"mapping {m.start:#x}-{m.end:#x} of deleted file {m.path} "
                                "is gone and cannot be mapped again")
-        path = self.ws.put_str(m.path)
-        flags = (O_RDWR if m.shared and m.perms[1] == "w" else O_RDONLY) | O_CLOEXEC
-        return self.inj.call("openat", AT_FDCWD, path, flags, 0)
+        return self.inj.call("openat", AT_FDCWD, self.ws.put_str(m.path), _open_flags(m), 0)
 
     def fix_protections(self, live):
         for m in self.targets:

@@ -318,6 +318,27 @@ def test_descriptors(target):
     target.refuses(files(offset), "offset")
 
 
+def test_offset_the_filesystem_refuses(target):
+    """lseek past the largest file ext4 (or tmpfs) allows is EINVAL: found by
+    rcore on its own open of the file, not midway."""
+    log = next(f for f in target.state.files if f.path.endswith("/log"))
+    fd = os.open(log.path, os.O_RDONLY)
+    try:
+        os.lseek(fd, 1 << 62, os.SEEK_SET)
+        pytest.skip(f"the filesystem of {log.path} takes any offset (tmpfs?)")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+    def far(d):
+        for f in d["fds"]:
+            if f["fd"] == log.fd:
+                f["pos"] = 1 << 62
+    target.refuses(lambda path: rewrite_rcore_note(path, FILES, far),
+                   f"fd {log.fd}: offset {1 << 62} cannot be set")
+
+
 def test_descriptor_above_the_process_limit(target):
     """An fd the process's RLIMIT_NOFILE would not let dup2 create."""
     soft = int(open(f"/proc/{target.st.pid}/limits").read().split("Max open files")[1].split()[0])

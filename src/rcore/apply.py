@@ -285,7 +285,33 @@ def plan_files(pid, files):
         else:
             plan.dup.append((f.description, fd))
             plan.adjust.append((f, None))
+    for f, cur in plan.adjust:
+        if _seeks(f, cur):
+            _check_offset(pid, f, cur)
     return plan
+
+
+def _seeks(f, cur):
+    """Does apply_files lseek this descriptor to its checkpointed offset?"""
+    return f.description == f.fd and f.kind in SEEKABLE and (cur is None or cur.pos != f.pos)
+
+
+def _check_offset(pid, f, cur):
+    """lseek to f.pos on rcore's own open file description of the same file (the
+    process's is not touched): an offset past what the filesystem or device
+    allows (EINVAL) refuses the core here rather than midway."""
+    src = procfs.path(pid, "fd", str(f.fd)) if cur is not None else f.path
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | O_CLOEXEC)
+    except OSError:
+        return                  # rcore cannot tell: the restore will
+    try:
+        os.lseek(fd, f.pos, SEEK_SET)
+    except OSError as err:
+        raise Incompatible(f"fd {f.fd}: offset {f.pos} cannot be set on {f.path}: "
+                           f"{err.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def apply_files(inj, ws, plan):
@@ -302,7 +328,7 @@ def apply_files(inj, ws, plan):
         inj.call("dup2", src, dst)
     for f, cur in plan.adjust:
         primary = f.description == f.fd
-        if primary and f.kind in SEEKABLE and (cur is None or cur.pos != f.pos):
+        if _seeks(f, cur):
             inj.call("lseek", f.fd, f.pos, SEEK_SET)
         if primary and cur is not None and (cur.flags ^ f.flags) & SETFL_MASK:
             inj.call("fcntl", f.fd, F_SETFL, f.flags & SETFL_MASK)

@@ -468,6 +468,105 @@ def test_arch_limits_match_the_kernel(target):
     assert all(len(t.xstate) == x86_64.xsave_size() for t in target.state.threads)
 
 
+# --- one value changed at random ----------------------------------------------------
+
+FUZZ_CASES = int(os.environ.get("RCORE_RESTORE_FUZZ", "16"))
+REGISTERS = ("cs", "ss", "ds", "es", "fs", "gs", "fs_base", "gs_base", "eflags", "rip",
+             "rsp", "rax", "orig_rax")
+STRINGS = ("", "x", "/", "/nonexistent", "/etc/passwd", "/usr/bin/true", "[heap]", "/tmp")
+
+
+def _leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, path + (i,))
+    else:
+        yield path, obj
+
+
+def _other_value(rng, key, v):
+    if key == "perms":
+        return "".join(rng.choice(c) for c in ("r-", "w-", "x-", "ps"))
+    if key == "stored":
+        return rng.choice(("all", "none", "header", "dirty"))
+    if key == "kind":
+        return rng.choice(("file", "dir", "pipe", "fifo", "chr", "blk", "socket", "anon"))
+    if isinstance(v, bool):
+        return not v
+    if isinstance(v, int):
+        return rng.choice((0, -1, 1, v + 1, v - 1, v * 2, v ^ 1 << rng.randrange(64), 999,
+                           1 << 63, (1 << 64) - 1, v + 8, -v,
+                           v + rng.choice((-1, 1)) * 4096 * rng.choice((1, 16, 256))))
+    if isinstance(v, str):
+        return rng.choice(STRINGS + (v + "x", v[:-1]))
+    return v
+
+
+def mutate_one_value(path, rng):
+    """Change one value of one rcore note, or one register; returns what."""
+    done = []
+    if rng.random() < 0.8:
+        note = rng.choice((PROCESS, THREAD, MAPPINGS, FILES))
+
+        def change(d):
+            if done:
+                return
+            where, v = rng.choice([(p, v) for p, v in _leaves(d) if p])
+            obj = d
+            for k in where[:-1]:
+                obj = obj[k]
+            obj[where[-1]] = _other_value(rng, where[-1], v)
+            done.append((R.NAMES[note], where, v, obj[where[-1]]))
+        rewrite_rcore_note(path, note, change)
+    else:
+        name = rng.choice(REGISTERS)
+
+        def change_reg(st):
+            if not done:
+                v = getattr(st.pr_reg, name)
+                setattr(st.pr_reg, name, _other_value(rng, name, v) & (1 << 64) - 1)
+                done.append(("NT_PRSTATUS", name, v, getattr(st.pr_reg, name)))
+        rewrite_prstatus(path, change_reg)
+    return done
+
+
+def test_one_value_changed_at_random_never_fails_midway(procs, build, tmp_path):
+    """Cores with one value changed (fixed seed; RCORE_RESTORE_FUZZ=N for more):
+    each is refused with one line and the target untouched, or restored whole.
+    No traceback, no failure midway (which would kill the target)."""
+    import random
+    import signal
+    rng = random.Random(11)
+    outcomes = {"refused": 0, "restored": 0}
+    t = None
+    for case in range(FUZZ_CASES):
+        if t is None:
+            run = tmp_path / f"r{case}"
+            run.mkdir()
+            t = Target(procs, build, run)
+        bad = t.copy()
+        what = mutate_one_value(bad, rng)
+        r = rcore_cmd("restore", t.st.pid, bad)
+        os.unlink(bad)
+        err = r.stderr.strip()
+        assert "Traceback" not in err and "midway" not in err, (what, err)
+        if r.returncode == 0:
+            outcomes["restored"] += 1           # a value the process can have: its state
+            os.kill(t.st.pid, signal.SIGKILL)   # is now whatever the core said
+            t.st.p.wait()
+            t = None
+            continue
+        assert r.returncode == 1 and len(err.splitlines()) == 1, (what, err)
+        assert not_traced(t.st.pid), what
+        line = t.st.send("x", 1)[0]
+        assert line.endswith(" ok"), (what, line)
+        outcomes["refused"] += 1
+    print("one value changed:", outcomes)
+
+
 # --- rcore killed during a restore -----------------------------------------------------
 
 KILL_TRIALS = int(os.environ.get("RCORE_RESTORE_KILLS", "16"))

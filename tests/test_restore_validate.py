@@ -8,12 +8,16 @@ still alive, running, untraced, its layout unchanged, and its next step passes
 its own checks."""
 
 import os
+import random
+import signal
 import struct
 import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import proc_status, rcore_cmd, read_lines, wait_lines
+from conftest import SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
 from corenotes import rewrite_prstatus, rewrite_rcore_note, rewrite_xstate
 from test_restore import Stepper, not_traced
 
@@ -537,8 +541,6 @@ def test_one_value_changed_at_random_never_fails_midway(procs, build, tmp_path):
     """Cores with one value changed (fixed seed; RCORE_RESTORE_FUZZ=N for more):
     each is refused with one line and the target untouched, or restored whole.
     No traceback, no failure midway (which would kill the target)."""
-    import random
-    import signal
     rng = random.Random(11)
     outcomes = {"refused": 0, "restored": 0}
     t = None
@@ -578,11 +580,6 @@ def test_rcore_killed_at_any_instant_of_a_restore(procs, build, tmp_path):
     it) or runs on untraced and unstopped, untouched (killed before the first
     change) or fully restored (the restore had finished): never half-restored,
     stopped or traced.  RCORE_RESTORE_KILLS=N for more trials."""
-    import random
-    import signal
-    import sys
-    import time
-    from conftest import SRC, wait_for
     rng = random.Random(8)
     outcomes = {"killed": 0, "untouched": 0, "restored": 0}
     target = None
@@ -590,10 +587,8 @@ def test_rcore_killed_at_any_instant_of_a_restore(procs, build, tmp_path):
         if target is None:
             run = tmp_path / f"t{trial}"
             run.mkdir()
-            target = Stepper(procs, build, run)
-            target.send("x", 1)
-            core = str(run / "core")
-            assert rcore_cmd("dump", target.pid, "-o", core).returncode == 0
+            t = Target(procs, build, run)
+            target, core = t.st, t.core
             mutated = False
         if not mutated:
             assert target.send("m", 1) == ["mutated"]

@@ -250,6 +250,17 @@ def test_mappings(target):
         ms[none]["stored"] = "all"
     target.refuses(mappings(missing), "missing from the core")
 
+    written = next(i for i, m in enumerate(target.state.mappings)
+                   if m.path.endswith("/data") and m.stored == "all")
+
+    def past_end_of_file(ms):       # its written pages would be SIGBUS pages
+        ms[written]["offset"] = 1 << 40
+    target.refuses(mappings(past_end_of_file), "past the end of")
+
+    def anonymous_not_stored(ms):    # its live bytes would silently stay
+        ms[anon]["stored"] = "none"
+    target.refuses(mappings(anonymous_not_stored), "not in the core")
+
     def unnamed_file(ms):           # an inode makes it a file mapping, of no path
         ms[anon]["inode"] = 5
     target.refuses(mappings(unnamed_file), "identity the core records")

@@ -529,6 +529,21 @@ def fillable(m, core):
         and core.stored_range(m.start) is not None
 
 
+def writes_past_end_of_file(core, m, file_size):
+    """Would filling file mapping m write into pages past the end of its file
+    (file_size bytes)?  Those pages fault (SIGBUS) and cannot be written; the
+    core holds only zeros (holes) there when it is the process's."""
+    in_file = max(0, _page_up(file_size) - m.offset)
+    if in_file >= m.size or not fillable(m, core):
+        return False
+    where = core.stored_range(m.start + in_file)
+    if where is None:
+        return False
+    off, avail = where
+    return any(has_data for _, _, has_data in
+               _CoreBytes(core).extents(off, min(avail, m.size - in_file), sparse=True))
+
+
 def fill_memory(pid, mappings, core, fresh=(), summary=None, progress=None):
     """Bring the memory of `mappings` (already mapped in stopped process pid) to
     the bytes the core holds for them, writing only pages that differ.

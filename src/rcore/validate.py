@@ -39,7 +39,7 @@ from .errors import CoreFormatError
 from .linux.libc import (MINSIGSTKSZ, NSIG, PATH_MAX, PID_MAX_LIMIT, ROBUST_LIST_HEAD_SIZE,
                          RSEQ_MIN_SIZE, SA_FLAGS_KEPT, SIG_DFL, SIG_IGN, SS_AUTODISARM,
                          SS_DISABLE, SS_ONSTACK)
-from .rebuild import is_file_mapping, is_kernel_mapping
+from .rebuild import is_file_mapping, is_kernel_mapping, writes_past_end_of_file
 
 PROCESS, THREAD = NOTE_NAMES[NT_RCORE_PROCESS], NOTE_NAMES[NT_RCORE_THREAD]
 MAPPINGS, FILES = NOTE_NAMES[NT_RCORE_MAPPINGS], NOTE_NAMES[NT_RCORE_FILES]
@@ -148,13 +148,28 @@ def check_layout(mappings, core):
         if is_file_mapping(m):
             # mapped again by path: a path whose identity the core records
             _path(m.path, MAPPINGS, f"{where}: path")
-            if not m.path.startswith("/") or m.path not in core.state.mapped_files:
+            ident = core.state.mapped_files.get(m.path)
+            if not m.path.startswith("/") or ident is None:
                 _bad(MAPPINGS, f"{where}: file {m.path!r} is not an absolute path whose "
                                "identity the core records")
+            if _is_uint(ident.size) and writes_past_end_of_file(core, m, ident.size):
+                _bad(MAPPINGS, f"{where}: the core holds data for its pages past the end "
+                               f"of {m.path} (offset {m.offset:#x}, {ident.size} bytes)")
+        if m.stored != "all" and _always_stored(m):
+            _bad(MAPPINGS, f"{where}: its memory is not in the core (stored "
+                           f"{m.stored!r}), though rcore stores all such memory: restore "
+                           "would leave the live bytes in place")
         if m.stored == "all" and not is_kernel_mapping(m):
             got = core.stored_range(m.start)
             if got is None or got[1] < m.size:
                 _bad(MAPPINGS, f"{where}: its memory is missing from the core (truncated?)")
+
+
+def _always_stored(m):
+    # dump.plan_mapping stores every readable anonymous mapping and every mapping
+    # of a deleted file (nothing else holds those bytes).
+    return m.perms[0] == "r" and not is_kernel_mapping(m) \
+        and not {"io", "pf"} & set(m.vmflags) and (not m.file_backed or m.deleted)
 
 
 def check_mm(mm, layout):

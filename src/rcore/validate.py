@@ -152,7 +152,9 @@ def check_layout(mappings, core):
             if not m.path.startswith("/") or ident is None:
                 _bad(MAPPINGS, f"{where}: file {m.path!r} is not an absolute path whose "
                                "identity the core records")
-            if _is_uint(ident.size) and writes_past_end_of_file(core, m, ident.size):
+            # (an identity without a device was not read: the size is unknown)
+            if ident.dev and _is_uint(ident.size) \
+                    and writes_past_end_of_file(core, m, ident.size):
                 _bad(MAPPINGS, f"{where}: the core holds data for its pages past the end "
                                f"of {m.path} (offset {m.offset:#x}, {ident.size} bytes)")
         if m.stored != "all" and _always_stored(m):

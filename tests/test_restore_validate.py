@@ -44,6 +44,12 @@ class Target:
         with CoreFile(self.core) as c:
             self.state = c.state
 
+    @classmethod
+    def fresh(cls, procs, build, run):
+        """Another Target, in a directory of its own."""
+        run.mkdir()
+        return cls(procs, build, run)
+
     def copy(self):
         self.copies += 1
         path = str(self.tmp_path / f"bad{self.copies}.core")
@@ -558,10 +564,7 @@ def test_one_value_changed_at_random_never_fails_midway(procs, build, tmp_path):
     outcomes = {"refused": 0, "restored": 0}
     t = None
     for case in range(FUZZ_CASES):
-        if t is None:
-            run = tmp_path / f"r{case}"
-            run.mkdir()
-            t = Target(procs, build, run)
+        t = t or Target.fresh(procs, build, tmp_path / f"r{case}")
         bad = t.copy()
         what = mutate_one_value(bad, rng)
         r = rcore_cmd("restore", t.st.pid, bad)
@@ -598,9 +601,7 @@ def test_rcore_killed_at_any_instant_of_a_restore(procs, build, tmp_path):
     target = None
     for trial in range(KILL_TRIALS):
         if target is None:
-            run = tmp_path / f"t{trial}"
-            run.mkdir()
-            t = Target(procs, build, run)
+            t = Target.fresh(procs, build, tmp_path / f"t{trial}")
             target, core = t.st, t.core
             mutated = False
         if not mutated:

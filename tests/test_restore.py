@@ -363,7 +363,7 @@ def test_any_starting_layout_another_instance_becomes_the_checkpoint(procs, buil
     assert rcore_cmd("dump", "--kill", a.pid, "-o", core).returncode == 0
     a.wait(timeout=10)
     a_ticks = len(read_lines(a_out))
-    r = rcore_cmd("restore", b.pid, core)
+    r = rcore_cmd("restore", "--force", b.pid, core)     # another process: forced
     assert r.returncode == 0, r.stderr
     assert f"the checkpoint is of process {a.pid}, not {b.pid}" in r.stdout
     with CoreFile(core) as c:

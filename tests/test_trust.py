@@ -347,7 +347,7 @@ def test_zeroed_identity_fields_refused(procs, user, home, ticker, what):
     elif what == "mapped file left out":
         lib = _libc_path(core)
         forge(core, NT_RCORE_MAPPINGS, lambda obj: obj["files"].pop(lib))
-        words = [lib, "does not record"]
+        words = [lib, "identity the core records"]
     elif what == "descriptor":
         readable = os.path.join(home, "readable")
         with open(readable, "w") as f:

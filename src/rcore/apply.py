@@ -24,7 +24,7 @@ from os import O_ACCMODE, O_CLOEXEC, SEEK_SET
 from . import arch, rseq
 from .fds import capture_files, kind_of
 from .errors import Incompatible, InjectedSyscallError, ProcessExited, PtraceError
-from .linux import ptrace
+from .linux import procfs, ptrace
 from .linux.inject import Injector
 from .linux.libc import AT_FDCWD, PR_SET_NAME, SS_DISABLE
 from .linux.ptrace import Thread
@@ -256,8 +256,14 @@ def _check_reopenable(f):
 def plan_files(pid, files):
     """Compare the live descriptors of `pid` with checkpointed `files`
     (FileDescriptor list).  Raises Incompatible naming the fd when one must be
-    reopened but cannot be (pipes, sockets, deleted or replaced files)."""
+    reopened but cannot be (pipes, sockets, deleted or replaced files), or is
+    above the process's limit of open files (dup2 would refuse it)."""
     live = {f.fd: f for f in capture_files(pid, with_data=False)}
+    limit = procfs.read_rlimits(pid).get("nofile", [-1])[0]
+    for f in files:
+        if f.fd not in live and 0 <= limit <= f.fd:
+            raise Incompatible(f"fd {f.fd} of the checkpoint is above the limit of open "
+                               f"files of process {pid} ({limit})")
     want = {f.fd: f for f in files}
     plan = FilesPlan(close=sorted(fd for fd in live if fd not in want))
     kept = set()
@@ -278,7 +284,33 @@ def plan_files(pid, files):
         else:
             plan.dup.append((f.description, fd))
             plan.adjust.append((f, None))
+    for f, cur in plan.adjust:
+        if _seeks(f, cur):
+            _check_offset(pid, f, cur)
     return plan
+
+
+def _seeks(f, cur):
+    """Does apply_files lseek this descriptor to its checkpointed offset?"""
+    return f.description == f.fd and kind_of(f).seekable(f) and (cur is None or cur.pos != f.pos)
+
+
+def _check_offset(pid, f, cur):
+    """lseek to f.pos on rcore's own open file description of the same file (the
+    process's is not touched): an offset past what the filesystem or device
+    allows (EINVAL) refuses the core here rather than midway."""
+    src = procfs.path(pid, "fd", str(f.fd)) if cur is not None else f.path
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | O_CLOEXEC)
+    except OSError:
+        return                  # rcore cannot tell: the restore will
+    try:
+        os.lseek(fd, f.pos, SEEK_SET)
+    except OSError as err:
+        raise Incompatible(f"fd {f.fd}: offset {f.pos} cannot be set on {f.path}: "
+                           f"{err.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def apply_files(inj, ws, plan):
@@ -296,7 +328,7 @@ def apply_files(inj, ws, plan):
         inj.call("dup2", src, dst)
     for f, cur in plan.adjust:
         primary = f.description == f.fd
-        if primary and kind_of(f).seekable(f) and (cur is None or cur.pos != f.pos):
+        if _seeks(f, cur):
             inj.call("lseek", f.fd, f.pos, SEEK_SET)
         if primary and cur is not None and (cur.flags ^ f.flags) & SETFL_MASK:
             inj.call("fcntl", f.fd, F_SETFL, f.flags & SETFL_MASK)

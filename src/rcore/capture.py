@@ -112,7 +112,7 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         creds=capture_creds(status), no_new_privs=int(status.get("NoNewPrivs", "0")),
         nice=st.nice,
         times={"utime": st.utime, "stime": st.stime, "cutime": st.cutime, "cstime": st.cstime},
-        clocks=clocks)
+        clocks=clocks, start_time=st.start_time, boot_id=procfs.read_boot_id())
     leader = frozen.leader()
     tids = [pid] + sorted(t for t in frozen.threads if t != pid)
     proc.threads = [capture_thread(frozen.threads[t]) for t in tids]

@@ -19,7 +19,7 @@ import gdb
 from .elf.reader import CoreFile
 from .errors import RcoreError
 from .linux import procfs
-from .restore import check_compatible, restore
+from .restore import check_restorable, restore
 
 
 def _wait_stopped(pid, timeout=5.0):
@@ -40,7 +40,7 @@ def restore_inferior(path=None):
     path = os.path.abspath(os.path.expanduser(path or f"core.{pid}"))
     try:
         with CoreFile(path) as core:
-            check_compatible(pid, core)
+            check_restorable(pid, core)
     except RcoreError as err:
         raise gdb.GdbError(f"restore-core-file: {err}") from None
     os.kill(pid, signal.SIGSTOP)            # delivered as gdb detaches: stays stopped
@@ -109,6 +109,8 @@ could not restore."""
               f"{s.bytes_written} bytes written.")
         for what in s.not_restored:
             print(f"Not restored: {what}")
+        for what in s.notes:
+            print(f"Note: {what}")
 
 
 RestoreCoreFile()

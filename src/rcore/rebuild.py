@@ -70,6 +70,55 @@ def is_file_mapping(m):
     return m.file_backed and not is_shared_anon(m)
 
 
+def check_rebuild(pid, mappings):
+    """What rebuild_address_space would fail on midway in stopped process pid,
+    checked before anything changes (restore): [vdso]/[vvar*] of other sizes
+    than the checkpoint's (another kernel), a file that must be mapped again
+    and cannot be opened so (a shared writable mapping of a running executable:
+    ETXTBSY; a read-only filesystem), and a mapping of a deleted file that would
+    have to be mapped again.  Raises Incompatible."""
+    live = procfs.read_maps(pid)
+    deleted = [m for m in mappings if is_file_mapping(m) and m.deleted]
+    for m in mappings:
+        if m.path in SPECIAL_MOVABLE:
+            cur = next((e for e in live if e.path == m.path), None)
+            if cur is not None:
+                _check_special_size(m, cur)
+        elif is_file_mapping(m) and not m.deleted \
+                and not compatible(m, pieces(live, m.start, m.end)):
+            try:        # as _open_in_target will (rcore's identity, not the process's)
+                os.close(os.open(m.path, _open_flags(m)))
+            except OSError as err:
+                raise Incompatible(f"{m.path} must be mapped again at {m.start:#x} and "
+                                   f"cannot be opened so: {err.strerror}") from None
+    if not deleted:
+        return
+    mem = LiveMemory(pid)
+    try:
+        for m in deleted:
+            # mapped again unless the live range is compatible (map_missing) and,
+            # for a mapping the core does not store, has no private pages
+            # (revert_file_pages)
+            if not compatible(m, pieces(live, m.start, m.end)) or (
+                    not m.shared and m.stored != "all"
+                    and mem.populated_runs(m.start, m.end, private_only=True)):
+                raise Incompatible(f"the mapping {m.start:#x}-{m.end:#x} of the deleted file "
+                                   f"{m.path} would have to be mapped again, and cannot be")
+    finally:
+        mem.close()
+
+
+def _open_flags(m):
+    """How a file is opened to map it again."""
+    return (O_RDWR if m.shared and m.perms[1] == "w" else O_RDONLY) | O_CLOEXEC
+
+
+def _check_special_size(m, cur):
+    if cur.size != m.size:
+        raise Incompatible(f"{m.path} is {cur.size} bytes here, {m.size} in the "
+                           "checkpoint: it was taken on another kernel")
+
+
 class Workspace:
     """Two private pages in the target: `syscall; int3` at `syscall_addr` and a
     read-write scratch page at `scratch` for structures and strings that
@@ -91,11 +140,19 @@ class Workspace:
         self.scratch_size = PAGE
 
     @classmethod
-    def create(cls, inj, pid, avoid=()):
-        """Map the workspace.  avoid: extra (start, end) ranges to keep clear of,
-        e.g. the checkpoint's mappings."""
+    def place(cls, pid, avoid=()):
+        """Where the workspace goes: free in the live layout and in `avoid`
+        (extra (start, end) ranges, e.g. the checkpoint's mappings).  Changes
+        nothing."""
         taken = [(m.start, m.end) for m in procfs.read_maps(pid)] + list(avoid)
-        addr = choose_free_address(taken, cls.SIZE)
+        return choose_free_address(taken, cls.SIZE)
+
+    @classmethod
+    def create(cls, inj, pid, avoid=(), addr=None):
+        """Map the workspace at `addr` (default: place(pid, avoid)): the first
+        change made to the process."""
+        if addr is None:
+            addr = cls.place(pid, avoid)
         got = inj.call("mmap", addr, cls.SIZE, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)
         ws = cls(pid, got)
@@ -328,9 +385,7 @@ class AddressSpaceBuilder:
             cur = next((e for e in live if e.path == m.path), None)
             if cur is None or cur.start == m.start:
                 continue
-            if cur.size != m.size:
-                raise Incompatible(f"{m.path} is {cur.size} bytes here, {m.size} in the "
-                                   "checkpoint: it was taken on another kernel")
+            _check_special_size(m, cur)
             moves.append((cur, m))
         if not moves:
             return
@@ -378,9 +433,7 @@ class AddressSpaceBuilder:
         if m.deleted:
             raise Incompatible(f"mapping {m.start:#x}-{m.end:#x} of deleted file {m.path} "
                                "is gone and cannot be mapped again")
-        path = self.ws.put_str(m.path)
-        flags = (O_RDWR if m.shared and m.perms[1] == "w" else O_RDONLY) | O_CLOEXEC
-        return self.inj.call("openat", AT_FDCWD, path, flags, 0)
+        return self.inj.call("openat", AT_FDCWD, self.ws.put_str(m.path), _open_flags(m), 0)
 
     def fix_protections(self, live):
         for m in self.targets:
@@ -482,6 +535,21 @@ def fillable(m, core):
     file mappings are the file itself: rolling them back would write the file."""
     return m.stored == "all" and not (m.shared and is_file_mapping(m)) \
         and core.stored_range(m.start) is not None
+
+
+def writes_past_end_of_file(core, m, file_size):
+    """Would filling file mapping m write into pages past the end of its file
+    (file_size bytes)?  Those pages fault (SIGBUS) and cannot be written; the
+    core holds only zeros (holes) there when it is the process's."""
+    in_file = max(0, _page_up(file_size) - m.offset)
+    if in_file >= m.size or not fillable(m, core):
+        return False
+    where = core.stored_range(m.start + in_file)
+    if where is None:
+        return False
+    off, avail = where
+    return any(has_data for _, _, has_data in
+               _CoreBytes(core).extents(off, min(avail, m.size - in_file), sparse=True))
 
 
 def fill_memory(pid, mappings, core, fresh=(), summary=None, progress=None):

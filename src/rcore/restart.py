@@ -36,7 +36,7 @@ import signal
 from dataclasses import replace
 
 from . import (apply, arch, attrs, fds, identity, mm, owner, rebuild, rseq, settings,
-               spawn, timens, timers, vdso)
+               spawn, timens, timers, validate, vdso)
 from .elf.reader import CoreFile
 from .errors import CoreFormatError, Incompatible, Unsupported
 from .interrupts import signals_held
@@ -117,6 +117,7 @@ def check_restartable(core, any_pid=False):
     speaker = owner.of_core(core)
     owner.check_creds(speaker, core)
     core.require_complete()
+    validate.check_checkpoint(core)
     try:
         settings.check(proc.settings)
     except ValueError as err:

@@ -1,23 +1,26 @@
 """restore: roll a live process back to a checkpoint of itself.
 
-    open the core -> check that it belongs to this process (executable, arch,
-    mapped files) -> freeze -> plan threads and descriptors (refusing what
-    cannot be done) -> workspace -> end threads created since -> rebuild the
-    address space (rebuild.py) -> create threads that exited since -> process
-    state, then every thread's state (apply.py) -> remove the workspace ->
-    release.
+    open the core -> check that it belongs to this process (the same process:
+    PID, start time and boot; executable, arch, mapped files) and that every
+    value it holds is one the kernel takes (validate.py) -> freeze -> plan
+    threads, descriptors and the rebuild (refusing what cannot be done) ->
+    PTRACE_O_EXITKILL, workspace (the first change) -> end threads created
+    since -> rebuild the address space (rebuild.py) -> create threads that
+    exited since -> process state, then every thread's state (apply.py) ->
+    remove the workspace -> release.
 
-Nothing in the process changes before every check has passed.  A failure after
-that (a system call refused, the process killed) leaves a half-restored process
-that must not run on: it is killed, and the error says so.  The process is never
-left traced."""
+Nothing in the process changes before every check has passed: an error, or
+rcore killed, before that leaves it running untouched.  From the first change on
+a failure (a system call refused, the process killed) leaves a half-restored
+process that must not run on: it is killed, and the error says so; rcore itself
+killed takes it along (PTRACE_O_EXITKILL).  The process is never left traced."""
 
 import os
 import signal
 import time
 from dataclasses import dataclass, field
 
-from . import arch, identity, owner, rseq
+from . import arch, identity, owner, rseq, validate
 from .apply import (apply_process_state, apply_thread_state, check_process_state,
                     create_thread, end_thread, plan_files, plan_threads, set_thread_name)
 from .interrupts import signals_held
@@ -26,8 +29,8 @@ from .errors import Incompatible, NoSuchProcess, ProcessExited, RcoreError
 from .linux import inject, procfs, ptrace
 from .linux.inject import Injector
 from .linux.ptrace import FrozenProcess
-from .rebuild import (Workspace, fill_memory, is_kernel_mapping, is_shared_anon, pieces,
-                      rebuild_address_space)
+from .rebuild import (Workspace, check_rebuild, fill_memory, is_kernel_mapping,
+                      is_shared_anon, pieces, rebuild_address_space)
 
 ARCH = arch.host()
 
@@ -50,27 +53,29 @@ class RestoreSummary:
     seconds: float
     bytes_mapped_from_core: int = 0
     not_restored: list = field(default_factory=list)
+    notes: list = field(default_factory=list)       # what was checked less, or forced
 
 
 def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress=None):
     """Roll process `pid` back to the checkpoint in core file `path` (default
     core.PID).  It runs on from the checkpointed instant, or stays stopped with
-    `stop`.  `force` skips the check that the executable is the same.
+    `stop`.  `force` restores a checkpoint of another process (another PID, or
+    the same PID taken by a later process) or of a changed executable.
     `map_core` maps large anonymous regions from the core instead of writing
     them: milliseconds whatever changed, at the cost described in
     rebuild.map_from_core (the core must then stay unchanged in place).
 
     Cores written by gdb's gcore or the kernel carry memory and registers only:
     those are restored into the mappings that still exist, and the summary's
-    not_restored lists the rest.  Raises Incompatible (nothing changed),
-    CoreFormatError, NoSuchProcess/AccessDenied, or RcoreError after a failure
+    not_restored lists the rest.  Raises Incompatible or CoreFormatError
+    (nothing changed), NoSuchProcess/AccessDenied, or RcoreError after a failure
     midway (the process was killed)."""
     t0 = time.monotonic()
     path = path or f"core.{pid}"
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     with CoreFile(path) as core:
-        speaker = check_compatible(pid, core, force)
+        speaker, notes = check_restorable(pid, core, force)
         with signals_held(), FrozenProcess(pid) as frozen:
             # Again once frozen: the process could have gained privileges
             # (execve of a set-user-ID program) since the first check.
@@ -92,7 +97,7 @@ def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress
         return RestoreSummary(os.path.abspath(path), pid, len(core.state.threads),
                               job.created, job.ended, s.unmapped, s.created, s.compared,
                               s.written, time.monotonic() - t0, s.mapped_from_core,
-                              job.not_restored)
+                              job.not_restored, notes)
 
 
 def _kill(frozen):
@@ -113,6 +118,45 @@ def _kill(frozen):
 
 
 # --- compatibility ----------------------------------------------------------------
+
+def check_restorable(pid, core, force=False):
+    """Everything restore checks before it stops process pid: the core is of
+    this process (check_same_process) and program (check_compatible), and
+    every value it holds is one the kernel takes (validate.check_checkpoint).
+    Raises Incompatible, NotPermitted or CoreFormatError; returns (the
+    owner.Owner the core speaks for (None: trusted), notes: a check that could
+    only be partial, or that force overrode)."""
+    speaker = check_compatible(pid, core, force)
+    notes = check_same_process(pid, core, force)
+    validate.check_checkpoint(core)
+    return speaker, notes
+
+
+def check_same_process(pid, core, force=False):
+    """Refuse a checkpoint of another process than pid: another PID, or the
+    same PID since taken by another process (the start time and boot ID that
+    rcore records tell them apart).  Cores without those (older rcore, gdb,
+    the kernel) are taken on their PID alone, with a note.  force accepts
+    another process, with a note.  Returns the notes."""
+    proc = core.state
+    if proc.pid != pid:
+        why = f"{core.path} is a checkpoint of process {proc.pid}, not of process {pid}"
+    elif not (proc.start_time and proc.boot_id):
+        return [f"{core.path} does not record when its process started (written by an "
+                "older rcore, gdb or the kernel): only its PID was compared"]
+    elif proc.boot_id != procfs.read_boot_id():
+        why = (f"{core.path} is a checkpoint of a process {pid} from before the machine "
+               f"restarted, not of the process {pid} running now")
+    elif proc.start_time != (started := procfs.read_stat(pid).start_time):
+        why = (f"{core.path} is a checkpoint of a process {pid} started at tick "
+               f"{proc.start_time} after boot, not of the process {pid} running now "
+               f"(started at tick {started})")
+    else:
+        return []
+    if not force:
+        raise Incompatible(f"{why}; --force to restore it anyway")
+    return [f"{why}: restored anyway (--force)"]
+
 
 def check_compatible(pid, core, force=False):
     """Refuse, before anything changes, a checkpoint that is not of process pid:
@@ -229,6 +273,7 @@ class _Restore:
                 "the program cached (glibc's, for pthread_kill and mutexes) name the old ones")
         if self.full:
             check_process_state(self.proc)
+            check_rebuild(self.pid, self.proc.mappings)
             self.files = plan_files(self.pid, self.proc.files)
         else:
             self.not_restored.append("the core has no rcore notes (a gdb or kernel core): "
@@ -240,11 +285,13 @@ class _Restore:
         leader = frozen.leader()
         # The leader's registers are borrowed until apply_thread_state sets them.
         inj = Injector(leader, inject.find_syscall_insn(pid))
-        # From the first change on, rcore dying would leave a half-restored process
-        # running: with EXITKILL the kernel kills it instead.
+        where = Workspace.place(pid, avoid=[(m.start, m.end) for m in proc.mappings])
+        # The workspace is the first change.  From here on, rcore dying would leave
+        # a half-restored process running: with EXITKILL the kernel kills it
+        # instead.  Before here, rcore dying leaves it untouched and running.
         frozen.add_options(ptrace.PTRACE_O_EXITKILL)
         try:
-            ws = Workspace.create(inj, pid, avoid=[(m.start, m.end) for m in proc.mappings])
+            ws = Workspace.create(inj, pid, addr=where)
         except BaseException:
             inj.restore()           # nothing else changed: the process runs on as it was
             raise

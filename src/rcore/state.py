@@ -227,6 +227,8 @@ class ProcessState:
     clocks: dict = field(default_factory=dict)           # monotonic, boottime (ns) at the freeze
     timers: list = field(default_factory=list)           # POSIX timers (timers.py)
     settings: dict = field(default_factory=dict)         # prctls, oom_score_adj, guards (settings.py)
+    start_time: int = 0         # /proc/PID/stat field 22 (ticks after boot); 0: not recorded
+    boot_id: str = ""           # the boot it counts from; "": not recorded
     extra: dict = field(default_factory=dict)            # forward-compatible leftovers
 
     def thread(self, tid):

@@ -279,19 +279,25 @@ _CPUID_CODE = bytes.fromhex(
     "4189500c"    # mov [r8+12], edx
     "5b"          # pop rbx
     "c3")         # ret
-_cpuid_fn = None
+
+
+@functools.cache
+def _native(code, restype, *argtypes):
+    """A function of rcore's own process made of machine code (CPUID, XGETBV,
+    FXSAVE are instructions Python cannot execute), in a page of its own.
+    Raises OSError where executable memory is refused."""
+    import mmap
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(code)
+    fn = ctypes.CFUNCTYPE(restype, *argtypes)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    fn.page = page          # the code lives as long as the function
+    return fn
 
 
 def cpuid(leaf, subleaf=0):
-    global _cpuid_fn
-    import mmap
-    if _cpuid_fn is None:
-        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-        page.write(_CPUID_CODE)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
-        _cpuid_fn = (ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p)(addr), page)
     out = (ctypes.c_uint32 * 4)()
-    _cpuid_fn[0](leaf, subleaf, ctypes.addressof(out))
+    _native(_CPUID_CODE, None, ctypes.c_uint32, ctypes.c_uint32,
+            ctypes.c_void_p)(leaf, subleaf, ctypes.addressof(out))
     return tuple(out)
 
 
@@ -320,3 +326,124 @@ def _xsave_layout(xfeatures):
     except (OSError, ValueError):      # no executable memory allowed here
         return b""
     return b"".join(entries)
+
+
+# --- what the kernel takes back: checks before a restore or restart -------------
+# A core is untrusted input.  These say whether checkpointed registers and XSAVE
+# images are ones PTRACE_SETREGS and PTRACE_SETREGSET accept and a 64-bit user
+# thread can run with (arch/x86/kernel/ptrace.c putreg, set_segment_reg;
+# fpu/regset.c xstateregs_set; fpu/xstate.c copy_uabi_to_xstate,
+# validate_user_xstate_header), so that a bad one is refused before anything
+# changes.  Each raises ValueError saying what is wrong.
+USER_CS, USER32_CS, USER_DS = 0x33, 0x23, 0x2B    # __USER_CS, __USER32_CS, __USER_DS
+USER_RPL = 3                                      # selectors user space may load
+# EFLAGS bits a user thread may hold: CF, bit 1, PF, AF, ZF, SF, TF, IF, DF, OF,
+# NT, RF, AC, ID.  Not IOPL, VM, VIF, VIP, nor reserved bits.
+EFLAGS_USER = 0x1 | 0x2 | 0x4 | 0x10 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 \
+    | 0x4000 | 0x10000 | 0x40000 | 0x200000
+VSYSCALL = (0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000)   # [vsyscall], above user space
+XSAVE_HEADER = 512        # struct xstate_header: xfeatures, xcomp_bv, reserved[6]
+XSAVE_MIN = XSAVE_HEADER + 64
+MXCSR_OFFSET = 24         # in the legacy FXSAVE region: mxcsr, then mxcsr_mask
+XFEATURES_MXCSR = 0x7     # FP | SSE | YMM: MXCSR is checked when any is present
+_XGETBV_CODE = bytes.fromhex(
+    "89f9"        # mov ecx, edi
+    "0f01d0"      # xgetbv                edx:eax = XCR[ecx]
+    "48c1e220"    # shl rdx, 32
+    "4809d0"      # or rax, rdx
+    "c3")         # ret
+_FXSAVE_CODE = bytes.fromhex(
+    "0fae07"      # fxsave [rdi]
+    "c3")         # ret
+
+
+@functools.cache
+def task_size_max():
+    """End of user space (TASK_SIZE_MAX): 47-bit addresses with 4-level page
+    tables, 56-bit with 5-level (the kernel shows `la57` only when it uses it)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            la57 = any(line.startswith("flags") and " la57" in line for line in f)
+    except OSError:
+        la57 = False
+    return (1 << (56 if la57 else 47)) - PAGE_SIZE
+
+
+@functools.cache
+def user_xfeatures():
+    """XCR0: the XSAVE features the kernel enabled for user space."""
+    try:
+        return _native(_XGETBV_CODE, ctypes.c_uint64, ctypes.c_uint32)(0)
+    except OSError:
+        eax, _, _, edx = cpuid(0xD, 0)      # what the CPU supports: an upper bound
+        return eax | edx << 32
+
+
+@functools.cache
+def xsave_size():
+    """The size of the XSAVE image ptrace takes (fpu_user_cfg.max_size): CPUID
+    0xD.0 EBX, the standard-format size of every feature enabled in XCR0."""
+    return cpuid(0xD, 0)[1]
+
+
+@functools.cache
+def mxcsr_mask():
+    """MXCSR bits this CPU has (FXSAVE's mxcsr_mask; 0 means the default 0xffbf),
+    as the kernel's mxcsr_feature_mask."""
+    try:
+        buf = ctypes.create_string_buffer(FXSAVE_SIZE + 16)
+        addr = (ctypes.addressof(buf) + 15) & ~15          # FXSAVE wants 16-byte alignment
+        _native(_FXSAVE_CODE, None, ctypes.c_void_p)(addr)
+        mask = int.from_bytes(ctypes.string_at(addr + MXCSR_OFFSET + 4, 4), "little")
+    except OSError:
+        mask = 0xFFFF
+    return mask or 0xFFBF
+
+
+def check_user_regs(regs, executable=None):
+    """regs: a dict of user_regs_struct fields.  executable(addr): whether addr
+    is in executable memory of the checkpoint (None: not checked)."""
+    for name, _ in UserRegs._fields_:
+        value = regs.get(name)
+        if type(value) is not int or not 0 <= value <= U64:
+            raise ValueError(f"register {name} is not a 64-bit value")
+    if regs["cs"] not in (USER_CS, USER32_CS):
+        raise ValueError(f"cs {regs['cs']:#x} is not a user code segment "
+                         f"({USER_CS:#x} or {USER32_CS:#x})")
+    if regs["ss"] != USER_DS:
+        raise ValueError(f"ss {regs['ss']:#x} is not the user stack segment ({USER_DS:#x})")
+    for name in ("ds", "es", "fs", "gs"):
+        value = regs[name]
+        if value > 0xFFFF or (value and value & 3 != USER_RPL):
+            raise ValueError(f"{name} {value:#x} is not a selector user space can load")
+    for name in ("fs_base", "gs_base"):
+        if regs[name] >= task_size_max():
+            raise ValueError(f"{name} {regs[name]:#x} is outside user space")
+    if regs["eflags"] & ~EFLAGS_USER:
+        raise ValueError(f"eflags {regs['eflags']:#x} has bits user space cannot set "
+                         f"({regs['eflags'] & ~EFLAGS_USER:#x})")
+    if executable is not None and not executable(regs["rip"]):
+        raise ValueError(f"rip {regs['rip']:#x} is not in executable memory of the checkpoint")
+
+
+def check_xstate(data):
+    """An NT_X86_XSTATE image PTRACE_SETREGSET takes: this CPU's size, the
+    standard (uncompacted) format, only features enabled in XCR0, reserved
+    header bytes zero, no reserved MXCSR bit.  (A dynamic feature such as AMX
+    tile data also needs the process's permission: only the kernel knows.)"""
+    size = xsave_size()
+    if len(data) != size:
+        raise ValueError(f"XSAVE image of {len(data)} bytes, this CPU's is {size}")
+    if size < XSAVE_MIN:
+        raise ValueError(f"this CPU's XSAVE size {size} is too small")
+    xfeatures, xcomp_bv = struct.unpack_from("<QQ", data, XSAVE_HEADER)
+    if xfeatures & ~user_xfeatures():
+        raise ValueError(f"XSAVE features {xfeatures:#x} beyond the enabled "
+                         f"{user_xfeatures():#x}")
+    if xcomp_bv:
+        raise ValueError(f"XSAVE image in the compacted format (xcomp_bv {xcomp_bv:#x})")
+    if any(data[XSAVE_HEADER + 16: XSAVE_HEADER + 64]):
+        raise ValueError("XSAVE header has reserved bytes set")
+    (mxcsr,) = struct.unpack_from("<I", data, MXCSR_OFFSET)
+    if xfeatures & XFEATURES_MXCSR and mxcsr & ~mxcsr_mask():
+        raise ValueError(f"MXCSR {mxcsr:#x} has reserved bits set")

@@ -9,13 +9,21 @@ def add_parser(sub):
                                    "mappings, threads, registers, descriptors and signal "
                                    "state go back to the checkpoint, and the process runs "
                                    "on from there.  Cores of gdb (gcore) or the kernel "
-                                   "restore memory and registers only.")
+                                   "restore memory and registers only.  Everything is "
+                                   "checked before the process is changed; a refused core "
+                                   "leaves it running untouched.  Once the restore has "
+                                   "started changing the process, a failure or a SIGKILL of "
+                                   "rcore kills the process (PTRACE_O_EXITKILL): a "
+                                   "half-restored process never runs on.  Killed before "
+                                   "that, rcore leaves it running untouched.")
     p.add_argument("pid", type=int)
     p.add_argument("file", nargs="?", help="core file (default: core.PID)")
     p.add_argument("--stop", action="store_true",
                    help="leave the process stopped (SIGSTOP) instead of running on")
     p.add_argument("--force", action="store_true",
-                   help="restore even if the executable differs from the checkpoint's")
+                   help="restore even into another process than the checkpoint's (another "
+                        "PID, or its PID reused by a later process) or when the "
+                        "executable changed since the checkpoint")
     p.add_argument("--map-core", action="store_true",
                    help="map large anonymous regions from the core file instead of "
                         "writing them (milliseconds; they then show as the core file "
@@ -40,3 +48,5 @@ def run(args):
              if s.bytes_mapped_from_core else "") + f", {s.seconds * 1000:.0f} ms")
     for what in s.not_restored:
         print(f"not restored: {what}")
+    for what in s.notes:
+        print(f"note: {what}")

@@ -28,7 +28,7 @@ NAMES = {NT_RCORE_PROCESS: "RCORE_PROCESS", NT_RCORE_THREAD: "RCORE_THREAD",
 _PROCESS_KEYS = ("pid", "arch", "ppid", "pgrp", "sid", "state", "comm", "cmdline", "cwd",
                  "root", "umask", "rlimits", "itimers", "personality", "creds", "dumpable",
                  "no_new_privs", "nice", "times", "clocks",
-                 "timers", "settings")
+                 "timers", "settings", "start_time", "boot_id")
 
 
 def _encode(obj):

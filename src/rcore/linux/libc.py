@@ -151,10 +151,23 @@ PR_SET_THP_DISABLE = 41
 MADV_GUARD_INSTALL = 102             # Linux 6.13+
 PR_TIMER_CREATE_RESTORE_IDS = 77     # arg2: RESTORE_IDS_*; timer_create takes *timerid
 RESTORE_IDS_OFF, RESTORE_IDS_ON, RESTORE_IDS_GET = 0, 1, 2
-PID_MAX_LIMIT = 1 << 22             # highest pid_max (include/linux/threads.h, 64-bit)
+
+# Signals and threads (include/uapi/asm-generic/signal*.h, include/linux/signal_types.h,
+# include/uapi/linux/futex.h, include/uapi/linux/rseq.h).
+NSIG = 64
+SA_NOCLDSTOP, SA_NOCLDWAIT, SA_SIGINFO, SA_EXPOSE_TAGBITS = 0x1, 0x2, 0x4, 0x800
+SA_RESTORER, SA_ONSTACK, SA_RESTART = 0x04000000, 0x08000000, 0x10000000
+SA_NODEFER, SA_RESETHAND = 0x40000000, 0x80000000
+# The flags the kernel keeps (UAPI_SA_FLAGS): it clears the others at rt_sigaction.
+SA_FLAGS_KEPT = (SA_NOCLDSTOP | SA_NOCLDWAIT | SA_SIGINFO | SA_EXPOSE_TAGBITS | SA_RESTORER
+                 | SA_ONSTACK | SA_RESTART | SA_NODEFER | SA_RESETHAND)
+SIG_DFL, SIG_IGN = 0, 1
 SS_ONSTACK, SS_DISABLE, SS_AUTODISARM = 1, 2, 1 << 31   # sigaltstack flags
+MINSIGSTKSZ = 2048
 RSEQ_MIN_SIZE = 32                  # struct rseq as rseq(2) first took it (ORIG_RSEQ_SIZE),
                                     # also the alignment it wants
+PID_MAX_LIMIT = 1 << 22             # highest pid_max (include/linux/threads.h, 64-bit)
+PATH_MAX = 4096
 
 
 def prctl(option, a2=0, a3=0, a4=0, a5=0):

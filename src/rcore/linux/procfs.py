@@ -128,6 +128,8 @@ class Stat:
     env_end: int        # 51
     tty_nr: int = 0     # 7: the controlling terminal's device number (0: none)
     tpgid: int = -1     # 8: that terminal's foreground process group
+    start_time: int = 0  # 22: clock ticks after boot; with the boot ID, tells a process
+                         # from a later one that got its PID
 
 
 def parse_stat(data):
@@ -138,7 +140,7 @@ def parse_stat(data):
     n = lambda i: int(f[i - 3])   # proc(5) field i; f[0] is field 3
     return Stat(int(data[:lpar]), comm, f[0].decode(), n(4), n(5), n(6), n(14), n(15),
                 n(16), n(17), n(19), n(20), n(26), n(27), n(28), n(45), n(46), n(47),
-                n(48), n(49), n(50), n(51), n(7), n(8))
+                n(48), n(49), n(50), n(51), n(7), n(8), n(22))
 
 
 @_wrap
@@ -153,6 +155,12 @@ def parse_status(data):
         key, _, value = line.partition(":")
         out[key] = value.strip()
     return out
+
+
+def read_boot_id(proc=PROC):
+    """This boot's random ID (a UUID string): start times count from the boot."""
+    with open(os.path.join(proc, "sys/kernel/random/boot_id")) as f:
+        return f.read().strip()
 
 
 @_wrap

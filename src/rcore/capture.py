@@ -166,7 +166,7 @@ def _capture_injected(frozen, syscall_addr, proc):
     """State only the process can ask for: run the calls in its own threads.
     Scratch pages receive the results and are unmapped again."""
     leader = frozen.leader()
-    with Injector(leader, syscall_addr) as inj:
+    with Injector(leader, syscall_addr, block_signals=True) as inj:
         scratch = _Scratch(inj, frozen.pid)
         try:
             proc.mm.brk = inj.call("brk", 0)
@@ -178,7 +178,7 @@ def _capture_injected(frozen, syscall_addr, proc):
                 if thread is leader:
                     _read_thread_injected(inj, scratch, frozen.pid, ts)
                 else:
-                    with Injector(thread, syscall_addr) as tinj:
+                    with Injector(thread, syscall_addr, block_signals=True) as tinj:
                         _read_thread_injected(tinj, scratch, frozen.pid, ts)
         finally:
             scratch.remove(inj)

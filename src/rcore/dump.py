@@ -171,7 +171,7 @@ def _fork_copy(frozen, syscall_addr):
     leader = frozen.leader()
     leader.set_options(frozen.options | ptrace.PTRACE_O_TRACECLONE)
     child = []
-    with inject.Injector(leader, syscall_addr) as inj:
+    with inject.Injector(leader, syscall_addr, block_signals=True) as inj:
         # clone(flags=0): a fork whose exit signal is 0.
         inj.call("clone", 0, 0, 0, 0, 0,
                  on_event=lambda ev, msg: child.append(msg)
@@ -216,7 +216,7 @@ def _end_copy(pid, copy):
     try:
         with signals_held(), FrozenProcess(pid) as frozen:
             addr = inject.find_syscall_insn(pid)
-            with inject.Injector(frozen.leader(), addr) as inj:
+            with inject.Injector(frozen.leader(), addr, block_signals=True) as inj:
                 inj.call("wait4", copy.tid, 0, ptrace.WALL, 0, check=False)
     except (NoSuchProcess, ProcessExited):
         pass                        # the target is gone, and its zombie child with it

@@ -18,6 +18,12 @@ from .ptrace import PTRACE_EVENT_STOP
 
 ARCH = arch.host()
 FAULTS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE}
+ALL_SIGNALS = (1 << 64) - 1          # the kernel leaves SIGKILL and SIGSTOP out
+# An injected call that a signal interrupted returns one of these (the kernel
+# restarts it only for a thread going back to its own code): run it again.
+RESTART_CODES = {ARCH.ERESTARTSYS, ARCH.ERESTARTNOINTR, ARCH.ERESTARTNOHAND,
+                 ARCH.ERESTART_RESTARTBLOCK}
+_RESTARTS = 1000
 
 
 def find_syscall_insn(pid, maps=None):
@@ -42,11 +48,19 @@ class Injector:
     vDSO), a call is one ptrace stop, at the trap, instead of two (entry and exit
     of the call)."""
 
-    def __init__(self, thread, syscall_addr):
+    def __init__(self, thread, syscall_addr, block_signals=False):
+        """block_signals: every signal stays blocked in the thread while calls are
+        injected (its own mask is put back by restore()), so that the target's
+        signals neither interrupt the calls nor are taken out of its queue: they
+        stay pending for the program."""
         self.thread = thread
         self.addr = syscall_addr
         self.saved = thread.get_regs()
         self.used = False
+        self.saved_mask = None
+        if block_signals:
+            self.saved_mask = thread.get_sigmask()
+            thread.set_sigmask(ALL_SIGNALS)
 
     @property
     def addr(self):
@@ -75,6 +89,15 @@ class Injector:
         (a clone's PTRACE_EVENT_CLONE, with the new pid).  stop_at_exit: end at
         the call's syscall-exit stop even when a trap follows (a call that
         unmaps the trap itself)."""
+        for _ in range(_RESTARTS):
+            ret = self._call_once(name, args, on_event, stop_at_exit)
+            if -ret not in RESTART_CODES:
+                break
+        if check and -4096 < ret < 0:
+            raise InjectedSyscallError(self.thread.tgid, name, -ret)
+        return ret
+
+    def _call_once(self, name, args, on_event, stop_at_exit):
         thread = self.thread
         regs = self.saved.copy()
         ARCH.set_syscall(regs, self.addr, ARCH.SYS[name], args)
@@ -88,10 +111,7 @@ class Injector:
         else:
             self._step_to_syscall_stop()          # entry
             self._step_to_syscall_stop(on_event)  # exit
-        ret = ARCH.signed(getattr(thread.get_regs(), ARCH.SYSCALL_RET_REG))
-        if check and -4096 < ret < 0:
-            raise InjectedSyscallError(thread.tgid, name, -ret)
-        return ret
+        return ARCH.signed(getattr(thread.get_regs(), ARCH.SYSCALL_RET_REG))
 
     def run(self, pc, *args, trap_at):
         """Run code the target holds at pc (a function of up to six arguments)
@@ -132,6 +152,9 @@ class Injector:
             resume()
 
     def restore(self):
+        if self.saved_mask is not None:
+            self.thread.set_sigmask(self.saved_mask)
+            self.saved_mask = None
         if self.used:
             regs = ARCH.restart_interrupted_syscall(self.saved, restart_block_kept=True)
         else:

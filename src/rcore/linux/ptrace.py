@@ -101,6 +101,14 @@ def _is_zombie(tid):
         return False
 
 
+def _thread_alive(pid, tid):
+    try:
+        return procfs.read_stat(tid).state not in ("Z", "X") and \
+            os.path.exists(f"/proc/{pid}/task/{tid}")
+    except RcoreError:
+        return False
+
+
 class Stop:
     """What waitpid reported about a traced thread."""
     __slots__ = ("tid", "status")
@@ -304,10 +312,11 @@ class FrozenProcess:
                 thread = Thread(tid, self.pid)
                 try:
                     thread.seize(self.options)
-                except NoSuchProcess:
-                    if tid == self.pid:
+                except (NoSuchProcess, ProcessExited, AccessDenied):
+                    if tid == self.pid or _thread_alive(self.pid, tid):
                         raise
-                    continue          # a thread that exited meanwhile
+                    continue          # a thread that exited meanwhile (an exiting
+                                      # thread refuses with EPERM)
                 self.threads[tid] = thread
                 try:
                     thread.interrupt()

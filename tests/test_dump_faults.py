@@ -2,11 +2,16 @@
 filter, rcore killed at any instant, and what a killed rcore leaves behind."""
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+
+import pytest
 
 import rcore
-from conftest import proc_status, read_lines, wait_for, wait_lines
+from conftest import SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
 
 
 def _counts(line):
@@ -47,3 +52,53 @@ def test_dumps_under_a_signal_storm_and_thread_churn(build, procs, tmp_path):
     assert rt == sent_rt and usr1 > 0
     st = proc_status(target.pid)
     assert st["TracerPid"] == "0" and st["State"][0] in "SR"
+
+
+def _ticks(path):
+    return [ln.split() for ln in read_lines(path) if ln.startswith("tick ")]
+
+
+def _still_ticking(p):
+    """p (seccomp_allowlist) runs on untraced, its memory checksum unchanged."""
+    before = _ticks(p.out_path)
+    wait_for(lambda: len(_ticks(p.out_path)) >= len(before) + 3, what="more ticks")
+    assert p.poll() is None
+    assert {t[2] for t in _ticks(p.out_path)} == {before[0][2]}
+    st = proc_status(p.pid)
+    assert st["TracerPid"] == "0" and st["Seccomp"] == "2", st
+
+
+@pytest.mark.parametrize("how", [[], ["--no-fork"]], ids=["fork", "no-fork"])
+def test_a_seccomp_allow_list_that_kills(build, procs, tmp_path, how):
+    """A filter that kills the process on any unlisted call (brk, mmap, clone...
+    are not listed): rcore suspends it for its calls, so the dump succeeds and the
+    target lives."""
+    p = procs.start([build("seccomp_allowlist")])
+    wait_lines(p.out_path, 3)
+    for i in range(5):
+        r = rcore_cmd("dump", p.pid, "-o", tmp_path / f"core{i}", *how)
+        assert r.returncode == 0, r.stderr
+        assert os.path.getsize(tmp_path / f"core{i}") > 0
+        os.unlink(tmp_path / f"core{i}")
+    _still_ticking(p)
+
+
+def test_a_seccomp_target_without_root_is_refused_before_anything(build, procs):
+    """An unprivileged user cannot suspend a filter: one line, nothing injected,
+    the target lives."""
+    p = procs.start(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                     build("seccomp_allowlist")])
+    wait_lines(p.out_path, 3)
+    outdir = tempfile.mkdtemp(prefix="rcore-test-")
+    try:
+        os.chmod(outdir, 0o777)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-m", "rcore", "dump", str(p.pid), "-o",
+                            os.path.join(outdir, "c")],
+                           env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True)
+        assert r.returncode == 1
+        assert r.stderr.count("\n") == 1 and "seccomp" in r.stderr, r.stderr
+        assert os.listdir(outdir) == []
+    finally:
+        shutil.rmtree(outdir)
+    _still_ticking(p)

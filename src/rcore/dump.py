@@ -20,7 +20,7 @@ from . import arch
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
-from .errors import NoSuchProcess, ProcessExited, RcoreError
+from .errors import AccessDenied, NoSuchProcess, ProcessExited, RcoreError
 from .linux import inject, procfs, ptrace
 from .linux.ptrace import FrozenProcess, Thread
 from .memory import CHUNK, PAGE, LiveMemory, nonzero_runs
@@ -206,7 +206,22 @@ def _put_back_rseq_areas(writer, proc, areas):
             writer.pwrite(data, writer.data_offset(m, addr))
 
 
-def _end_copy(pid, copy):
+def seize_options(pid):
+    """ptrace options for freezing `pid`.  A seccomp filter (an allow-list that
+    kills on anything else, or one that makes calls fail) would act on the calls
+    rcore injects: as root rcore suspends it for the traced threads, and for the
+    fork copy, which inherits the option.  Without root the dump is refused before
+    anything is injected."""
+    if procfs.read_status(pid).get("Seccomp", "0") == "0":
+        return ptrace.PTRACE_O_TRACESYSGOOD
+    if os.geteuid() != 0:
+        raise AccessDenied(pid, f"process {pid} runs under a seccomp filter, which could "
+                                "kill it for a call rcore injects: only root can suspend "
+                                "the filter for a dump")
+    return ptrace.PTRACE_O_TRACESYSGOOD | ptrace.PTRACE_O_SUSPEND_SECCOMP
+
+
+def _end_copy(pid, copy, options):
     """Kill the copy, then have the target reap it (it is the target's child)."""
     try:
         os.kill(copy.tid, signal.SIGKILL)
@@ -214,7 +229,7 @@ def _end_copy(pid, copy):
     except (ProcessLookupError, ProcessExited):
         pass
     try:
-        with signals_held(), FrozenProcess(pid) as frozen:
+        with signals_held(), FrozenProcess(pid, options) as frozen:
             addr = inject.find_syscall_insn(pid)
             with inject.Injector(frozen.leader(), addr, block_signals=True) as inj:
                 inj.call("wait4", copy.tid, 0, ptrace.WALL, 0, check=False)
@@ -252,12 +267,13 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
 
 
 def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state):
+    options = seize_options(pid)
     mem = LiveMemory(pid)
     copy = None
     writer = None
     method = "frozen"
     try:
-        with signals_held(), FrozenProcess(pid) as frozen:
+        with signals_held(), FrozenProcess(pid, options) as frozen:
             t_freeze = time.monotonic()
             mappings, files = capture_mappings(pid)
             syscall_addr = inject.find_syscall_insn(pid, mappings)
@@ -293,7 +309,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
     finally:
         mem.close()
         if copy:
-            _end_copy(pid, copy)
+            _end_copy(pid, copy, options)
         if writer:
             writer.abort()
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,

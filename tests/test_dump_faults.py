@@ -102,3 +102,53 @@ def test_a_seccomp_target_without_root_is_refused_before_anything(build, procs):
     finally:
         shutil.rmtree(outdir)
     _still_ticking(p)
+
+
+# rcore dies (os._exit: the kernel detaches its tracees at once) with every
+# thread of the target in a given state of a guarded injected call.
+_DIE_DURING_CALL = r"""
+import os, sys
+from rcore.linux import inject, procfs
+from rcore.linux.ptrace import FrozenProcess
+pid, when = int(sys.argv[1]), sys.argv[2]
+frozen = FrozenProcess(pid).__enter__()
+maps = procfs.read_maps(pid)
+safe = inject.SafeSites.find(pid, maps)
+assert safe is not None
+for t in frozen.threads.values():
+    inj = inject.Injector(t, None, safe=safe)
+    if when == "mask-restored":
+        inj.call("getpid")
+        t.set_sigmask(inj.saved_mask)
+        continue
+    regs = inj.saved.copy()
+    inject.ARCH.set_syscall(regs, inj.addr, inject.ARCH.SYS["getpid"], [])
+    regs.rsp = inj._call_sp
+    t.set_regs(regs)
+    if when in ("entry", "exit"):
+        t.syscall()
+        t.wait()
+        if when == "exit":
+            t.syscall()
+            t.wait()
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("when", ["registers-set", "entry", "exit", "mask-restored"])
+def test_rcore_dead_in_the_middle_of_a_guarded_call(build, procs, when):
+    """Each thread holds a signal frame of its own context on its stack: left
+    alone, it ends the call and gets back its registers (general and AVX), mask
+    and sigaltstack, which steady's threads check all the time."""
+    p = procs.start([build("steady"), "4", "3"])
+    wait_lines(p.out_path, 3)
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", _DIE_DURING_CALL, str(p.pid), when],
+                           env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        n = len(read_lines(p.out_path))
+        wait_lines(p.out_path, n + 5)
+    lines = read_lines(p.out_path)
+    assert not [ln for ln in lines if not ln.startswith("ok ")], lines[-3:]
+    st = proc_status(p.pid)
+    assert st["TracerPid"] == "0" and st["State"][0] in "SR", st

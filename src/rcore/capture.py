@@ -13,7 +13,6 @@ from .linux import libc, pipes, procfs
 from .linux.inject import Injector
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
-from .errors import InjectedSyscallError
 from .state import (ExeIdentity, FileDescriptor, FileIdentity, MmFields,
                     ProcessState, SigAction, ThreadState)
 
@@ -21,8 +20,6 @@ ARCH = arch.host()
 NSIG = 64
 SIGKILL, SIGSTOP = 9, 19
 ITIMERS = ("real", "virtual", "prof")
-SCRATCH_SIZE = 2 * ARCH.PAGE_SIZE     # a page for results, then a page of code
-_THREAD_CODE_OFFSET = 256              # in the code page, after the sigaction loop
 
 
 def capture_mappings(pid):
@@ -129,9 +126,10 @@ def capture_thread(thread):
 
 
 def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None,
-                    unlinked_limit=UNLINKED_FILE_LIMIT):
+                    unlinked_limit=UNLINKED_FILE_LIMIT, safe=None):
     """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
-    run_state: the state letter read before freezing (frozen, it reads "t")."""
+    run_state: the state letter read before freezing (frozen, it reads "t").
+    safe (inject.SafeSites): guard the injected calls against rcore's death."""
     pid = frozen.pid
     st = procfs.read_stat(pid)
     if run_state:
@@ -158,86 +156,35 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
     tids = [pid] + sorted(t for t in frozen.threads if t != pid)
     proc.threads = [capture_thread(frozen.threads[t]) for t in tids]
     proc.shared_pending = leader.peek_siginfo(shared=True)
-    _capture_injected(frozen, syscall_addr, proc)
+    _capture_injected(frozen, syscall_addr, proc, safe)
     return proc
 
 
-def _capture_injected(frozen, syscall_addr, proc):
-    """State only the process can ask for: run the calls in its own threads.
-    Scratch pages receive the results and are unmapped again."""
+def _capture_injected(frozen, syscall_addr, proc, safe=None):
+    """State only the process can ask for: run the calls in its own threads
+    (guarded calls with `safe`, inject.SafeSites).  A scratch page receives the
+    results and is unmapped again."""
     leader = frozen.leader()
-    with Injector(leader, syscall_addr, block_signals=True) as inj:
-        scratch = _Scratch(inj, frozen.pid)
+    with Injector(leader, syscall_addr, block_signals=True, safe=safe) as inj:
+        scratch = inj.call("mmap", 0, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
+                           mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
         try:
             proc.mm.brk = inj.call("brk", 0)
             proc.sigactions = _read_sigactions(inj, scratch, frozen.pid)
-            proc.itimers = _read_itimers(inj, scratch.addr, frozen.pid)
+            proc.itimers = _read_itimers(inj, scratch, frozen.pid)
             proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
             for ts in proc.threads:
                 thread = frozen.threads[ts.tid]
                 if thread is leader:
                     _read_thread_injected(inj, scratch, frozen.pid, ts)
                 else:
-                    with Injector(thread, syscall_addr, block_signals=True) as tinj:
+                    with Injector(thread, syscall_addr, block_signals=True, safe=safe) as tinj:
                         _read_thread_injected(tinj, scratch, frozen.pid, ts)
         finally:
-            scratch.remove(inj)
-
-
-class _Scratch:
-    """Pages mapped in the target: one for what injected calls return (.addr),
-    then one holding the sigaction loop (.code) and the thread_info function
-    (.thread_code); both None when the target may not make it executable (MDWE,
-    SELinux execmem)."""
-
-    def __init__(self, inj, pid):
-        self.addr = inj.call("mmap", 0, SCRATCH_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
-                             mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
-        self.code = self.thread_code = None
-        try:
-            code_at = self.addr + ARCH.PAGE_SIZE
-            thread_code_at = code_at + _THREAD_CODE_OFFSET
-            libc.write_memory(pid, code_at, ARCH.SIGACTION_LOOP_CODE)
-            libc.write_memory(pid, thread_code_at, ARCH.THREAD_INFO_CODE)
-            if inj.call("mprotect", code_at, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_EXEC,
-                        check=False) == 0:
-                self.code, self.thread_code = code_at, thread_code_at
-        except BaseException:
-            self.remove(inj)
-            raise
-
-    def remove(self, inj):
-        inj.call("munmap", self.addr, SCRATCH_SIZE, check=False)
+            inj.call("munmap", scratch, ARCH.PAGE_SIZE, check=False)
 
 
 def _read_sigactions(inj, scratch, pid):
-    return (_read_sigactions_at_once(inj, scratch, pid)
-            or _read_sigactions_one_by_one(inj, scratch.addr, pid))
-
-
-def _read_sigactions_at_once(inj, scratch, pid):
-    """All handlers in one run of the scratch's sigaction loop (one ptrace stop
-    instead of two per signal); None when the scratch has no executable page."""
-    if scratch.code is None:
-        return None
-    size = ARCH.SIGACTION_SIZE
-    results_at = scratch.addr + NSIG * size
-    inj.run(scratch.code, 1, NSIG, scratch.addr, results_at,
-            trap_at=scratch.code + len(ARCH.SIGACTION_LOOP_CODE) - 1)
-    data = libc.read_memory(pid, scratch.addr, NSIG * (size + 8))
-    results = struct.unpack_from(f"<{NSIG}q", data, NSIG * size)
-    actions = []
-    for sig in range(1, NSIG + 1):
-        if sig in (SIGKILL, SIGSTOP):
-            continue
-        if -4096 < results[sig - 1] < 0:      # as the one-by-one path's check
-            raise InjectedSyscallError(pid, "rt_sigaction", -results[sig - 1])
-        handler, flags, restorer, mask = struct.unpack_from("<QQQQ", data, (sig - 1) * size)
-        actions.append(SigAction(sig, handler, flags, restorer, mask))
-    return actions
-
-
-def _read_sigactions_one_by_one(inj, scratch, pid):
     actions = []
     for sig in range(1, NSIG + 1):
         if sig in (SIGKILL, SIGSTOP):
@@ -258,21 +205,10 @@ def _read_itimers(inj, scratch, pid):
 
 
 def _read_thread_injected(inj, scratch, pid, ts):
-    """clear_child_tid and sigaltstack, which only the thread itself can ask for:
-    in one run of the thread_info function, or two calls without it."""
-    at = scratch.addr
-    if scratch.thread_code is not None:
-        inj.run(scratch.thread_code, at,
-                trap_at=scratch.thread_code + len(ARCH.THREAD_INFO_CODE) - 1)
-        data = libc.read_memory(pid, at, ARCH.THREAD_INFO_SIZE)
-        for name, (ret,) in (("prctl", struct.unpack_from("<q", data, 32)),
-                             ("sigaltstack", struct.unpack_from("<q", data, 40))):
-            if -4096 < ret < 0:
-                raise InjectedSyscallError(pid, name, -ret)
-    else:
-        inj.call("prctl", PR_GET_TID_ADDRESS, at, 0, 0, 0)
-        inj.call("sigaltstack", 0, at + 8)
-        data = libc.read_memory(pid, at, 32)
+    """clear_child_tid and sigaltstack, which only the thread itself can ask for."""
+    inj.call("prctl", PR_GET_TID_ADDRESS, scratch, 0, 0, 0)
+    inj.call("sigaltstack", 0, scratch + 8)
+    data = libc.read_memory(pid, scratch, 32)
     (ts.clear_child_tid,) = struct.unpack_from("<Q", data, 0)
     sp, flags, size = struct.unpack_from("<Qi4xQ", data, 8)
     ts.sigaltstack = {"ss_sp": sp, "ss_flags": flags, "ss_size": size}

@@ -6,10 +6,13 @@
     target runs on -> kill the copy and have the target reap it.
 
 The copy has exit signal 0 (no SIGCHLD; wait(-1) without __WALL does not see it)
-and its registers point at exit_group, so that if rcore dies the copy ends at once
-instead of running anything."""
+and is born in rcore's code (arch fork_code): if rcore dies, it names itself and
+ends at once instead of running anything.  Every call injected into the target is
+guarded (inject.SafeSites): a SIGKILL of rcore at any instant leaves each thread
+to finish the call and return to its own context."""
 
 import errno
+import mmap
 import os
 import signal
 import threading
@@ -21,7 +24,7 @@ from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
 from .errors import AccessDenied, NoSuchProcess, ProcessExited, RcoreError
-from .linux import inject, procfs, ptrace
+from .linux import inject, libc, procfs, ptrace
 from .linux.ptrace import FrozenProcess, Thread
 from .memory import CHUNK, PAGE, LiveMemory, nonzero_runs
 from .stream import CopyStream, StreamFailed, stream_eligible
@@ -166,25 +169,53 @@ class _Copier:
                 self.progress(self.done, self.total)
 
 
-def _fork_copy(frozen, syscall_addr):
-    """Have the frozen leader clone itself; returns the stopped, traced copy."""
+def _fork_copy(frozen, syscall_addr, safe):
+    """Have the frozen leader fork a copy of itself, from a page of code whose
+    paths need no tracer to end (arch fork_code): returns (the stopped, traced
+    copy, the address where the copy's own calls are injected), or None when the
+    target may not map code (the caller then reads everything now)."""
     leader = frozen.leader()
-    leader.set_options(frozen.options | ptrace.PTRACE_O_TRACECLONE)
-    child = []
-    with inject.Injector(leader, syscall_addr, block_signals=True) as inj:
-        # clone(flags=0): a fork whose exit signal is 0.
-        inj.call("clone", 0, 0, 0, 0, 0,
-                 on_event=lambda ev, msg: child.append(msg)
-                 if ev == ptrace.PTRACE_EVENT_CLONE else None)
-    leader.set_options(frozen.options)
-    if not child:
-        raise RcoreError(f"process {frozen.pid} did not fork a copy")
-    copy = Thread(child[0], child[0])
-    copy.wait()                    # its first stop, before any user code
-    regs = copy.get_regs()
-    ARCH.set_syscall(regs, syscall_addr, ARCH.SYS["exit_group"], [0])
-    copy.set_regs(regs)
-    return copy
+    page = ARCH.PAGE_SIZE
+    with inject.Injector(leader, syscall_addr, block_signals=True, safe=safe) as inj:
+        # Mapped executable and never writable, written through /proc/PID/mem (which
+        # may write any page of the process): no W^X policy (MDWE) refuses that.
+        addr = inj.call("mmap", 0, page, mmap.PROT_READ | mmap.PROT_EXEC,
+                        mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0, check=False)
+        if -4096 < addr < 0:
+            return None
+        try:
+            code, fork_site, exit_site = ARCH.fork_code(addr)
+            inject.write_code(frozen.pid, addr, code)
+            child = []
+            leader.set_options(frozen.options | ptrace.PTRACE_O_TRACECLONE)
+            default_addr, inj.addr = inj.addr, fork_site
+            try:
+                # clone(flags=0): a fork whose exit signal is 0.
+                inj.call("clone", 0, 0, 0, 0, 0,
+                         on_event=lambda ev, msg: child.append(msg)
+                         if ev == ptrace.PTRACE_EVENT_CLONE else None)
+            finally:
+                inj.addr = default_addr
+                leader.set_options(frozen.options)
+        finally:
+            inj.call("munmap", addr, page, check=False)   # the copy keeps its own
+        if not child:
+            raise RcoreError(f"process {frozen.pid} did not fork a copy")
+        copy = Thread(child[0], child[0])
+        copy.wait()                # its first stop, before any user code
+        if inj.frame_area():       # the copy's stack as the program left it
+            libc.write_memory(copy.tid, *inj.frame_area())
+    # Let it name itself (its first call, prctl(PR_SET_NAME)) and stop it after:
+    # what follows is exit_group.
+    for _ in range(2):
+        copy.syscall()
+        stop = copy.wait()
+        while not stop.is_syscall:
+            if stop.exited:
+                raise ProcessExited(copy.tid)
+            copy.syscall()
+            stop = copy.wait()
+    return copy, exit_site
 
 
 def _read_rseq_areas(frozen, mem):
@@ -221,7 +252,7 @@ def seize_options(pid):
     return ptrace.PTRACE_O_TRACESYSGOOD | ptrace.PTRACE_O_SUSPEND_SECCOMP
 
 
-def _end_copy(pid, copy, options):
+def _end_copy(pid, copy, options, safe):
     """Kill the copy, then have the target reap it (it is the target's child)."""
     try:
         os.kill(copy.tid, signal.SIGKILL)
@@ -231,7 +262,7 @@ def _end_copy(pid, copy, options):
     try:
         with signals_held(), FrozenProcess(pid, options) as frozen:
             addr = inject.find_syscall_insn(pid)
-            with inject.Injector(frozen.leader(), addr, block_signals=True) as inj:
+            with inject.Injector(frozen.leader(), addr, block_signals=True, safe=safe) as inj:
                 inj.call("wait4", copy.tid, 0, ptrace.WALL, 0, check=False)
     except (NoSuchProcess, ProcessExited):
         pass                        # the target is gone, and its zombie child with it
@@ -277,9 +308,10 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             t_freeze = time.monotonic()
             mappings, files = capture_mappings(pid)
             syscall_addr = inject.find_syscall_insn(pid, mappings)
+            safe = inject.SafeSites.find(pid, mappings)
             rseq_areas = _read_rseq_areas(frozen, mem)
             proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
-                                  unlinked_limit)
+                                  unlinked_limit, safe=safe)
             plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
                     if m.path != "[vsyscall]"]
             for m, how in plan:
@@ -295,11 +327,15 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                     (now if not fork or _from_original(m) else later).append((m, how))
             copier.copy(mem, now)
             if later:
-                copy = _fork_copy(frozen, syscall_addr)
+                copy = _fork_copy(frozen, syscall_addr, safe)
+                if copy is None:
+                    copier.copy(mem, later)      # no code page for the fork: now
+                else:
+                    copy, copy_syscall = copy
             frozen.release(signal.SIGSTOP if stop else 0)
             freeze = time.monotonic() - t_freeze
         if copy:
-            method = _store_copy(copy, syscall_addr, copier, later, stream)
+            method = _store_copy(copy, copy_syscall, copier, later, stream)
         _put_back_rseq_areas(writer, proc, rseq_areas)
         writer.commit()
     except OSError as err:
@@ -309,7 +345,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
     finally:
         mem.close()
         if copy:
-            _end_copy(pid, copy, options)
+            _end_copy(pid, copy, options, safe)
         if writer:
             writer.abort()
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,

@@ -6,13 +6,19 @@ is written into the target.  For a long series of calls, run() executes code
 the caller placed in the target, up to its `int3`.  Registers are put back on
 `restore()`, with the restart fix-up the kernel would otherwise skip (LINUX-NOTES:
 -ERESTART* leaks to user space if a thread interrupted in a system call resumes
-from a syscall stop)."""
+from a syscall stop).
+
+A target that must survive rcore's death at any instant (a dump's) gets guarded
+calls (`SafeSites`, arch "injected calls that need no tracer to end"): a thread
+left alone by a dead rcore finishes the call and returns to its own context
+through a signal frame rcore wrote below its stack's red zone."""
 
 import os
 import signal
+import struct
 
 from .. import arch
-from ..errors import InjectedSyscallError, InjectionFault, ProcessExited
+from ..errors import InjectedSyscallError, InjectionFault, ProcessExited, RcoreError
 from . import libc, procfs
 from .ptrace import PTRACE_EVENT_STOP
 
@@ -24,6 +30,56 @@ ALL_SIGNALS = (1 << 64) - 1          # the kernel leaves SIGKILL and SIGSTOP out
 RESTART_CODES = {ARCH.ERESTARTSYS, ARCH.ERESTARTNOINTR, ARCH.ERESTARTNOHAND,
                  ARCH.ERESTART_RESTARTBLOCK}
 _RESTARTS = 1000
+
+
+class SafeSites:
+    """Where guarded calls run in process pid: a vDSO `syscall` followed only by
+    register clears and `ret` (.syscall), and the program's own rt_sigreturn
+    trampoline (.sigreturn).  find() returns None when either is missing (no vDSO
+    path of that shape, or no C library code for signals): calls are then not
+    guarded."""
+
+    def __init__(self, syscall, sigreturn):
+        self.syscall, self.sigreturn = syscall, sigreturn
+
+    @classmethod
+    def find(cls, pid, maps):
+        vdso = next((m for m in maps if m.path == "[vdso]"), None)
+        if vdso is None:
+            return None
+        at = ARCH.find_syscall_then_ret(libc.read_memory(pid, vdso.start, vdso.end - vdso.start))
+        sigreturn = _find_sigreturn(pid, maps)
+        if at is None or sigreturn is None:
+            return None
+        return cls(vdso.start + at, sigreturn)
+
+
+def _find_sigreturn(pid, maps):
+    # The C library's restorer (glibc's and musl's __restore_rt) is the usual one.
+    code_maps = [m for m in maps if m.perms[2] == "x" and m.file_backed]
+    code_maps.sort(key=lambda m: "libc" not in m.path and "musl" not in m.path)
+    for m in code_maps:
+        try:
+            code = libc.read_memory(pid, m.start, m.end - m.start)
+        except OSError:
+            continue
+        for gadget in ARCH.SIGRETURN_GADGETS:
+            at = code.find(gadget)
+            if at >= 0:
+                return m.start + at
+    return None
+
+
+def write_code(pid, addr, code):
+    """Write code into a page of pid that is executable and not writable: through
+    /proc/PID/mem, which may write any page of a traced process (copy-on-write),
+    so that no W^X policy (MDWE) has to allow a writable page to become code."""
+    fd = os.open(procfs.path(pid, "mem"), os.O_RDWR | os.O_CLOEXEC)
+    try:
+        if os.pwrite(fd, code, addr) != len(code):
+            raise OSError(14, f"short write of code at {addr:#x} in {pid}")
+    finally:
+        os.close(fd)
 
 
 def find_syscall_insn(pid, maps=None):
@@ -48,19 +104,54 @@ class Injector:
     vDSO), a call is one ptrace stop, at the trap, instead of two (entry and exit
     of the call)."""
 
-    def __init__(self, thread, syscall_addr, block_signals=False):
+    def __init__(self, thread, syscall_addr, block_signals=False, safe=None):
         """block_signals: every signal stays blocked in the thread while calls are
         injected (its own mask is put back by restore()), so that the target's
         signals neither interrupt the calls nor are taken out of its queue: they
-        stay pending for the program."""
+        stay pending for the program.
+
+        safe (SafeSites): guarded calls at safe.syscall (syscall_addr is then only
+        the default of `addr`), signals blocked too.  The thread's context is first
+        written as a signal frame below its stack's red zone (the bytes there are
+        put back by restore()); each call gets a stack pointer at the address of
+        the rt_sigreturn trampoline, just below the frame."""
         self.thread = thread
-        self.addr = syscall_addr
         self.saved = thread.get_regs()
         self.used = False
         self.saved_mask = None
+        self._stack = None            # (address, bytes under the frame)
+        self._call_sp = None
+        if safe is not None:
+            syscall_addr = safe.syscall
+            block_signals = True
+        self.addr = syscall_addr
         if block_signals:
             self.saved_mask = thread.get_sigmask()
+        if safe is not None:
+            self._write_frame(safe)
+        if block_signals:
             thread.set_sigmask(ALL_SIGNALS)
+
+    def _write_frame(self, safe):
+        """A signal frame of the thread's own context, as a signal handler's would
+        be, below the red zone; the trampoline's address just below it."""
+        regs = ARCH.restart_interrupted_syscall(self.saved, restart_block_kept=False)
+        xstate = self.thread.get_xstate()
+        size = ARCH.sigframe_size(xstate)
+        at = (self.saved.sp - ARCH.RED_ZONE - size) & ~63
+        frame = struct.pack("<Q", safe.sigreturn) + ARCH.encode_sigframe(
+            regs, xstate, self.saved_mask, at)
+        start = at - 8
+        pid = self.thread.tgid
+        try:
+            old = libc.read_memory(pid, start, len(frame))
+            libc.write_memory(pid, start, frame)
+        except OSError as err:
+            raise RcoreError(f"cannot write a signal frame below the stack pointer of "
+                             f"thread {self.thread.tid}: {os.strerror(err.errno or 14)}") \
+                from None
+        self._stack = (start, old)
+        self._call_sp = start
 
     @property
     def addr(self):
@@ -97,13 +188,20 @@ class Injector:
             raise InjectedSyscallError(self.thread.tgid, name, -ret)
         return ret
 
+    def frame_area(self):
+        """(address, the bytes the signal frame covers) of a guarded Injector, or
+        None: a fork made meanwhile must get the bytes back in its copy."""
+        return self._stack
+
     def _call_once(self, name, args, on_event, stop_at_exit):
         thread = self.thread
         regs = self.saved.copy()
         ARCH.set_syscall(regs, self.addr, ARCH.SYS[name], args)
+        if self._call_sp is not None:
+            regs.rsp = self._call_sp
         thread.set_regs(regs)
         self.used = True
-        if self._trap_at is not None and not stop_at_exit:
+        if self._trap_at is not None and not stop_at_exit and self._call_sp is None:
             trap_end = self._trap_at + len(ARCH.TRAP_INSN)
             self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
                             and stop.sig == signal.SIGTRAP
@@ -152,6 +250,8 @@ class Injector:
             resume()
 
     def restore(self):
+        # Mask first, registers next: until the registers are the thread's own, a
+        # dead rcore's thread still takes its frame's way back (mask included).
         if self.saved_mask is not None:
             self.thread.set_sigmask(self.saved_mask)
             self.saved_mask = None
@@ -161,6 +261,13 @@ class Injector:
             regs = self.saved
         self.thread.set_regs(regs)
         self.used = False
+        if self._stack is not None:
+            start, old = self._stack
+            self._stack = self._call_sp = None
+            try:
+                libc.write_memory(self.thread.tgid, start, old)
+            except OSError:
+                pass                 # below the red zone: nothing the program holds
 
 
 def errno_of(ret):

@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""rcore killed (SIGKILL) at random instants, in one run: does the target survive?
+
+    python3 bench/faults.py [--dumps 300] [--restores 50] [--restarts 50]
+                            [--mib 16] [--threads 2] [--dir DIR] [--seed N]
+
+The target is tests/progs/steady.c: worker threads keep checking their registers
+(general and AVX), signal mask and sigaltstack, the main thread checks its memory
+and prints "ok PID ROUND" every 5 ms; any damage makes it print "BAD".
+
+dump      `rcore dump PID` (the CLI) is SIGKILLed: every other run after a random
+          delay between the CLI's start-up time and the end of a typical dump
+          (the whole dump), the others 0-30 ms after the target is first seen
+          traced (the freeze, which lasts a few ms, and the start of the copy).  After each kill: the target must
+          be alive, printing "ok" lines of its own PID only (a line of another PID
+          would be the fork copy running the program), not stopped (/proc state
+          T/t), not traced (TracerPid), with no zombie children; temporary core
+          files in the directory are counted before the next run (which removes
+          those of dead rcore processes).
+restore   `rcore restore PID CORE` killed at random instants.  Once restore starts
+          changing the target it holds it with PTRACE_O_EXITKILL, so a kill then
+          kills the target by design: targets dead by SIGKILL are counted apart
+          (and replaced by a fresh one); any other death or damage is a failure.
+restart   `rcore restart CORE --detach --any-pid` killed at random instants: a
+          half-built process must not survive it (EXITKILL), and a complete one
+          must run unharmed.
+
+Printed: per operation, kills, and for each check how many runs failed it.
+Every process started here is killed by PID at the end."""
+
+import argparse
+import glob
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from benchlib import end_process  # noqa: E402
+
+ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+
+
+def build(outdir):
+    exe = os.path.join(outdir, "steady")
+    subprocess.run(["gcc", "-g", "-O0", "-pthread", "-o", exe,
+                    os.path.join(ROOT, "tests", "progs", "steady.c")], check=True)
+    return exe
+
+
+def rcore(*args):
+    return subprocess.Popen([sys.executable, "-m", "rcore", *map(str, args)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class Target:
+    def __init__(self, exe, outdir, mib, threads):
+        self.out = os.path.join(outdir, f"steady.{time.monotonic_ns()}.out")
+        self.p = subprocess.Popen([exe, str(mib), str(threads)], stdout=open(self.out, "wb"),
+                                  stderr=subprocess.STDOUT)
+        self.pid = self.p.pid
+        self.wait_lines(2, 10)
+
+    def lines(self):
+        with open(self.out, "rb") as f:
+            return f.read().decode(errors="replace").splitlines()
+
+    def wait_lines(self, n, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.lines()) >= n:
+                return True
+            if self.p.poll() is not None:
+                return False
+            time.sleep(0.005)
+        return False
+
+    def end(self):
+        end_process(self.p)
+
+
+def status(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(ln.rstrip("\n").split(":\t", 1) for ln in f if ":\t" in ln)
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+
+
+def zombie_children(pid):
+    out = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            kids = open(path).read().split()
+        except OSError:
+            continue
+        out += [k for k in kids if status(k).get("State", "")[:1] == "Z"]
+    return out
+
+
+def check_target(t, failures, seen_lines):
+    """Every harm a kill can leave, by name (empty: unharmed)."""
+    harm = []
+    # the kernel detaches tracees of a dead tracer at once; give it a moment
+    time.sleep(0.02)
+    st = status(t.pid)
+    if t.p.poll() is not None:
+        harm.append("dead" if t.p.returncode != -signal.SIGKILL else "dead-SIGKILL")
+        for h in harm:
+            failures[h] = failures.get(h, 0) + 1
+        return harm
+    if st.get("TracerPid", "0") != "0":
+        harm.append("traced")
+    if st.get("State", "?")[:1] in "Tt":
+        harm.append("stopped")
+    if not t.wait_lines(seen_lines() + 3, 3):
+        harm.append("not-running")
+    lines = t.lines()
+    if any(ln.startswith("BAD") for ln in lines):
+        harm.append("damaged")
+    if any(ln.split()[1] != str(t.pid) for ln in lines if ln.startswith("ok ")):
+        harm.append("copy-ran-program")
+    if zombie_children(t.pid):
+        harm.append("zombie")
+    for h in harm:
+        failures[h] = failures.get(h, 0) + 1
+    return harm
+
+
+def tmp_files(directory):
+    return [f for f in os.listdir(directory) if ".rcore" in f]
+
+
+def typical(cmd, n=5):
+    times = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        r = rcore(*cmd)
+        out, err = r.communicate()
+        if r.returncode:
+            raise SystemExit(f"rcore {' '.join(map(str, cmd))}: {err.strip()}")
+        times.append(time.monotonic() - t0)
+    return statistics.median(times)
+
+
+def startup():
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import rcore.cli"], env=ENV, check=True)
+    return time.monotonic() - t0
+
+
+def kill_at(cmd, delay, traced_pid=None):
+    """Run rcore cmd and SIGKILL it after delay seconds; with traced_pid, delay
+    counts from the moment that process is first seen traced (the freeze)."""
+    r = rcore(*cmd)
+    if traced_pid is not None:
+        while r.poll() is None and status(traced_pid).get("TracerPid", "0") == "0":
+            time.sleep(0.0002)
+    time.sleep(delay)
+    r.send_signal(signal.SIGKILL)
+    r.communicate()
+    return r.returncode
+
+
+def bench_dumps(n, exe, d, args, rng):
+    t = Target(exe, d, args.mib, args.threads)
+    core = os.path.join(d, "core")
+    full = typical(["dump", t.pid, "-o", core])
+    start = startup()
+    failures, left_tmp, left_zombies, completed = {}, 0, 0, 0
+    try:
+        for i in range(n):
+            n_lines = len(t.lines())
+            if i % 2:
+                rc = kill_at(["dump", t.pid, "-o", core], rng.uniform(start * 0.9, full * 1.1))
+            else:
+                rc = kill_at(["dump", t.pid, "-o", core], rng.uniform(0, 0.03), t.pid)
+            completed += rc == 0
+            harm = check_target(t, failures, lambda: n_lines)
+            left_tmp += bool(tmp_files(d))
+            left_zombies += len(zombie_children(t.pid))
+            if "dead" in harm or "dead-SIGKILL" in harm or "damaged" in harm:
+                print(f"  dump kill {i}: {harm}", file=sys.stderr)
+                t.end()
+                t = Target(exe, d, args.mib, args.threads)
+        # the next complete dump removes what dead runs left
+        r = rcore("dump", t.pid, "-o", core)
+        r.communicate()
+        after = (len(tmp_files(d)), len(zombie_children(t.pid)))
+    finally:
+        t.end()
+    print(f"dump: {n} kills (typical dump {full * 1000:.0f} ms, start-up {start * 1000:.0f} ms, "
+          f"{completed} completed before the kill)")
+    print(f"  harmed: {failures or 'none'}")
+    print(f"  runs after which a temporary core was present: {left_tmp}; zombie copies "
+          f"seen: {left_zombies}; left after one more complete dump: "
+          f"{after[0]} temporaries, {after[1]} zombies")
+
+
+def bench_restores(n, exe, d, args, rng):
+    core = os.path.join(d, "core.restore")
+    t = Target(exe, d, args.mib, args.threads)
+    failures, by_design, completed = {}, 0, 0
+    try:
+        subprocess.run([sys.executable, "-m", "rcore", "dump", str(t.pid), "-o", core],
+                       env=ENV, check=True, capture_output=True)
+        full = typical(["restore", t.pid, core], 3)
+        start = startup()
+        for i in range(n):
+            n_lines = len(t.lines())
+            rc = kill_at(["restore", t.pid, core], rng.uniform(start * 0.9, full * 1.1))
+            completed += rc == 0
+            harm = check_target(t, {}, lambda: n_lines)
+            if harm == ["dead-SIGKILL"]:
+                by_design += 1
+            else:
+                for h in harm:
+                    failures[h] = failures.get(h, 0) + 1
+            if harm:
+                if harm != ["dead-SIGKILL"]:
+                    print(f"  restore kill {i}: {harm}", file=sys.stderr)
+                t.end()
+                t = Target(exe, d, args.mib, args.threads)
+                subprocess.run([sys.executable, "-m", "rcore", "dump", str(t.pid), "-o", core],
+                               env=ENV, check=True, capture_output=True)
+    finally:
+        t.end()
+    print(f"restore: {n} kills (typical restore {full * 1000:.0f} ms, {completed} completed "
+          "before the kill)")
+    print(f"  killed by design (EXITKILL, the target was being changed): {by_design}")
+    print(f"  harmed otherwise: {failures or 'none'}")
+
+
+def processes_of(exe):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/exe") == exe:
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def bench_restarts(n, exe, d, args, rng):
+    core = os.path.join(d, "core.restart")
+    t = Target(exe, d, args.mib, args.threads)
+    subprocess.run([sys.executable, "-m", "rcore", "dump", str(t.pid), "-o", core],
+                   env=ENV, check=True, capture_output=True)
+    t.end()
+    cmd = ["restart", core, "--detach", "--any-pid", "--stdout", os.devnull]
+    start = startup()
+    full = typical(cmd, 3)
+    for pid in processes_of(exe):
+        os.kill(pid, signal.SIGKILL)
+    counts = {"none left": 0, "running unharmed": 0}
+    failures = {}
+    for i in range(n):
+        kill_at(cmd, rng.uniform(start * 0.9, full * 1.1))
+        time.sleep(0.05)
+        for pid in processes_of(exe):
+            st = status(pid)
+            state = st.get("State", "?")[:1]
+            if state == "Z":
+                continue
+            if st.get("TracerPid", "0") != "0" or state in "Tt":
+                failures["stopped-or-traced"] = failures.get("stopped-or-traced", 0) + 1
+            else:
+                counts["running unharmed"] += 1
+            os.kill(pid, signal.SIGKILL)
+            break
+        else:
+            counts["none left"] += 1
+    print(f"restart: {n} kills (typical restart {full * 1000:.0f} ms)")
+    print(f"  outcomes: {counts}; half-built processes left stopped or traced: "
+          f"{failures or 'none'}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dumps", type=int, default=300)
+    ap.add_argument("--restores", type=int, default=50)
+    ap.add_argument("--restarts", type=int, default=50)
+    ap.add_argument("--mib", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dir")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    d = args.dir or tempfile.mkdtemp(prefix="rcore-faults-")
+    rng = random.Random(args.seed)
+    try:
+        exe = build(d)
+        if args.dumps:
+            bench_dumps(args.dumps, exe, d, args, rng)
+        if args.restores:
+            bench_restores(args.restores, exe, d, args, rng)
+        if args.restarts:
+            bench_restarts(args.restarts, exe, d, args, rng)
+    finally:
+        for pid in processes_of(os.path.join(d, "steady")):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not args.dir:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

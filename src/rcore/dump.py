@@ -218,6 +218,39 @@ def _fork_copy(frozen, syscall_addr, safe):
     return copy, exit_site
 
 
+def _dead_copies(pid):
+    """Zombie children of pid that are copies a killed rcore left: named by
+    fork_code, exit signal 0, no longer traced.  The program's own children are
+    never taken (it may be waiting for them)."""
+    found = []
+    for tid in ptrace.list_threads(pid):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                st = procfs.read_stat(kid)
+                traced = procfs.read_status(kid).get("TracerPid", "0") != "0"
+            except RcoreError:
+                continue
+            if (st.state == "Z" and st.comm == ARCH.COPY_NAME.decode() and not st.exit_signal
+                    and not traced):
+                found.append(kid)
+    return found
+
+
+def _reap_dead_copies(frozen, syscall_addr, safe):
+    """Have the frozen target reap the copies dead rcore runs left as zombies."""
+    dead = _dead_copies(frozen.pid)
+    if dead:
+        with inject.Injector(frozen.leader(), syscall_addr, block_signals=True,
+                             safe=safe) as inj:
+            for kid in dead:
+                inj.call("wait4", kid, 0, ptrace.WALL | os.WNOHANG, 0, check=False)
+
+
 def _read_rseq_areas(frozen, mem):
     """The rseq areas as they are at the freeze.  The kernel rewrites a thread's
     area (cpu_id...) whenever it returns to user space, which the injected system
@@ -286,11 +319,20 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     options = dict(stop=stop, full=full, fork=fork, progress=progress,
                    unlinked_limit=unlinked_limit, run_state=run_state)
     try:
-        summary = _dump(pid, path, stream=stream and fork, **options)
-    except StreamFailed:
-        # The copy could not send its memory (e.g. a seccomp filter it inherited
-        # forbids vmsplice) and is gone: take the dump again, reading the copy.
-        summary = _dump(pid, path, stream=False, **options)
+        try:
+            summary = _dump(pid, path, stream=stream and fork, **options)
+        except StreamFailed:
+            # The copy could not send its memory (e.g. a seccomp filter it inherited
+            # forbids vmsplice) and is gone: take the dump again, reading the copy.
+            summary = _dump(pid, path, stream=False, **options)
+    except BaseException:
+        if stop and run_state not in ("T", "t"):
+            # --stop stopped it as the freeze ended; a failed dump leaves it as found
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        raise
     if kill:
         _kill_and_wait_dead(pid)
     summary.seconds = time.monotonic() - t0
@@ -312,6 +354,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             rseq_areas = _read_rseq_areas(frozen, mem)
             proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
                                   unlinked_limit, safe=safe)
+            _reap_dead_copies(frozen, syscall_addr, safe)
             plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
                     if m.path != "[vsyscall]"]
             for m, how in plan:

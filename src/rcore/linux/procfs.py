@@ -126,6 +126,8 @@ class Stat:
     arg_end: int        # 49
     env_start: int      # 50
     env_end: int        # 51
+    starttime: int = 0      # 22: clock ticks after boot; with the PID, names a process
+    exit_signal: int = 0    # 38: sent to the parent at exit (0: none, as rcore's copy)
 
 
 def parse_stat(data):
@@ -136,7 +138,7 @@ def parse_stat(data):
     n = lambda i: int(f[i - 3])   # proc(5) field i; f[0] is field 3
     return Stat(int(data[:lpar]), comm, f[0].decode(), n(4), n(5), n(6), n(14), n(15),
                 n(16), n(17), n(19), n(20), n(26), n(27), n(28), n(45), n(46), n(47),
-                n(48), n(49), n(50), n(51))
+                n(48), n(49), n(50), n(51), starttime=n(22), exit_signal=n(38))
 
 
 @_wrap

@@ -21,9 +21,9 @@ restore   `rcore restore PID CORE` killed at random instants.  Once restore star
           changing the target it holds it with PTRACE_O_EXITKILL, so a kill then
           kills the target by design: targets dead by SIGKILL are counted apart
           (and replaced by a fresh one); any other death or damage is a failure.
-restart   `rcore restart CORE --detach --any-pid` killed at random instants: a
-          half-built process must not survive it (EXITKILL), and a complete one
-          must run unharmed.
+restart   `rcore restart CORE --detach` killed at random instants (the PID is
+          waited for between runs): a half-built process must not survive it
+          (EXITKILL), and a complete one must run unharmed.
 
 Printed: per operation, kills, and for each check how many runs failed it.
 Every process started here is killed by PID at the end."""
@@ -63,8 +63,11 @@ def rcore(*args):
 class Target:
     def __init__(self, exe, outdir, mib, threads):
         self.out = os.path.join(outdir, f"steady.{time.monotonic_ns()}.out")
-        self.p = subprocess.Popen([exe, str(mib), str(threads)], stdout=open(self.out, "wb"),
-                                  stderr=subprocess.STDOUT)
+        # O_APPEND: a restore rolls the descriptor's offset back, and the lines
+        # written since must not be overwritten
+        with open(self.out, "ab") as out:
+            self.p = subprocess.Popen([exe, str(mib), str(threads)], stdout=out,
+                                      stderr=subprocess.STDOUT)
         self.pid = self.p.pid
         self.wait_lines(2, 10)
 
@@ -127,8 +130,9 @@ def check_target(t, failures, seen_lines):
         harm.append("damaged")
     if any(ln.split()[1] != str(t.pid) for ln in lines if ln.startswith("ok ")):
         harm.append("copy-ran-program")
-    if zombie_children(t.pid):
-        harm.append("zombie")
+    if len(zombie_children(t.pid)) > 1:
+        # one zombie copy is what a kill leaves until the next dump reaps it
+        harm.append("zombies-pile-up")
     for h in harm:
         failures[h] = failures.get(h, 0) + 1
     return harm
@@ -184,8 +188,8 @@ def bench_dumps(n, exe, d, args, rng):
                 rc = kill_at(["dump", t.pid, "-o", core], rng.uniform(0, 0.03), t.pid)
             completed += rc == 0
             harm = check_target(t, failures, lambda: n_lines)
-            left_tmp += bool(tmp_files(d))
-            left_zombies += len(zombie_children(t.pid))
+            left_tmp = max(left_tmp, len(tmp_files(d)))
+            left_zombies = max(left_zombies, len(zombie_children(t.pid)))
             if "dead" in harm or "dead-SIGKILL" in harm or "damaged" in harm:
                 print(f"  dump kill {i}: {harm}", file=sys.stderr)
                 t.end()
@@ -199,9 +203,11 @@ def bench_dumps(n, exe, d, args, rng):
     print(f"dump: {n} kills (typical dump {full * 1000:.0f} ms, start-up {start * 1000:.0f} ms, "
           f"{completed} completed before the kill)")
     print(f"  harmed: {failures or 'none'}")
-    print(f"  runs after which a temporary core was present: {left_tmp}; zombie copies "
-          f"seen: {left_zombies}; left after one more complete dump: "
-          f"{after[0]} temporaries, {after[1]} zombies")
+    print(f"  most temporary cores present after a kill: {left_tmp}; most zombie copies: "
+          f"{left_zombies} (a kill leaves one of each until the next run); left after one "
+          f"more complete dump: {after[0]} temporaries, {after[1]} zombies")
+    return dict(harmed=failures, most_tmp=left_tmp, most_zombies=left_zombies,
+                tmp_after=after[0], zombies_after=after[1])
 
 
 def bench_restores(n, exe, d, args, rng):
@@ -215,7 +221,7 @@ def bench_restores(n, exe, d, args, rng):
         start = startup()
         for i in range(n):
             n_lines = len(t.lines())
-            rc = kill_at(["restore", t.pid, core], rng.uniform(start * 0.9, full * 1.1))
+            rc = kill_at(["restore", t.pid, core], rng.uniform(start * 0.9, full))
             completed += rc == 0
             harm = check_target(t, {}, lambda: n_lines)
             if harm == ["dead-SIGKILL"]:
@@ -250,38 +256,71 @@ def processes_of(exe):
     return pids
 
 
+def wait_gone(pid, timeout=30):
+    """Until pid is free again (PID 1 here reaps orphans only every few seconds)."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def bench_restarts(n, exe, d, args, rng):
     core = os.path.join(d, "core.restart")
     t = Target(exe, d, args.mib, args.threads)
-    subprocess.run([sys.executable, "-m", "rcore", "dump", str(t.pid), "-o", core],
+    pid = t.pid
+    subprocess.run([sys.executable, "-m", "rcore", "dump", str(pid), "-o", core],
                    env=ENV, check=True, capture_output=True)
     t.end()
-    cmd = ["restart", core, "--detach", "--any-pid", "--stdout", os.devnull]
+    out = os.path.join(d, "restarted.out")
+
+    def attempt(delay=None):
+        wait_gone(pid)
+        open(out, "w").close()
+        cmd = ["restart", core, "--detach", "--stdout", out]
+        if delay is None:
+            t0 = time.monotonic()
+            r = rcore(*cmd)
+            r.communicate()
+            return time.monotonic() - t0
+        kill_at(cmd, delay)
+        return None
+
     start = startup()
-    full = typical(cmd, 3)
-    for pid in processes_of(exe):
+    times = []
+    for _ in range(3):
+        times.append(attempt())
         os.kill(pid, signal.SIGKILL)
+    full = statistics.median(times)
     counts = {"none left": 0, "running unharmed": 0}
     failures = {}
     for i in range(n):
-        kill_at(cmd, rng.uniform(start * 0.9, full * 1.1))
+        attempt(rng.uniform(start * 0.9, full * 1.3))
         time.sleep(0.05)
-        for pid in processes_of(exe):
-            st = status(pid)
-            state = st.get("State", "?")[:1]
-            if state == "Z":
-                continue
-            if st.get("TracerPid", "0") != "0" or state in "Tt":
-                failures["stopped-or-traced"] = failures.get("stopped-or-traced", 0) + 1
-            else:
-                counts["running unharmed"] += 1
-            os.kill(pid, signal.SIGKILL)
-            break
-        else:
+        st = status(pid)
+        if not st or st.get("State", "?")[:1] in "ZX":
             counts["none left"] += 1
+            continue
+        harm = []
+        if st.get("TracerPid", "0") != "0":
+            harm.append("traced")
+        if st.get("State", "?")[:1] in "Tt":
+            harm.append("stopped")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and len(open(out).read().splitlines()) < 3:
+            time.sleep(0.01)
+        lines = open(out).read().splitlines()
+        if len(lines) < 3:
+            harm.append("not-running")
+        if any(not ln.startswith(f"ok {pid} ") for ln in lines):
+            harm.append("damaged")
+        for h in harm:
+            failures[h] = failures.get(h, 0) + 1
+        if not harm:
+            counts["running unharmed"] += 1
+        else:
+            print(f"  restart kill {i}: {harm}", file=sys.stderr)
+        os.kill(pid, signal.SIGKILL)
     print(f"restart: {n} kills (typical restart {full * 1000:.0f} ms)")
-    print(f"  outcomes: {counts}; half-built processes left stopped or traced: "
-          f"{failures or 'none'}")
+    print(f"  outcomes: {counts}; harmed (left stopped, traced or damaged): {failures or 'none'}")
 
 
 def main():

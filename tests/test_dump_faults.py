@@ -1,7 +1,9 @@
 """Faults during a dump must not hurt the target: a storm of signals, a seccomp
 filter, rcore killed at any instant, and what a killed rcore leaves behind."""
 
+import argparse
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -11,7 +13,7 @@ import tempfile
 import pytest
 
 import rcore
-from conftest import SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
+from conftest import ROOT, SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
 
 
 def _counts(line):
@@ -152,3 +154,20 @@ def test_rcore_dead_in_the_middle_of_a_guarded_call(build, procs, when):
     assert not [ln for ln in lines if not ln.startswith("ok ")], lines[-3:]
     st = proc_status(p.pid)
     assert st["TracerPid"] == "0" and st["State"][0] in "SR", st
+
+
+def test_rcore_dump_killed_at_random_instants(tmp_path):
+    """bench/faults.py's dump part, 24 kills (the bench does 300): the target is
+    never harmed, and what each killed run leaves (a temporary, a zombie copy) is
+    gone after the next."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import faults
+    finally:
+        sys.path.pop(0)
+    args = argparse.Namespace(mib=16, threads=2)
+    got = faults.bench_dumps(24, faults.build(str(tmp_path)), str(tmp_path), args,
+                             random.Random(8))
+    assert got["harmed"] == {}
+    assert got["most_tmp"] <= 1 and got["most_zombies"] <= 1
+    assert got["tmp_after"] == 0 and got["zombies_after"] == 0

@@ -223,21 +223,21 @@ def _dead_copies(pid):
     fork_code, exit signal 0, no longer traced.  The program's own children are
     never taken (it may be waiting for them)."""
     found = []
-    for tid in ptrace.list_threads(pid):
+    try:
+        # the leader forks every copy (_fork_copy): they are its children
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return found
+    for kid in kids:
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                kids = [int(k) for k in f.read().split()]
-        except OSError:
+            st = procfs.read_stat(kid)
+            traced = procfs.read_status(kid).get("TracerPid", "0") != "0"
+        except RcoreError:
             continue
-        for kid in kids:
-            try:
-                st = procfs.read_stat(kid)
-                traced = procfs.read_status(kid).get("TracerPid", "0") != "0"
-            except RcoreError:
-                continue
-            if (st.state == "Z" and st.comm == ARCH.COPY_NAME.decode() and not st.exit_signal
-                    and not traced):
-                found.append(kid)
+        if (st.state == "Z" and st.comm == ARCH.COPY_NAME.decode() and not st.exit_signal
+                and not traced):
+            found.append(kid)
     return found
 
 

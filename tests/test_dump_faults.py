@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -171,3 +172,28 @@ def test_rcore_dump_killed_at_random_instants(tmp_path):
     assert got["harmed"] == {}
     assert got["most_tmp"] <= 1 and got["most_zombies"] <= 1
     assert got["tmp_after"] == 0 and got["zombies_after"] == 0
+
+
+def test_a_thread_inside_an_rseq_critical_section_still_aborts_it(build, procs, tmp_path):
+    """rseq_spin's thread sits in a critical section it enters again only from
+    its abort handler; each SIGUSR1 is an abort.  Were the section's descriptor
+    dropped on the way back from the injected calls (the kernel clears it when a
+    thread returns to user space outside the section), no signal would abort it
+    any more."""
+    p = procs.start([build("rseq_spin")])
+    wait_lines(p.out_path, 2)
+
+    def aborts_after_signals():
+        before = int(read_lines(p.out_path)[-1].split()[1])
+        for _ in range(5):
+            os.kill(p.pid, signal.SIGUSR1)
+            time.sleep(0.01)
+        n = len(read_lines(p.out_path))
+        wait_lines(p.out_path, n + 2)
+        return int(read_lines(p.out_path)[-1].split()[1]) - before
+
+    assert aborts_after_signals() > 0
+    for i in range(3):
+        rcore.dump(p.pid, str(tmp_path / "core"))
+        after_dump = aborts_after_signals()
+        assert after_dump > 0

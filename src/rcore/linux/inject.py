@@ -117,6 +117,9 @@ class Injector:
         the rt_sigreturn trampoline, just below the frame."""
         self.thread = thread
         self.saved = thread.get_regs()
+        if block_signals or safe is not None:
+            # the thread goes back to its own code afterwards: as the kernel would
+            _resume_at_rseq_abort(thread, self.saved)
         self.used = False
         self.saved_mask = None
         self._stack = None            # (address, bytes under the frame)
@@ -268,6 +271,38 @@ class Injector:
                 libc.write_memory(self.thread.tgid, start, old)
             except OSError:
                 pass                 # below the red zone: nothing the program holds
+
+
+# struct rseq: rseq_cs (the active critical section's descriptor) at offset 8;
+# struct rseq_cs {u32 version, flags; u64 start_ip, post_commit_offset, abort_ip}
+_RSEQ_CS_FIELD = 8
+_RSEQ_CS = struct.Struct("<IIQQQ")
+
+
+def _resume_at_rseq_abort(thread, regs):
+    """A thread stopped inside an rseq critical section must resume at its abort
+    handler: the stop preempted it.  The kernel would move it there on its next
+    return to user space, but the first return is to an injected call, outside
+    the section, and the kernel then only drops the section's descriptor: the
+    thread would run on inside the section unaborted.  So do what the kernel
+    would have done, in the registers the thread gets back."""
+    conf = thread.rseq_config()
+    if conf is None or not conf.rseq_abi_pointer:
+        return
+    pid = thread.tgid
+    try:
+        (cs_at,) = struct.unpack("<Q", libc.read_memory(
+            pid, conf.rseq_abi_pointer + _RSEQ_CS_FIELD, 8))
+        if not cs_at:
+            return
+        _, _, start, length, abort = _RSEQ_CS.unpack(libc.read_memory(pid, cs_at, _RSEQ_CS.size))
+        if not start <= regs.pc < start + length:
+            return
+        (signature,) = struct.unpack("<I", libc.read_memory(pid, abort - 4, 4))
+    except (OSError, struct.error):
+        return
+    if signature == conf.signature:
+        regs.pc = abort
 
 
 def errno_of(ret):

@@ -120,20 +120,19 @@ safe = inject.SafeSites.find(pid, maps)
 assert safe is not None
 for t in frozen.threads.values():
     inj = inject.Injector(t, None, safe=safe)
-    if when == "mask-restored":
-        inj.call("getpid")
-        t.set_sigmask(inj.saved_mask)
+    if when in ("exit", "mask-restored"):
+        inj.call("getpid")                  # ends at the call's syscall-exit stop
+        if when == "mask-restored":
+            t.set_sigmask(inj.saved_mask)   # the first step of restore()
         continue
-    regs = inj.saved.copy()
+    regs = inj.saved.copy()                 # the first steps of a call
     inject.ARCH.set_syscall(regs, inj.addr, inject.ARCH.SYS["getpid"], [])
-    regs.rsp = inj._call_sp
+    regs.sp = inj._call_sp
     t.set_regs(regs)
-    if when in ("entry", "exit"):
+    t.set_sigmask(inject.ALL_SIGNALS)
+    if when == "entry":
         t.syscall()
         t.wait()
-        if when == "exit":
-            t.syscall()
-            t.wait()
 os._exit(0)
 """
 

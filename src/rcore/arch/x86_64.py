@@ -46,6 +46,10 @@ class UserRegs(ctypes.Structure):
     def sp(self):
         return self.rsp
 
+    @sp.setter
+    def sp(self, value):
+        self.rsp = value
+
 
 assert ctypes.sizeof(UserRegs) == 216
 

@@ -128,12 +128,11 @@ class Injector:
             syscall_addr = safe.syscall
             block_signals = True
         self.addr = syscall_addr
+        self._blocked = False
         if block_signals:
             self.saved_mask = thread.get_sigmask()
         if safe is not None:
             self._write_frame(safe)
-        if block_signals:
-            thread.set_sigmask(ALL_SIGNALS)
 
     def _write_frame(self, safe):
         """A signal frame of the thread's own context, as a signal handler's would
@@ -201,8 +200,12 @@ class Injector:
         regs = self.saved.copy()
         ARCH.set_syscall(regs, self.addr, ARCH.SYS[name], args)
         if self._call_sp is not None:
-            regs.rsp = self._call_sp
+            regs.sp = self._call_sp
         thread.set_regs(regs)
+        if self.saved_mask is not None and not self._blocked:
+            # only now: a thread left with its own registers keeps its own mask
+            thread.set_sigmask(ALL_SIGNALS)
+            self._blocked = True
         self.used = True
         if self._trap_at is not None and not stop_at_exit and self._call_sp is None:
             trap_end = self._trap_at + len(ARCH.TRAP_INSN)
@@ -255,9 +258,9 @@ class Injector:
     def restore(self):
         # Mask first, registers next: until the registers are the thread's own, a
         # dead rcore's thread still takes its frame's way back (mask included).
-        if self.saved_mask is not None:
+        if self._blocked:
             self.thread.set_sigmask(self.saved_mask)
-            self.saved_mask = None
+            self._blocked = False
         if self.used:
             regs = ARCH.restart_interrupted_syscall(self.saved, restart_block_kept=True)
         else:

@@ -10,7 +10,7 @@ import struct
 
 from . import arch
 from .linux import libc, pipes, procfs
-from .linux.inject import Injector
+from .linux.inject import Injector, frame_slot_size
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
 from .state import (ExeIdentity, FileDescriptor, FileIdentity, MmFields,
@@ -165,23 +165,29 @@ def _capture_injected(frozen, syscall_addr, proc, safe=None):
     (guarded calls with `safe`, inject.SafeSites).  A scratch page receives the
     results and is unmapped again."""
     leader = frozen.leader()
+    # The other threads' signal frames go to the scratch mapping, after its page
+    # for results, rather than below their stack pointers: a thread may be running
+    # on a signal stack or a small stack of a runtime's own.
+    slots, size = {}, ARCH.PAGE_SIZE
+    for ts in proc.threads[1:]:
+        slots[ts.tid] = size
+        size += frame_slot_size(ts.xstate)
+    size = (size + ARCH.PAGE_SIZE - 1) & -ARCH.PAGE_SIZE
     with Injector(leader, syscall_addr, block_signals=True, safe=safe) as inj:
-        scratch = inj.call("mmap", 0, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
+        scratch = inj.call("mmap", 0, size, mmap.PROT_READ | mmap.PROT_WRITE,
                            mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
         try:
             proc.mm.brk = inj.call("brk", 0)
             proc.sigactions = _read_sigactions(inj, scratch, frozen.pid)
             proc.itimers = _read_itimers(inj, scratch, frozen.pid)
             proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
-            for ts in proc.threads:
-                thread = frozen.threads[ts.tid]
-                if thread is leader:
-                    _read_thread_injected(inj, scratch, frozen.pid, ts)
-                else:
-                    with Injector(thread, syscall_addr, block_signals=True, safe=safe) as tinj:
-                        _read_thread_injected(tinj, scratch, frozen.pid, ts)
+            _read_thread_injected(inj, scratch, frozen.pid, proc.threads[0])
+            for ts in proc.threads[1:]:
+                with Injector(frozen.threads[ts.tid], syscall_addr, block_signals=True,
+                              safe=safe, frame_at=scratch + slots[ts.tid]) as tinj:
+                    _read_thread_injected(tinj, scratch, frozen.pid, ts)
         finally:
-            inj.call("munmap", scratch, ARCH.PAGE_SIZE, check=False)
+            inj.call("munmap", scratch, size, check=False)
 
 
 def _read_sigactions(inj, scratch, pid):

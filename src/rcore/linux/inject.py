@@ -96,6 +96,11 @@ def find_syscall_insn(pid, maps=None):
     raise InjectedSyscallError(pid, "syscall", 2)   # no vDSO: ENOENT
 
 
+def frame_slot_size(xstate):
+    """Bytes a guarded Injector's frame_at needs for a thread with this XSAVE image."""
+    return (64 + ARCH.sigframe_size(xstate) + 63) & ~63
+
+
 class Injector:
     """System calls run by one stopped thread.  Use as a context manager, or call
     restore() when done; until then the thread's registers are not its own.
@@ -104,7 +109,7 @@ class Injector:
     vDSO), a call is one ptrace stop, at the trap, instead of two (entry and exit
     of the call)."""
 
-    def __init__(self, thread, syscall_addr, block_signals=False, safe=None):
+    def __init__(self, thread, syscall_addr, block_signals=False, safe=None, frame_at=None):
         """block_signals: every signal stays blocked in the thread while calls are
         injected (its own mask is put back by restore()), so that the target's
         signals neither interrupt the calls nor are taken out of its queue: they
@@ -113,8 +118,9 @@ class Injector:
         safe (SafeSites): guarded calls at safe.syscall (syscall_addr is then only
         the default of `addr`), signals blocked too.  The thread's context is first
         written as a signal frame below its stack's red zone (the bytes there are
-        put back by restore()); each call gets a stack pointer at the address of
-        the rt_sigreturn trampoline, just below the frame."""
+        put back by restore()), or at frame_at, memory rcore mapped for it
+        (frame_slot_size() bytes, 64-byte aligned); each call gets a stack pointer
+        at the address of the rt_sigreturn trampoline, just below the frame."""
         self.thread = thread
         self.saved = thread.get_regs()
         if block_signals or safe is not None:
@@ -132,27 +138,31 @@ class Injector:
         if block_signals:
             self.saved_mask = thread.get_sigmask()
         if safe is not None:
-            self._write_frame(safe)
+            self._write_frame(safe, frame_at)
 
-    def _write_frame(self, safe):
+    def _write_frame(self, safe, frame_at):
         """A signal frame of the thread's own context, as a signal handler's would
-        be, below the red zone; the trampoline's address just below it."""
+        be, below the red zone (or at frame_at); the trampoline's address just
+        below it."""
         regs = ARCH.restart_interrupted_syscall(self.saved, restart_block_kept=False)
         xstate = self.thread.get_xstate()
-        size = ARCH.sigframe_size(xstate)
-        at = (self.saved.sp - ARCH.RED_ZONE - size) & ~63
+        if frame_at is None:
+            at = (self.saved.sp - ARCH.RED_ZONE - ARCH.sigframe_size(xstate)) & ~63
+        else:
+            at = frame_at + 64
         frame = struct.pack("<Q", safe.sigreturn) + ARCH.encode_sigframe(
             regs, xstate, self.saved_mask, at)
         start = at - 8
         pid = self.thread.tgid
         try:
-            old = libc.read_memory(pid, start, len(frame))
+            old = libc.read_memory(pid, start, len(frame)) if frame_at is None else None
             libc.write_memory(pid, start, frame)
         except OSError as err:
             raise RcoreError(f"cannot write a signal frame below the stack pointer of "
                              f"thread {self.thread.tid}: {os.strerror(err.errno or 14)}") \
                 from None
-        self._stack = (start, old)
+        if old is not None:
+            self._stack = (start, old)
         self._call_sp = start
 
     @property

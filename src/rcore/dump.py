@@ -316,8 +316,9 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
+    stopped = []               # _dump notes there that it sent SIGSTOP
     options = dict(stop=stop, full=full, fork=fork, progress=progress,
-                   unlinked_limit=unlinked_limit, run_state=run_state)
+                   unlinked_limit=unlinked_limit, run_state=run_state, stopped=stopped)
     try:
         try:
             summary = _dump(pid, path, stream=stream and fork, **options)
@@ -326,8 +327,8 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
             # forbids vmsplice) and is gone: take the dump again, reading the copy.
             summary = _dump(pid, path, stream=False, **options)
     except BaseException:
-        if stop and run_state not in ("T", "t"):
-            # --stop stopped it as the freeze ended; a failed dump leaves it as found
+        if stopped and run_state not in ("T", "t"):
+            # --stop stopped it as the freeze ended; a failed dump leaves it running
             try:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
@@ -339,7 +340,8 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     return summary
 
 
-def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state):
+def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
+          stopped):
     options = seize_options(pid)
     mem = LiveMemory(pid)
     copy = None
@@ -375,6 +377,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                     copier.copy(mem, later)      # no code page for the fork: now
                 else:
                     copy, copy_syscall = copy
+            if stop:
+                stopped.append(True)
             frozen.release(signal.SIGSTOP if stop else 0)
             freeze = time.monotonic() - t_freeze
         if copy:

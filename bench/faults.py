@@ -17,11 +17,13 @@ dump      `rcore dump PID` (the CLI) is SIGKILLed: every other run after a rando
           T/t), not traced (TracerPid), with no zombie children; temporary core
           files in the directory are counted before the next run (which removes
           those of dead rcore processes).
-restore   `rcore restore PID CORE` killed at random instants.  Once restore starts
+restore   `rcore restore PID CORE` killed at random instants (every other run
+          0-80 ms after the target is first seen traced).  Once restore starts
           changing the target it holds it with PTRACE_O_EXITKILL, so a kill then
           kills the target by design: targets dead by SIGKILL are counted apart
           (and replaced by a fresh one); any other death or damage is a failure.
-restart   `rcore restart CORE --detach` killed at random instants (the PID is
+restart   `rcore restart CORE --detach` killed at random instants (every other
+          run 0-80 ms after the new process is first seen traced; the PID is
           waited for between runs): a half-built process must not survive it
           (EXITKILL), and a complete one must run unharmed.
 
@@ -221,7 +223,10 @@ def bench_restores(n, exe, d, args, rng):
         start = startup()
         for i in range(n):
             n_lines = len(t.lines())
-            rc = kill_at(["restore", t.pid, core], rng.uniform(start * 0.9, full))
+            if i % 2:
+                rc = kill_at(["restore", t.pid, core], rng.uniform(start * 0.9, full))
+            else:
+                rc = kill_at(["restore", t.pid, core], rng.uniform(0, 0.08), t.pid)
             completed += rc == 0
             harm = check_target(t, {}, lambda: n_lines)
             if harm == ["dead-SIGKILL"]:
@@ -272,7 +277,7 @@ def bench_restarts(n, exe, d, args, rng):
     t.end()
     out = os.path.join(d, "restarted.out")
 
-    def attempt(delay=None):
+    def attempt(delay=None, in_build=False):
         wait_gone(pid)
         open(out, "w").close()
         cmd = ["restart", core, "--detach", "--stdout", out]
@@ -281,7 +286,7 @@ def bench_restarts(n, exe, d, args, rng):
             r = rcore(*cmd)
             r.communicate()
             return time.monotonic() - t0
-        kill_at(cmd, delay)
+        kill_at(cmd, delay, pid if in_build else None)
         return None
 
     start = startup()
@@ -293,7 +298,10 @@ def bench_restarts(n, exe, d, args, rng):
     counts = {"none left": 0, "running unharmed": 0}
     failures = {}
     for i in range(n):
-        attempt(rng.uniform(start * 0.9, full * 1.3))
+        if i % 2:
+            attempt(rng.uniform(start * 0.9, full * 1.3))
+        else:
+            attempt(rng.uniform(0, 0.08), in_build=True)
         time.sleep(0.05)
         st = status(pid)
         if not st or st.get("State", "?")[:1] in "ZX":

@@ -13,7 +13,7 @@ from rcore.dump import dump
 from rcore.elf.reader import CoreFile
 from rcore.linux import inject, procfs
 from rcore.linux.ptrace import FrozenProcess
-from rcore.state import ThreadState
+from rcore.state import ProcessState, ThreadState
 
 SA_SIGINFO, SA_RESTART, SA_NODEFER = 0x4, 0x10000000, 0x40000000
 
@@ -39,19 +39,42 @@ def _check_installed(actions, rt, on_usr1, on_rt):
 
 
 def _read_injected(pid):
-    """Handlers and the leader's thread state, by guarded calls as a dump makes them."""
+    """Handlers and the leader's thread state as a dump reads them: by one run of
+    code each (ended by SIGURG, which the program ignores), and one call at a
+    time.  Both must agree."""
     with FrozenProcess(pid) as frozen:
         safe = inject.SafeSites.find(pid, procfs.read_maps(pid))
         assert safe is not None
         with inject.Injector(frozen.leader(), None, safe=safe) as inj:
             scratch = inj.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+            code = capture._map_code(inj, pid)
             try:
-                actions = capture._read_sigactions(inj, scratch, pid)
-                ts = ThreadState(tid=pid)
-                capture._read_thread_injected(inj, scratch, pid, ts)
+                got = []
+                for runner in (capture._Runner(code, signal.SIGURG, scratch, pid),
+                               capture._Runner(None, None, scratch, pid)):
+                    ts = ThreadState(tid=pid)
+                    runner.thread_info(inj, ts)
+                    got.append((runner.sigactions(inj), ts))
             finally:
+                inj.call("munmap", code, 4096)
                 inj.call("munmap", scratch, 4096)
-    return actions, ts
+    assert code is not None
+    assert got[0][0] == got[1][0]
+    assert (got[0][1].clear_child_tid, got[0][1].sigaltstack) == \
+        (got[1][1].clear_child_tid, got[1][1].sigaltstack)
+    return got[0]
+
+
+def test_stop_signal_is_one_nobody_would_see():
+    proc = ProcessState(pid=1, threads=[ThreadState(tid=1, sigmask=0), ThreadState(tid=2)])
+    status = {"SigCgt": "0", "SigIgn": "0"}
+    assert capture.stop_signal(status, proc) == signal.SIGURG
+    status["SigCgt"] = f"{1 << (signal.SIGURG - 1):x}"                  # a handler
+    proc.threads[1].sigmask = 1 << (signal.SIGWINCH - 1)                 # sigwait?
+    proc.shared_pending = [int(signal.SIGCHLD).to_bytes(4, "little") + bytes(124)]
+    assert capture.stop_signal(status, proc) is None
+    status["SigIgn"] = f"{1 << (signal.SIGPIPE - 1):x}"                  # SIG_IGN
+    assert capture.stop_signal(status, proc) == signal.SIGPIPE
 
 
 def test_thread_state_read_by_injected_calls(build, procs):

@@ -110,7 +110,8 @@ def test_a_seccomp_target_without_root_is_refused_before_anything(build, procs):
 # rcore dies (os._exit: the kernel detaches its tracees at once) with every
 # thread of the target in a given state of a guarded injected call.
 _DIE_DURING_CALL = r"""
-import os, sys
+import os, signal, sys
+from rcore import capture
 from rcore.linux import inject, procfs
 from rcore.linux.ptrace import FrozenProcess
 pid, when = int(sys.argv[1]), sys.argv[2]
@@ -118,8 +119,16 @@ frozen = FrozenProcess(pid).__enter__()
 maps = procfs.read_maps(pid)
 safe = inject.SafeSites.find(pid, maps)
 assert safe is not None
+code = None
 for t in frozen.threads.values():
     inj = inject.Injector(t, None, safe=safe)
+    if when == "run-stopped":               # at the end of a run of code
+        if code is None:
+            scratch = inj.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+            code = capture._map_code(inj, pid) + capture._THREAD_CODE_OFFSET
+        end = code + len(inject.ARCH.THREAD_INFO_CODE) - 1
+        inj.run_to_signal(code, scratch, sig=signal.SIGURG, end=end)
+        continue
     if when in ("exit", "mask-restored"):
         inj.call("getpid")                  # ends at the call's syscall-exit stop
         if when == "mask-restored":
@@ -137,7 +146,8 @@ os._exit(0)
 """
 
 
-@pytest.mark.parametrize("when", ["registers-set", "entry", "exit", "mask-restored"])
+@pytest.mark.parametrize("when", ["registers-set", "entry", "exit", "mask-restored",
+                                  "run-stopped"])
 def test_rcore_dead_in_the_middle_of_a_guarded_call(build, procs, when):
     """Each thread holds a signal frame of its own context on its stack: left
     alone, it ends the call and gets back its registers (general and AVX), mask

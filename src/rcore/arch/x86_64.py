@@ -247,6 +247,69 @@ def encode_sigframe(regs, xstate, sigmask, at):
     return uc + pad + bytes(image) + struct.pack("<I", FP_XSTATE_MAGIC2)
 
 
+# Code the dump runs in a thread, ended without a trap: by tgkill(r13 = tgid,
+# r14 = tid, r15d = a signal the program ignores, by default or SIG_IGN), then
+# `ret` (into the rt_sigreturn trampoline, as after a guarded call).  With rcore
+# tracing, the signal's delivery stops the thread there: one ptrace stop for the
+# whole run.  Left alone, the thread takes the signal (the kernel discards an
+# ignored signal) and goes back to its own context.
+_STOP_THEN_RET = bytes.fromhex(
+    "b8ea000000"    # mov eax, 234         tgkill
+    "4c89ef"        # mov rdi, r13
+    "4c89f6"        # mov rsi, r14
+    "4489fa"        # mov edx, r15d
+    "0f05"          # syscall
+    "c3")           # ret
+STOP_INSN_END = len(_STOP_THEN_RET) - 1       # where the stop leaves rip, from the end
+
+
+def set_run_stop(regs, tgid, tid, sig):
+    regs.r13, regs.r14, regs.r15 = tgid, tid, sig
+
+
+# sigaction_loop(first, last, oact, results): rt_sigaction(sig, NULL, oact, 8) for
+# every sig in [first, last], oact advancing by one struct sigaction (32 bytes) and
+# each return value stored as a u64 at results[sig - first].  Uses no stack.
+SIGACTION_SIZE = 32
+SIGACTION_LOOP_CODE = bytes.fromhex(
+    "4989c8"        # mov r8, rcx          results (rcx: the syscall clobbers it)
+    "4989f1"        # mov r9, rsi          last signal
+    # loop:
+    "31f6"          # xor esi, esi         act = NULL: only read the action
+    "41ba08000000"  # mov r10d, 8          sigsetsize
+    "b80d000000"    # mov eax, 13          rt_sigaction
+    "0f05"          # syscall              (keeps rdi, rdx, r8, r9, r10)
+    "498900"        # mov [r8], rax        its result
+    "4983c008"      # add r8, 8
+    "4883c220"      # add rdx, 32          next oact
+    "ffc7"          # inc edi              next signal
+    "4439cf"        # cmp edi, r9d
+    "76df"          # jbe loop             (-33: back to xor esi, esi)
+) + _STOP_THEN_RET
+
+
+# thread_info(results): prctl(PR_GET_TID_ADDRESS, &results[0]) and
+# sigaltstack(NULL, &results[8]) (a 24-byte stack_t), their return values at
+# results[32] and [40].
+THREAD_INFO_SIZE = 48
+THREAD_INFO_CODE = bytes.fromhex(
+    "4989f9"        # mov r9, rdi          results
+    "b89d000000"    # mov eax, 157         prctl
+    "bf28000000"    # mov edi, 40          PR_GET_TID_ADDRESS
+    "4c89ce"        # mov rsi, r9
+    "31d2"          # xor edx, edx
+    "4531d2"        # xor r10d, r10d
+    "4531c0"        # xor r8d, r8d
+    "0f05"          # syscall
+    "49894120"      # mov [r9+32], rax
+    "b883000000"    # mov eax, 131         sigaltstack
+    "31ff"          # xor edi, edi         ss = NULL: only read
+    "498d7108"      # lea rsi, [r9+8]      old_ss
+    "0f05"          # syscall
+    "49894128"      # mov [r9+40], rax
+) + _STOP_THEN_RET
+
+
 # The dump's fork: clone from a page of rcore's code whose paths end without a
 # tracer.  The parent (rax > 0, or an error) takes `ret`, as after any injected
 # call.  The copy (rax = 0) names itself COPY_NAME, so that a copy left by a dead

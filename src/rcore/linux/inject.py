@@ -240,6 +240,27 @@ class Injector:
         self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
                         and stop.sig == signal.SIGTRAP and thread.get_regs().pc == after_trap)
 
+    def run_to_signal(self, pc, *args, end, sig):
+        """Run code the target holds at pc (a function of up to six arguments
+        that ends in the arch's tgkill-then-ret, `end` being the address of that
+        ret) up to the delivery stop of its signal `sig`, which must be one the
+        program ignores: left alone, the thread takes it and goes back through
+        the frame.  Only for guarded Injectors.  The results are left in memory."""
+        thread = self.thread
+        regs = self.saved.copy()
+        ARCH.set_call(regs, pc, args)
+        ARCH.set_run_stop(regs, thread.tgid, thread.tid, sig)
+        regs.sp = self._call_sp
+        thread.set_regs(regs)
+        thread.set_sigmask(ALL_SIGNALS & ~(1 << (sig - 1)))
+        self._blocked = True
+        self.used = True
+        try:
+            self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
+                            and stop.sig == sig and thread.get_regs().pc == end)
+        finally:
+            thread.set_sigmask(ALL_SIGNALS)
+
     def _step_to_syscall_stop(self, on_event=None):
         self._run_until(self.thread.syscall, lambda stop: stop.is_syscall, on_event)
 

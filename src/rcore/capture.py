@@ -178,7 +178,8 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None):
         size += frame_slot_size(ts.xstate)
     size = (size + ARCH.PAGE_SIZE - 1) & -ARCH.PAGE_SIZE
     sig = stop_signal(status, proc) if safe is not None else None
-    with Injector(leader, syscall_addr, block_signals=True, safe=safe) as inj:
+    with Injector(leader, syscall_addr, block_signals=True, safe=safe,
+                  xstate=proc.threads[0].xstate) as inj:
         scratch = inj.call("mmap", 0, size, mmap.PROT_READ | mmap.PROT_WRITE,
                            mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
         code = None
@@ -193,7 +194,8 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None):
             runner.thread_info(inj, proc.threads[0])
             for ts in proc.threads[1:]:
                 with Injector(frozen.threads[ts.tid], syscall_addr, block_signals=True,
-                              safe=safe, frame_at=scratch + slots[ts.tid]) as tinj:
+                              safe=safe, frame_at=scratch + slots[ts.tid],
+                              xstate=ts.xstate) as tinj:
                     runner.thread_info(tinj, ts)
         finally:
             if code is not None:

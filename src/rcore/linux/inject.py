@@ -109,7 +109,8 @@ class Injector:
     vDSO), a call is one ptrace stop, at the trap, instead of two (entry and exit
     of the call)."""
 
-    def __init__(self, thread, syscall_addr, block_signals=False, safe=None, frame_at=None):
+    def __init__(self, thread, syscall_addr, block_signals=False, safe=None, frame_at=None,
+                 xstate=None):
         """block_signals: every signal stays blocked in the thread while calls are
         injected (its own mask is put back by restore()), so that the target's
         signals neither interrupt the calls nor are taken out of its queue: they
@@ -120,7 +121,8 @@ class Injector:
         written as a signal frame below its stack's red zone (the bytes there are
         put back by restore()), or at frame_at, memory rcore mapped for it
         (frame_slot_size() bytes, 64-byte aligned); each call gets a stack pointer
-        at the address of the rt_sigreturn trampoline, just below the frame."""
+        at the address of the rt_sigreturn trampoline, just below the frame.
+        xstate: the thread's XSAVE image, when the caller has just read it."""
         self.thread = thread
         self.saved = thread.get_regs()
         if block_signals or safe is not None:
@@ -134,18 +136,18 @@ class Injector:
             syscall_addr = safe.syscall
             block_signals = True
         self.addr = syscall_addr
-        self._blocked = False
+        self._mask = None             # the mask rcore gave the thread (None: its own)
         if block_signals:
             self.saved_mask = thread.get_sigmask()
         if safe is not None:
-            self._write_frame(safe, frame_at)
+            self._write_frame(safe, frame_at, xstate)
 
-    def _write_frame(self, safe, frame_at):
+    def _write_frame(self, safe, frame_at, xstate):
         """A signal frame of the thread's own context, as a signal handler's would
         be, below the red zone (or at frame_at); the trampoline's address just
         below it."""
         regs = ARCH.restart_interrupted_syscall(self.saved, restart_block_kept=False)
-        xstate = self.thread.get_xstate()
+        xstate = xstate or self.thread.get_xstate()
         if frame_at is None:
             at = (self.saved.sp - ARCH.RED_ZONE - ARCH.sigframe_size(xstate)) & ~63
         else:
@@ -212,10 +214,9 @@ class Injector:
         if self._call_sp is not None:
             regs.sp = self._call_sp
         thread.set_regs(regs)
-        if self.saved_mask is not None and not self._blocked:
+        if self.saved_mask is not None:
             # only now: a thread left with its own registers keeps its own mask
-            thread.set_sigmask(ALL_SIGNALS)
-            self._blocked = True
+            self._set_mask(ALL_SIGNALS)
         self.used = True
         if self._trap_at is not None and not stop_at_exit and self._call_sp is None:
             trap_end = self._trap_at + len(ARCH.TRAP_INSN)
@@ -240,6 +241,11 @@ class Injector:
         self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
                         and stop.sig == signal.SIGTRAP and thread.get_regs().pc == after_trap)
 
+    def _set_mask(self, mask):
+        if self._mask != mask:
+            self.thread.set_sigmask(mask)
+            self._mask = mask
+
     def run_to_signal(self, pc, *args, end, sig):
         """Run code the target holds at pc (a function of up to six arguments
         that ends in the arch's tgkill-then-ret, `end` being the address of that
@@ -252,14 +258,10 @@ class Injector:
         ARCH.set_run_stop(regs, thread.tgid, thread.tid, sig)
         regs.sp = self._call_sp
         thread.set_regs(regs)
-        thread.set_sigmask(ALL_SIGNALS & ~(1 << (sig - 1)))
-        self._blocked = True
+        self._set_mask(ALL_SIGNALS & ~(1 << (sig - 1)))
         self.used = True
-        try:
-            self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
-                            and stop.sig == sig and thread.get_regs().pc == end)
-        finally:
-            thread.set_sigmask(ALL_SIGNALS)
+        self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
+                        and stop.sig == sig and thread.get_regs().pc == end)
 
     def _step_to_syscall_stop(self, on_event=None):
         self._run_until(self.thread.syscall, lambda stop: stop.is_syscall, on_event)
@@ -289,9 +291,9 @@ class Injector:
     def restore(self):
         # Mask first, registers next: until the registers are the thread's own, a
         # dead rcore's thread still takes its frame's way back (mask included).
-        if self._blocked:
+        if self._mask is not None:
             self.thread.set_sigmask(self.saved_mask)
-            self._blocked = False
+            self._mask = None
         if self.used:
             regs = ARCH.restart_interrupted_syscall(self.saved, restart_block_kept=True)
         else:

@@ -58,16 +58,22 @@ def _find_sigreturn(pid, maps):
     # The C library's restorer (glibc's and musl's __restore_rt) is the usual one.
     code_maps = [m for m in maps if m.perms[2] == "x" and m.file_backed]
     code_maps.sort(key=lambda m: "libc" not in m.path and "musl" not in m.path)
+    overlap = max(map(len, ARCH.SIGRETURN_GADGETS)) - 1
     for m in code_maps:
-        try:
-            code = libc.read_memory(pid, m.start, m.end - m.start)
-        except OSError:
-            continue
-        for gadget in ARCH.SIGRETURN_GADGETS:
-            at = code.find(gadget)
-            if at >= 0:
-                return m.start + at
+        # in pieces: it is usually found well before the end of the C library
+        for start in range(m.start, m.end, _SEARCH_CHUNK):
+            try:
+                code = libc.read_memory(pid, start, min(_SEARCH_CHUNK + overlap, m.end - start))
+            except OSError:
+                break
+            for gadget in ARCH.SIGRETURN_GADGETS:
+                at = code.find(gadget)
+                if at >= 0:
+                    return start + at
     return None
+
+
+_SEARCH_CHUNK = 256 << 10
 
 
 def write_code(pid, addr, code):

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import rcore
+from rcore.elf.reader import CoreFile
 from conftest import ROOT, SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
 
 
@@ -206,3 +207,43 @@ def test_a_thread_inside_an_rseq_critical_section_still_aborts_it(build, procs, 
         rcore.dump(p.pid, str(tmp_path / "core"))
         after_dump = aborts_after_signals()
         assert after_dump > 0
+
+
+# A dump killed after mapping its scratch memory and code in the target.
+_DIE_AFTER_MAPPING = r"""
+import mmap, os, sys
+from rcore.linux import inject, procfs
+from rcore.linux.ptrace import FrozenProcess
+pid = int(sys.argv[1])
+frozen = FrozenProcess(pid).__enter__()
+safe = inject.SafeSites.find(pid, procfs.read_maps(pid))
+inj = inject.Injector(frozen.leader(), None, safe=safe)
+for size, prot in ((3 * 4096, mmap.PROT_READ | mmap.PROT_WRITE),
+                   (4096, mmap.PROT_READ | mmap.PROT_EXEC)):
+    assert inject.map_marked(inj, size, prot) > 0
+inj.restore()
+os._exit(0)
+"""
+
+
+def test_memory_a_killed_dump_left_is_unmapped_by_the_next(build, procs, tmp_path):
+    p = procs.start([build("steady"), "4", "1"])
+    wait_lines(p.out_path, 3)
+
+    def anonymous():
+        return [ln.split()[0] for ln in open(f"/proc/{p.pid}/maps") if len(ln.split()) == 5]
+
+    before = anonymous()
+    r = subprocess.run([sys.executable, "-c", _DIE_AFTER_MAPPING, str(p.pid)],
+                       env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    left = set(anonymous()) - set(before)
+    assert len(left) == 2
+    rcore.dump(p.pid, str(tmp_path / "core"))
+    assert set(anonymous()) == set(before)
+    with CoreFile(str(tmp_path / "core")) as core:
+        stored = {f"{m.start:x}-{m.end:x}" for m in core.state.mappings}
+    assert not stored & left
+    n = len(read_lines(p.out_path))
+    wait_lines(p.out_path, n + 3)
+    assert all(ln.startswith("ok ") for ln in read_lines(p.out_path))

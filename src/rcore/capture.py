@@ -10,7 +10,7 @@ import struct
 
 from . import arch
 from .linux import libc, pipes, procfs
-from .linux.inject import Injector, frame_slot_size, write_code
+from .linux.inject import Injector, frame_slot_size, map_marked, write_code
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
 from .errors import InjectedSyscallError
@@ -180,8 +180,9 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None):
     sig = stop_signal(status, proc) if safe is not None else None
     with Injector(leader, syscall_addr, block_signals=True, safe=safe,
                   xstate=proc.threads[0].xstate) as inj:
-        scratch = inj.call("mmap", 0, size, mmap.PROT_READ | mmap.PROT_WRITE,
-                           mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+        scratch = map_marked(inj, size, mmap.PROT_READ | mmap.PROT_WRITE)
+        if -4096 < scratch < 0:
+            raise InjectedSyscallError(frozen.pid, "mmap", -scratch)
         code = None
         try:
             if sig:
@@ -236,8 +237,7 @@ _THREAD_CODE_OFFSET = 256              # in the code page, after the sigaction l
 def _map_code(inj, pid):
     """A page holding the sigaction loop and thread_info, mapped executable and
     written through /proc/PID/mem; None if the process may not map code."""
-    code = inj.call("mmap", 0, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_EXEC,
-                    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0, check=False)
+    code = map_marked(inj, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_EXEC)
     if -4096 < code < 0:
         return None
     try:

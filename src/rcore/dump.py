@@ -179,8 +179,7 @@ def _fork_copy(frozen, syscall_addr, safe):
     with inject.Injector(leader, syscall_addr, block_signals=True, safe=safe) as inj:
         # Mapped executable and never writable, written through /proc/PID/mem (which
         # may write any page of the process): no W^X policy (MDWE) refuses that.
-        addr = inj.call("mmap", 0, page, mmap.PROT_READ | mmap.PROT_EXEC,
-                        mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0, check=False)
+        addr = inject.map_marked(inj, page, mmap.PROT_READ | mmap.PROT_EXEC)
         if -4096 < addr < 0:
             return None
         try:
@@ -241,14 +240,19 @@ def _dead_copies(pid):
     return found
 
 
-def _reap_dead_copies(frozen, syscall_addr, safe):
-    """Have the frozen target reap the copies dead rcore runs left as zombies."""
+def _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):
+    """Have the frozen target reap the copies dead rcore runs left as zombies and
+    unmap the memory they left in it.  True if it unmapped any."""
     dead = _dead_copies(frozen.pid)
-    if dead:
+    leftovers = inject.find_leftovers(frozen.pid, mappings)
+    if dead or leftovers:
         with inject.Injector(frozen.leader(), syscall_addr, block_signals=True,
                              safe=safe) as inj:
             for kid in dead:
                 inj.call("wait4", kid, 0, ptrace.WALL | os.WNOHANG, 0, check=False)
+            for start, size in leftovers:
+                inj.call("munmap", start, size, check=False)
+    return bool(leftovers)
 
 
 def _read_rseq_areas(frozen, mem):
@@ -356,7 +360,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             rseq_areas = _read_rseq_areas(frozen, mem)
             proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
                                   unlinked_limit, safe=safe)
-            _reap_dead_copies(frozen, syscall_addr, safe)
+            if _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):
+                proc.mappings, proc.mapped_files = capture_mappings(pid)
             plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
                     if m.path != "[vsyscall]"]
             for m, how in plan:

@@ -10,7 +10,6 @@ import os
 import re
 
 from .. import arch
-from ..errors import RcoreError
 from ..linux import procfs
 from . import notes as N
 from . import rcore_notes as R
@@ -58,9 +57,8 @@ TMP_MARK = "rcore-tmp-"
 _TMP_NAME = re.compile(r"^\..+\." + TMP_MARK + r"(\d+)-(\d+)-\d+$")
 
 
-def _writer_id(pid=None):
-    pid = pid or os.getpid()
-    return f"{pid}-{procfs.read_stat(pid).starttime}"
+def _writer_id():
+    return "%d-%d" % procfs.process_identity()
 
 
 def remove_dead_temporaries(directory):
@@ -75,14 +73,10 @@ def remove_dead_temporaries(directory):
         m = _TMP_NAME.match(name)
         if not m:
             continue
-        pid, start = int(m.group(1)), int(m.group(2))
-        try:
-            alive = procfs.read_stat(pid).starttime == start
-        except RcoreError:
-            alive = False
         path = os.path.join(directory, name)
         try:
-            if not alive and os.lstat(path).st_uid == os.geteuid():
+            if (not procfs.identity_alive(int(m.group(1)), int(m.group(2)))
+                    and os.lstat(path).st_uid == os.geteuid()):
                 os.unlink(path)
                 removed.append(name)
         except OSError:

@@ -88,6 +88,63 @@ def write_code(pid, addr, code):
         os.close(fd)
 
 
+# The first page of every mapping a dump makes in its target ends with this mark:
+# who made it (pid, start time) and its size.  A dump killed before it could
+# unmap them leaves them; the next one recognises and removes them.
+_LEFTOVER = struct.Struct("<16sIQQ4x")
+_LEFTOVER_MAGIC = b"rcore-leftover\0\1"
+
+
+def map_marked(inj, size, prot):
+    """mmap(size, prot) in inj's process, private and anonymous, with the mark;
+    an executable mapping is never writable (written through /proc/PID/mem).
+    Returns its address, or the negative errno."""
+    import mmap
+    # MAP_NORESERVE: a VMA flag of its own, so that the kernel does not merge the
+    # mapping with an anonymous neighbour, where its mark would not be found
+    addr = inj.call("mmap", 0, size, prot,
+                    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | libc.MAP_NORESERVE, -1, 0,
+                    check=False)
+    if not -4096 < addr < 0:
+        mark = _LEFTOVER.pack(_LEFTOVER_MAGIC, *procfs.process_identity(), size)
+        at = addr + ARCH.PAGE_SIZE - _LEFTOVER.size
+        if prot & mmap.PROT_WRITE:
+            libc.write_memory(inj.thread.tgid, at, mark)
+        else:
+            write_code(inj.thread.tgid, at, mark)
+    return addr
+
+
+def find_leftovers(pid, maps):
+    """(address, size) of the mappings in pid that rcore processes no longer
+    alive made and could not unmap (see map_marked).  Only the marked extent is
+    returned, even when the kernel merged it with a neighbour."""
+    found = []
+    candidates = [m for m in maps if not m.file_backed and not m.path and not m.shared
+                  and m.perms[0] == "r"]
+    n = _LEFTOVER.size
+    for i in range(0, len(candidates), _BATCH):     # one call for many mappings
+        batch = candidates[i:i + _BATCH]
+        buf = bytearray(n * len(batch))
+        at = libc.buffer_address(buf)
+        try:
+            got = libc.process_vm_readv(pid, [(at + k * n, n) for k in range(len(batch))],
+                                        [(m.start + ARCH.PAGE_SIZE - n, n) for m in batch])
+        except OSError:
+            got = 0
+        for k, m in enumerate(batch[:got // n]):
+            magic, maker, start, size = _LEFTOVER.unpack_from(buf, k * n)
+            if (magic == _LEFTOVER_MAGIC and 0 < size <= m.end - m.start
+                    and not procfs.identity_alive(maker, start)):
+                found.append((m.start, size))
+        if got < len(buf):        # a mapping that could not be read ends the call
+            found += find_leftovers(pid, batch[got // n + 1:])
+    return found
+
+
+_BATCH = 512
+
+
 def find_syscall_insn(pid, maps=None):
     """Address of a `syscall` instruction in the target's vDSO."""
     if maps is None:

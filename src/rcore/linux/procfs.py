@@ -281,3 +281,17 @@ def open_pagemap(pid, proc=PROC):
         return os.open(path(pid, "pagemap", proc=proc), os.O_RDONLY)
     except FileNotFoundError as err:
         raise NoSuchProcess(pid) from err
+
+
+def process_identity(pid=None):
+    """(pid, start time): names a process for as long as it lives, unlike a PID
+    alone, which the kernel reuses.  Default: this process."""
+    pid = pid or os.getpid()
+    return pid, read_stat(pid).starttime
+
+
+def identity_alive(pid, starttime):
+    try:
+        return read_stat(pid).starttime == starttime
+    except NoSuchProcess:
+        return False

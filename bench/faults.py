@@ -48,6 +48,8 @@ sys.path.insert(0, HERE)
 from benchlib import end_process  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+sys.path.insert(0, os.path.join(ROOT, "src"))
+from rcore.linux import inject, procfs  # noqa: E402
 
 
 def build(outdir):
@@ -140,6 +142,14 @@ def check_target(t, failures, seen_lines):
     return harm
 
 
+def leftover_mappings(pid):
+    """Mappings dead rcore processes made in pid and left there."""
+    try:
+        return len(inject.find_leftovers(pid, procfs.read_maps(pid)))
+    except Exception:      # the target is gone
+        return 0
+
+
 def tmp_files(directory):
     return [f for f in os.listdir(directory) if ".rcore" in f]
 
@@ -180,7 +190,7 @@ def bench_dumps(n, exe, d, args, rng):
     core = os.path.join(d, "core")
     full = typical(["dump", t.pid, "-o", core])
     start = startup()
-    failures, left_tmp, left_zombies, completed = {}, 0, 0, 0
+    failures, left_tmp, left_zombies, left_maps, completed = {}, 0, 0, 0, 0
     try:
         for i in range(n):
             n_lines = len(t.lines())
@@ -192,6 +202,7 @@ def bench_dumps(n, exe, d, args, rng):
             harm = check_target(t, failures, lambda: n_lines)
             left_tmp = max(left_tmp, len(tmp_files(d)))
             left_zombies = max(left_zombies, len(zombie_children(t.pid)))
+            left_maps = max(left_maps, leftover_mappings(t.pid))
             if "dead" in harm or "dead-SIGKILL" in harm or "damaged" in harm:
                 print(f"  dump kill {i}: {harm}", file=sys.stderr)
                 t.end()
@@ -199,17 +210,19 @@ def bench_dumps(n, exe, d, args, rng):
         # the next complete dump removes what dead runs left
         r = rcore("dump", t.pid, "-o", core)
         r.communicate()
-        after = (len(tmp_files(d)), len(zombie_children(t.pid)))
+        after = (len(tmp_files(d)), len(zombie_children(t.pid)), leftover_mappings(t.pid))
     finally:
         t.end()
     print(f"dump: {n} kills (typical dump {full * 1000:.0f} ms, start-up {start * 1000:.0f} ms, "
           f"{completed} completed before the kill)")
     print(f"  harmed: {failures or 'none'}")
-    print(f"  most temporary cores present after a kill: {left_tmp}; most zombie copies: "
-          f"{left_zombies} (a kill leaves one of each until the next run); left after one "
-          f"more complete dump: {after[0]} temporaries, {after[1]} zombies")
+    print(f"  most present after a kill (the next run removes them): {left_tmp} temporary "
+          f"cores, {left_zombies} zombie copies, {left_maps} mappings of rcore's; left "
+          f"after one more complete dump: {after[0]} temporaries, {after[1]} zombies, "
+          f"{after[2]} mappings")
     return dict(harmed=failures, most_tmp=left_tmp, most_zombies=left_zombies,
-                tmp_after=after[0], zombies_after=after[1])
+                most_maps=left_maps, tmp_after=after[0], zombies_after=after[1],
+                maps_after=after[2])
 
 
 def bench_restores(n, exe, d, args, rng):

@@ -181,7 +181,7 @@ def test_rcore_dump_killed_at_random_instants(tmp_path):
                              random.Random(8))
     assert got["harmed"] == {}
     assert got["most_tmp"] <= 1 and got["most_zombies"] <= 1
-    assert got["tmp_after"] == 0 and got["zombies_after"] == 0
+    assert got["tmp_after"] == 0 and got["zombies_after"] == 0 and got["maps_after"] == 0
 
 
 def test_a_thread_inside_an_rseq_critical_section_still_aborts_it(build, procs, tmp_path):

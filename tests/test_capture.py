@@ -1,6 +1,6 @@
-"""The injected part of capture: signal handlers read by one run of injected code,
-or one injected call per signal when the target may not execute new code.  Both
-must see exactly what the process installed, and leave it running as before."""
+"""The injected part of capture: signal handlers and per-thread state read by
+guarded calls must be exactly what the process installed, and leave it running as
+before, also when it may not execute new code (MDWE)."""
 
 import os
 import signal
@@ -13,7 +13,7 @@ from rcore.dump import dump
 from rcore.elf.reader import CoreFile
 from rcore.linux import inject, procfs
 from rcore.linux.ptrace import FrozenProcess
-from rcore.state import ThreadState
+from rcore.state import ProcessState, ThreadState
 
 SA_SIGINFO, SA_RESTART, SA_NODEFER = 0x4, 0x10000000, 0x40000000
 
@@ -38,41 +38,50 @@ def _check_installed(actions, rt, on_usr1, on_rt):
     assert by_sig[signal.SIGUSR2].handler == 0            # SIG_DFL
 
 
-def _read_both_ways(pid):
+def _read_injected(pid):
+    """Handlers and the leader's thread state as a dump reads them: by one run of
+    code each (ended by SIGURG, which the program ignores), and one call at a
+    time.  Both must agree."""
     with FrozenProcess(pid) as frozen:
-        with inject.Injector(frozen.leader(), inject.find_syscall_insn(pid)) as inj:
-            scratch = capture._Scratch(inj, pid)
+        safe = inject.SafeSites.find(pid, procfs.read_maps(pid))
+        assert safe is not None
+        with inject.Injector(frozen.leader(), None, safe=safe) as inj:
+            scratch = inj.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+            code = capture._map_code(inj, pid)
             try:
-                at_once = capture._read_sigactions_at_once(inj, scratch, pid)
-                one_by_one = capture._read_sigactions_one_by_one(inj, scratch.addr, pid)
+                got = []
+                for runner in (capture._Runner(code, signal.SIGURG, scratch, pid),
+                               capture._Runner(None, None, scratch, pid)):
+                    ts = ThreadState(tid=pid)
+                    runner.thread_info(inj, ts)
+                    got.append((runner.sigactions(inj), ts))
             finally:
-                scratch.remove(inj)
-    return at_once, one_by_one
-
-
-def _thread_info_both_ways(pid):
-    with FrozenProcess(pid) as frozen:
-        with inject.Injector(frozen.leader(), inject.find_syscall_insn(pid)) as inj:
-            scratch = capture._Scratch(inj, pid)
-            try:
-                one_run, two_calls = ThreadState(tid=pid), ThreadState(tid=pid)
-                code = scratch.thread_code
-                capture._read_thread_injected(inj, scratch, pid, one_run)
-                scratch.thread_code = None
-                capture._read_thread_injected(inj, scratch, pid, two_calls)
-            finally:
-                scratch.remove(inj)
-    return code, one_run, two_calls
-
-
-def test_thread_state_read_by_one_run_equals_two_calls(build, procs):
-    p, *_ = _start(build, procs)
-    code, one_run, two_calls = _thread_info_both_ways(p.pid)
+                inj.call("munmap", code, 4096)
+                inj.call("munmap", scratch, 4096)
     assert code is not None
-    assert one_run.clear_child_tid != 0                  # glibc points it at the TCB
-    assert one_run.sigaltstack["ss_size"] == 64 * 1024 and one_run.sigaltstack["ss_sp"]
-    assert (one_run.clear_child_tid, one_run.sigaltstack) == \
-        (two_calls.clear_child_tid, two_calls.sigaltstack)
+    assert got[0][0] == got[1][0]
+    assert (got[0][1].clear_child_tid, got[0][1].sigaltstack) == \
+        (got[1][1].clear_child_tid, got[1][1].sigaltstack)
+    return got[0]
+
+
+def test_stop_signal_is_one_nobody_would_see():
+    proc = ProcessState(pid=1, threads=[ThreadState(tid=1, sigmask=0), ThreadState(tid=2)])
+    status = {"SigCgt": "0", "SigIgn": "0"}
+    assert capture.stop_signal(status, proc) == signal.SIGURG
+    status["SigCgt"] = f"{1 << (signal.SIGURG - 1):x}"                  # a handler
+    proc.threads[1].sigmask = 1 << (signal.SIGWINCH - 1)                 # sigwait?
+    proc.shared_pending = [int(signal.SIGCHLD).to_bytes(4, "little") + bytes(124)]
+    assert capture.stop_signal(status, proc) is None
+    status["SigIgn"] = f"{1 << (signal.SIGPIPE - 1):x}"                  # SIG_IGN
+    assert capture.stop_signal(status, proc) == signal.SIGPIPE
+
+
+def test_thread_state_read_by_injected_calls(build, procs):
+    p, *_ = _start(build, procs)
+    _, ts = _read_injected(p.pid)
+    assert ts.clear_child_tid != 0                  # glibc points it at the TCB
+    assert ts.sigaltstack["ss_size"] == 64 * 1024 and ts.sigaltstack["ss_sp"]
     _still_handles_usr1(p)
 
 
@@ -82,30 +91,24 @@ def _still_handles_usr1(p):
     assert read_lines(p.out_path)[1] == "usr1"
 
 
-def test_handlers_read_at_once_equal_one_call_per_signal(build, procs):
+def test_handlers_read_by_injected_calls(build, procs):
     p, rt, on_usr1, on_rt = _start(build, procs)
     maps_before = open(f"/proc/{p.pid}/maps").read()
-    at_once, one_by_one = _read_both_ways(p.pid)
-    assert at_once is not None
-    assert at_once == one_by_one
-    _check_installed(at_once, rt, on_usr1, on_rt)
+    actions, _ = _read_injected(p.pid)
+    _check_installed(actions, rt, on_usr1, on_rt)
     assert open(f"/proc/{p.pid}/maps").read() == maps_before    # scratch unmapped
     _still_handles_usr1(p)
 
 
-def test_target_refusing_executable_memory_falls_back_to_one_call_per_signal(
-        build, procs, tmp_path):
+def test_target_refusing_executable_memory(build, procs, tmp_path):
+    """MDWE: the fork's code page is mapped executable and written through
+    /proc/PID/mem, which it allows; the copy's own loop it refuses: the copy is read."""
     p, rt, on_usr1, on_rt = _start(build, procs, "mdwe")
-    maps_before = open(f"/proc/{p.pid}/maps").read()
-    at_once, one_by_one = _read_both_ways(p.pid)
-    assert open(f"/proc/{p.pid}/maps").read() == maps_before
-    assert at_once is None                   # mprotect(PROT_EXEC) refused: MDWE
-    _check_installed(one_by_one, rt, on_usr1, on_rt)
     core = tmp_path / "mdwe.core"
     summary = dump(p.pid, str(core))
-    assert summary.copy_method == "read"     # the fork copy may not map its loop either
+    assert summary.copy_method == "read"     # the fork copy may not map its loop
     with CoreFile(str(core)) as c:
-        assert c.state.sigactions == one_by_one
+        _check_installed(c.state.sigactions, rt, on_usr1, on_rt)
         assert c.state.threads[0].sigaltstack["ss_size"] == 64 * 1024
     _still_handles_usr1(p)
 

@@ -141,6 +141,50 @@ def test_rcore_killed_mid_dump(ticker, tmp_path, sig):
         assert proc.returncode == 130 and "interrupted" in proc.stderr.read()
         assert [f for f in os.listdir(tmp_path) if not f.startswith("out.")] == []
         assert children(p.pid) == []
+    else:
+        # a SIGKILL leaves the temporary and the copy (a zombie named by rcore);
+        # the next dump in that directory, of that process, removes both
+        assert [f for f in os.listdir(tmp_path) if ".rcore-tmp-" in f]
+        assert [open(f"/proc/{c}/comm").read() for c in copies] == ["rcore-dump-copy\n"]
+        rcore.dump(p.pid, str(tmp_path / "next.core"))
+        assert sorted(f for f in os.listdir(tmp_path) if not f.startswith("out.")) == \
+            ["next.core"]
+        assert children(p.pid) == []
+
+
+def test_temporaries_of_live_writers_and_others_stay(ticker, tmp_path):
+    p = ticker()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    me = f"{os.getpid()}-{open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19]}"
+    dead = tmp_path / f".x.core.rcore-tmp-{gone.pid}-1-0"
+    live = tmp_path / f".x.core.rcore-tmp-{me}-0"
+    other = tmp_path / ".x.core.rcore-7-0"             # not rcore's pattern
+    for f in (dead, live, other):
+        f.write_bytes(b"x")
+    rcore.dump(p.pid, str(tmp_path / "c"))
+    assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_the_programs_own_zombie_children_stay(build, procs, tmp_path):
+    # the shell's child survives exec as a zombie child of the program
+    p = procs.start(["sh", "-c", f"true & exec {build('ticker')}"])
+    wait_lines(p.out_path, 1)
+    zombies = wait_for(lambda: children(p.pid), what="the zombie child")
+    rcore.dump(p.pid, str(tmp_path / "c"))
+    assert children(p.pid) == zombies
+
+
+def test_a_failed_dump_with_stop_leaves_the_target_running(ticker, tmp_path):
+    p = ticker(64)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    script = (f"mount -t tmpfs -o size=4m rcore-test {mnt} && "
+              f"exec {sys.executable} -m rcore dump --stop {p.pid} -o {mnt}/c")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], env=dict(os.environ, PYTHONPATH=SRC),
+                       capture_output=True, text=True)
+    one_line_error(r, "disk full")
+    assert_running_untraced(p.pid, p.out_path)
 
 
 @pytest.mark.parametrize("content,words", [

@@ -330,8 +330,8 @@ def test_descriptors(target):
         fds[-1]["description"] = 1000
     target.refuses(files(lost_description), "shares the description of fd 1000")
 
-    def truncating(fds):
-        fds[-1]["flags"] |= os.O_TRUNC
+    def truncating(fds):        # of a descriptor opened by path (a pidfd's O_EXCL is its own)
+        next(f for f in reversed(fds) if f["kind"] in ("file", "chr"))["flags"] |= os.O_TRUNC
     target.refuses(files(truncating), "O_TRUNC")
 
     def offset(fds):

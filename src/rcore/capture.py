@@ -10,7 +10,7 @@ import struct
 
 from . import arch, settings, timens, timers
 from .linux import libc, procfs
-from .linux.inject import Injector
+from .linux.inject import Injector, frame_slot_size, map_marked, write_code
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
 from .errors import InjectedSyscallError
@@ -22,8 +22,6 @@ ARCH = arch.host()
 NSIG = 64
 SIGKILL, SIGSTOP = 9, 19
 ITIMERS = ("real", "virtual", "prof")
-SCRATCH_SIZE = 2 * ARCH.PAGE_SIZE     # a page for results, then a page of code
-_THREAD_CODE_OFFSET = 256              # in the code page, after the sigaction loop
 
 
 def capture_mappings(pid):
@@ -86,9 +84,10 @@ def capture_thread(thread):
 
 
 def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None,
-                    unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None):
+                    unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None, safe=None):
     """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
-    run_state: the state letter read before freezing (frozen, it reads "t")."""
+    run_state: the state letter read before freezing (frozen, it reads "t").
+    safe (inject.SafeSites): guard the injected calls against rcore's death."""
     pid = frozen.pid
     clocks = timens.capture_clocks(pid)
     st = procfs.read_stat(pid)
@@ -117,88 +116,142 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
     tids = [pid] + sorted(t for t in frozen.threads if t != pid)
     proc.threads = [capture_thread(frozen.threads[t]) for t in tids]
     proc.shared_pending = leader.peek_siginfo(shared=True)
-    _capture_injected(frozen, syscall_addr, proc)
+    _capture_injected(frozen, syscall_addr, proc, status, safe)
     return proc
 
 
-def _capture_injected(frozen, syscall_addr, proc):
-    """State only the process can ask for: run the calls in its own threads.
-    Scratch pages receive the results and are unmapped again."""
+def _capture_injected(frozen, syscall_addr, proc, status, safe=None):
+    """State only the process can ask for: run the calls in its own threads
+    (guarded calls with `safe`, inject.SafeSites).  A scratch mapping receives the
+    results and is unmapped again.  Guarded, and with a signal the program
+    ignores (stop_signal) and a page of code, the handlers are read by one run of
+    a loop and each thread's state by one run of a function, each ending in that
+    signal's delivery stop: one ptrace stop instead of two per call."""
     leader = frozen.leader()
-    with Injector(leader, syscall_addr) as inj:
-        scratch = _Scratch(inj, frozen.pid)
+    # The other threads' signal frames go to the scratch mapping, after its page
+    # for results, rather than below their stack pointers: a thread may be running
+    # on a signal stack or a small stack of a runtime's own.
+    slots, size = {}, ARCH.PAGE_SIZE
+    for ts in proc.threads[1:]:
+        slots[ts.tid] = size
+        size += frame_slot_size(ts.xstate)
+    size = (size + ARCH.PAGE_SIZE - 1) & -ARCH.PAGE_SIZE
+    sig = stop_signal(status, proc) if safe is not None else None
+    with Injector(leader, syscall_addr, block_signals=True, safe=safe,
+                  xstate=proc.threads[0].xstate) as inj:
+        scratch = map_marked(inj, size, mmap.PROT_READ | mmap.PROT_WRITE)
+        if -4096 < scratch < 0:
+            raise InjectedSyscallError(frozen.pid, "mmap", -scratch)
+        code = None
         try:
+            if sig:
+                code = _map_code(inj, frozen.pid)
+            runner = _Runner(code, sig, scratch, frozen.pid)
             proc.mm.brk = inj.call("brk", 0)
-            proc.sigactions = _read_sigactions(inj, scratch, frozen.pid)
-            proc.itimers = _read_itimers(inj, scratch.addr, frozen.pid)
+            proc.sigactions = runner.sigactions(inj)
+            proc.itimers = _read_itimers(inj, scratch, frozen.pid)
             proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
-            proc.timers = timers.capture(inj, scratch.addr, frozen.pid)
-            proc.settings = settings.capture(inj, scratch.addr, frozen.pid, proc.mappings)
-            for ts in proc.threads:
-                thread = frozen.threads[ts.tid]
-                if thread is leader:
-                    _read_thread_injected(inj, scratch, frozen.pid, ts)
-                else:
-                    with Injector(thread, syscall_addr) as tinj:
-                        _read_thread_injected(tinj, scratch, frozen.pid, ts)
+            proc.timers = timers.capture(inj, scratch, frozen.pid)
+            proc.settings = settings.capture(inj, scratch, frozen.pid, proc.mappings)
+            runner.thread_info(inj, proc.threads[0])
+            for ts in proc.threads[1:]:
+                with Injector(frozen.threads[ts.tid], syscall_addr, block_signals=True,
+                              safe=safe, frame_at=scratch + slots[ts.tid],
+                              xstate=ts.xstate) as tinj:
+                    runner.thread_info(tinj, ts)
         finally:
-            scratch.remove(inj)
+            if code is not None:
+                inj.call("munmap", code, ARCH.PAGE_SIZE, check=False)
+            inj.call("munmap", scratch, size, check=False)
 
 
-class _Scratch:
-    """Pages mapped in the target: one for what injected calls return (.addr),
-    then one holding the sigaction loop (.code) and the thread_info function
-    (.thread_code); both None when the target may not make it executable (MDWE,
-    SELinux execmem)."""
+# Signals whose default action is to ignore them (SIGCONT left out: it continues)
+_IGNORED_BY_DEFAULT = (23, 28, 17)     # SIGURG, SIGWINCH, SIGCHLD
 
-    def __init__(self, inj, pid):
-        self.addr = inj.call("mmap", 0, SCRATCH_SIZE, mmap.PROT_READ | mmap.PROT_WRITE,
-                             mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
-        self.code = self.thread_code = None
-        try:
-            code_at = self.addr + ARCH.PAGE_SIZE
-            thread_code_at = code_at + _THREAD_CODE_OFFSET
-            libc.write_memory(pid, code_at, ARCH.SIGACTION_LOOP_CODE)
-            libc.write_memory(pid, thread_code_at, ARCH.THREAD_INFO_CODE)
-            if inj.call("mprotect", code_at, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_EXEC,
-                        check=False) == 0:
-                self.code, self.thread_code = code_at, thread_code_at
-        except BaseException:
-            self.remove(inj)
-            raise
 
-    def remove(self, inj):
-        inj.call("munmap", self.addr, SCRATCH_SIZE, check=False)
+def stop_signal(status, proc):
+    """A signal that ends injected runs (see arch _STOP_THEN_RET): one this
+    process ignores (no handler: SigCgt; SIG_IGN or ignored by default), that no
+    thread blocks (a thread could be waiting for it with sigwait) and that is not
+    pending.  Whichever thread it reached, the kernel would discard it: the
+    process cannot tell.  None if there is none."""
+    caught = int(status.get("SigCgt", "f" * 16), 16)
+    ignored = int(status.get("SigIgn", "0"), 16)
+    blocked = 0
+    pending = {int.from_bytes(info[:4], "little") for info in proc.shared_pending}
+    for ts in proc.threads:
+        blocked |= ts.sigmask
+        pending |= {int.from_bytes(info[:4], "little") for info in ts.pending}
+    candidates = _IGNORED_BY_DEFAULT + tuple(
+        sig for sig in range(1, NSIG + 1) if ignored >> (sig - 1) & 1)
+    for sig in candidates:
+        bit = 1 << (sig - 1)
+        if sig in (SIGKILL, SIGSTOP) or (caught | blocked) & bit or sig in pending:
+            continue
+        return sig
+    return None
+
+
+_THREAD_CODE_OFFSET = 256              # in the code page, after the sigaction loop
+
+
+def _map_code(inj, pid):
+    """A page holding the sigaction loop and thread_info, mapped executable and
+    written through /proc/PID/mem; None if the process may not map code."""
+    code = map_marked(inj, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_EXEC)
+    if -4096 < code < 0:
+        return None
+    try:
+        write_code(pid, code, ARCH.SIGACTION_LOOP_CODE)
+        write_code(pid, code + _THREAD_CODE_OFFSET, ARCH.THREAD_INFO_CODE)
+    except BaseException:
+        inj.call("munmap", code, ARCH.PAGE_SIZE, check=False)
+        raise
+    return code
+
+
+class _Runner:
+    """Reads handlers and per-thread state by one run of code each (code: the
+    page from _map_code, sig: stop_signal), or one call at a time without them."""
+
+    def __init__(self, code, sig, scratch, pid):
+        self.code = code if sig else None
+        self.sig, self.scratch, self.pid = sig, scratch, pid
+
+    def sigactions(self, inj):
+        if self.code is None:
+            return _read_sigactions(inj, self.scratch, self.pid)
+        size = ARCH.SIGACTION_SIZE
+        results_at = self.scratch + NSIG * size
+        inj.run_to_signal(self.code, 1, NSIG, self.scratch, results_at, sig=self.sig,
+                          end=self.code + len(ARCH.SIGACTION_LOOP_CODE) - 1)
+        data = libc.read_memory(self.pid, self.scratch, NSIG * (size + 8))
+        results = struct.unpack_from(f"<{NSIG}q", data, NSIG * size)
+        actions = []
+        for sig in range(1, NSIG + 1):
+            if sig in (SIGKILL, SIGSTOP):
+                continue
+            if -4096 < results[sig - 1] < 0:
+                raise InjectedSyscallError(self.pid, "rt_sigaction", -results[sig - 1])
+            handler, flags, restorer, mask = struct.unpack_from("<QQQQ", data, (sig - 1) * size)
+            actions.append(SigAction(sig, handler, flags, restorer, mask))
+        return actions
+
+    def thread_info(self, inj, ts):
+        if self.code is None:
+            return _read_thread_injected(inj, self.scratch, self.pid, ts)
+        at = self.scratch
+        code = self.code + _THREAD_CODE_OFFSET
+        inj.run_to_signal(code, at, sig=self.sig, end=code + len(ARCH.THREAD_INFO_CODE) - 1)
+        data = libc.read_memory(self.pid, at, ARCH.THREAD_INFO_SIZE)
+        for name, off in (("prctl", 32), ("sigaltstack", 40)):
+            (ret,) = struct.unpack_from("<q", data, off)
+            if -4096 < ret < 0:
+                raise InjectedSyscallError(self.pid, name, -ret)
+        _set_thread_info(ts, data)
 
 
 def _read_sigactions(inj, scratch, pid):
-    return (_read_sigactions_at_once(inj, scratch, pid)
-            or _read_sigactions_one_by_one(inj, scratch.addr, pid))
-
-
-def _read_sigactions_at_once(inj, scratch, pid):
-    """All handlers in one run of the scratch's sigaction loop (one ptrace stop
-    instead of two per signal); None when the scratch has no executable page."""
-    if scratch.code is None:
-        return None
-    size = ARCH.SIGACTION_SIZE
-    results_at = scratch.addr + NSIG * size
-    inj.run(scratch.code, 1, NSIG, scratch.addr, results_at,
-            trap_at=scratch.code + len(ARCH.SIGACTION_LOOP_CODE) - 1)
-    data = libc.read_memory(pid, scratch.addr, NSIG * (size + 8))
-    results = struct.unpack_from(f"<{NSIG}q", data, NSIG * size)
-    actions = []
-    for sig in range(1, NSIG + 1):
-        if sig in (SIGKILL, SIGSTOP):
-            continue
-        if -4096 < results[sig - 1] < 0:      # as the one-by-one path's check
-            raise InjectedSyscallError(pid, "rt_sigaction", -results[sig - 1])
-        handler, flags, restorer, mask = struct.unpack_from("<QQQQ", data, (sig - 1) * size)
-        actions.append(SigAction(sig, handler, flags, restorer, mask))
-    return actions
-
-
-def _read_sigactions_one_by_one(inj, scratch, pid):
     actions = []
     for sig in range(1, NSIG + 1):
         if sig in (SIGKILL, SIGSTOP):
@@ -219,21 +272,13 @@ def _read_itimers(inj, scratch, pid):
 
 
 def _read_thread_injected(inj, scratch, pid, ts):
-    """clear_child_tid and sigaltstack, which only the thread itself can ask for:
-    in one run of the thread_info function, or two calls without it."""
-    at = scratch.addr
-    if scratch.thread_code is not None:
-        inj.run(scratch.thread_code, at,
-                trap_at=scratch.thread_code + len(ARCH.THREAD_INFO_CODE) - 1)
-        data = libc.read_memory(pid, at, ARCH.THREAD_INFO_SIZE)
-        for name, (ret,) in (("prctl", struct.unpack_from("<q", data, 32)),
-                             ("sigaltstack", struct.unpack_from("<q", data, 40))):
-            if -4096 < ret < 0:
-                raise InjectedSyscallError(pid, name, -ret)
-    else:
-        inj.call("prctl", PR_GET_TID_ADDRESS, at, 0, 0, 0)
-        inj.call("sigaltstack", 0, at + 8)
-        data = libc.read_memory(pid, at, 32)
+    """clear_child_tid and sigaltstack, which only the thread itself can ask for."""
+    inj.call("prctl", PR_GET_TID_ADDRESS, scratch, 0, 0, 0)
+    inj.call("sigaltstack", 0, scratch + 8)
+    _set_thread_info(ts, libc.read_memory(pid, scratch, 32))
+
+
+def _set_thread_info(ts, data):
     (ts.clear_child_tid,) = struct.unpack_from("<Q", data, 0)
     sp, flags, size = struct.unpack_from("<Qi4xQ", data, 8)
     ts.sigaltstack = {"ss_sp": sp, "ss_flags": flags, "ss_size": size}

@@ -6,10 +6,13 @@
     target runs on -> kill the copy and have the target reap it.
 
 The copy has exit signal 0 (no SIGCHLD; wait(-1) without __WALL does not see it)
-and its registers point at exit_group, so that if rcore dies the copy ends at once
-instead of running anything."""
+and is born in rcore's code (arch fork_code): if rcore dies, it names itself and
+ends at once instead of running anything.  Every call injected into the target is
+guarded (inject.SafeSites): a SIGKILL of rcore at any instant leaves each thread
+to finish the call and return to its own context."""
 
 import errno
+import mmap
 import os
 import signal
 import threading
@@ -21,8 +24,8 @@ from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
-from .errors import NoSuchProcess, ProcessExited, RcoreError
-from .linux import inject, procfs, ptrace
+from .errors import AccessDenied, NoSuchProcess, ProcessExited, RcoreError
+from .linux import inject, libc, procfs, ptrace
 from .linux.ptrace import FrozenProcess, Thread
 from .memory import CHUNK, PAGE, LiveMemory, nonzero_runs
 from .stream import CopyStream, StreamFailed, stream_eligible
@@ -174,25 +177,90 @@ class _Copier:
                 self.progress(self.done, self.total)
 
 
-def _fork_copy(frozen, syscall_addr):
-    """Have the frozen leader clone itself; returns the stopped, traced copy."""
+def _fork_copy(frozen, syscall_addr, safe):
+    """Have the frozen leader fork a copy of itself, from a page of code whose
+    paths need no tracer to end (arch fork_code): returns (the stopped, traced
+    copy, the address where the copy's own calls are injected), or None when the
+    target may not map code (the caller then reads everything now)."""
     leader = frozen.leader()
-    leader.set_options(frozen.options | ptrace.PTRACE_O_TRACECLONE)
-    child = []
-    with inject.Injector(leader, syscall_addr) as inj:
-        # clone(flags=0): a fork whose exit signal is 0.
-        inj.call("clone", 0, 0, 0, 0, 0,
-                 on_event=lambda ev, msg: child.append(msg)
-                 if ev == ptrace.PTRACE_EVENT_CLONE else None)
-    leader.set_options(frozen.options)
-    if not child:
-        raise RcoreError(f"process {frozen.pid} did not fork a copy")
-    copy = Thread(child[0], child[0])
-    copy.wait()                    # its first stop, before any user code
-    regs = copy.get_regs()
-    ARCH.set_syscall(regs, syscall_addr, ARCH.SYS["exit_group"], [0])
-    copy.set_regs(regs)
-    return copy
+    page = ARCH.PAGE_SIZE
+    with inject.Injector(leader, syscall_addr, block_signals=True, safe=safe) as inj:
+        # Mapped executable and never writable, written through /proc/PID/mem (which
+        # may write any page of the process): no W^X policy (MDWE) refuses that.
+        addr = inject.map_marked(inj, page, mmap.PROT_READ | mmap.PROT_EXEC)
+        if -4096 < addr < 0:
+            return None
+        try:
+            code, fork_site, exit_site = ARCH.fork_code(addr)
+            inject.write_code(frozen.pid, addr, code)
+            child = []
+            leader.set_options(frozen.options | ptrace.PTRACE_O_TRACECLONE)
+            default_addr, inj.addr = inj.addr, fork_site
+            try:
+                # clone(flags=0): a fork whose exit signal is 0.
+                inj.call("clone", 0, 0, 0, 0, 0,
+                         on_event=lambda ev, msg: child.append(msg)
+                         if ev == ptrace.PTRACE_EVENT_CLONE else None)
+            finally:
+                inj.addr = default_addr
+                leader.set_options(frozen.options)
+        finally:
+            inj.call("munmap", addr, page, check=False)   # the copy keeps its own
+        if not child:
+            raise RcoreError(f"process {frozen.pid} did not fork a copy")
+        copy = Thread(child[0], child[0])
+        copy.wait()                # its first stop, before any user code
+        if inj.frame_area():       # the copy's stack as the program left it
+            libc.write_memory(copy.tid, *inj.frame_area())
+    # Let it name itself (its first call, prctl(PR_SET_NAME)) and stop it after:
+    # what follows is exit_group.
+    for _ in range(2):
+        copy.syscall()
+        stop = copy.wait()
+        while not stop.is_syscall:
+            if stop.exited:
+                raise ProcessExited(copy.tid)
+            copy.syscall()
+            stop = copy.wait()
+    return copy, exit_site
+
+
+def _dead_copies(pid):
+    """Zombie children of pid that are copies a killed rcore left: named by
+    fork_code, exit signal 0, no longer traced.  The program's own children are
+    never taken (it may be waiting for them)."""
+    found = []
+    try:
+        # the leader forks every copy (_fork_copy): they are its children
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return found
+    for kid in kids:
+        try:
+            st = procfs.read_stat(kid)
+            traced = procfs.read_status(kid).get("TracerPid", "0") != "0"
+        except RcoreError:
+            continue
+        if (st.state == "Z" and st.comm == ARCH.COPY_NAME.decode() and not st.exit_signal
+                and not traced):
+            found.append(kid)
+    return found
+
+
+def _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):
+    """Have the frozen target reap the copies dead rcore runs left as zombies and
+    unmap the memory they left in it.  True if it unmapped any."""
+    dead = _dead_copies(frozen.pid)
+    leftovers = inject.find_leftovers(frozen.pid, mappings)
+    if dead or leftovers:
+        with inject.Injector(frozen.leader(), syscall_addr, block_signals=True,
+                             safe=safe) as inj:
+            for kid in dead:
+                inj.call("wait4", kid, 0, ptrace.WALL | os.WNOHANG, 0, check=False)
+            for start, size in leftovers:
+                inj.call("munmap", start, size, check=False)
+    return bool(leftovers)
 
 
 def _read_rseq_areas(frozen, mem):
@@ -214,7 +282,22 @@ def _put_back_rseq_areas(writer, proc, areas):
             writer.pwrite(data, writer.data_offset(m, addr))
 
 
-def _end_copy(pid, copy):
+def seize_options(pid):
+    """ptrace options for freezing `pid`.  A seccomp filter (an allow-list that
+    kills on anything else, or one that makes calls fail) would act on the calls
+    rcore injects: as root rcore suspends it for the traced threads, and for the
+    fork copy, which inherits the option.  Without root the dump is refused before
+    anything is injected."""
+    if procfs.read_status(pid).get("Seccomp", "0") == "0":
+        return ptrace.PTRACE_O_TRACESYSGOOD
+    if os.geteuid() != 0:
+        raise AccessDenied(pid, f"process {pid} runs under a seccomp filter, which could "
+                                "kill it for a call rcore injects: only root can suspend "
+                                "the filter for a dump")
+    return ptrace.PTRACE_O_TRACESYSGOOD | ptrace.PTRACE_O_SUSPEND_SECCOMP
+
+
+def _end_copy(pid, copy, options, safe):
     """Kill the copy, then have the target reap it (it is the target's child)."""
     try:
         os.kill(copy.tid, signal.SIGKILL)
@@ -222,9 +305,9 @@ def _end_copy(pid, copy):
     except (ProcessLookupError, ProcessExited):
         pass
     try:
-        with signals_held(), FrozenProcess(pid) as frozen:
+        with signals_held(), FrozenProcess(pid, options) as frozen:
             addr = inject.find_syscall_insn(pid)
-            with inject.Injector(frozen.leader(), addr) as inj:
+            with inject.Injector(frozen.leader(), addr, block_signals=True, safe=safe) as inj:
                 inj.call("wait4", copy.tid, 0, ptrace.WALL, 0, check=False)
     except (NoSuchProcess, ProcessExited):
         pass                        # the target is gone, and its zombie child with it
@@ -251,9 +334,10 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     run_state = procfs.read_stat(pid).state
     lock = tcp_repair.NetworkLock() if tcp_established else None
     held_stopped = kill and lock is not None and not stop
+    stopped = []               # _dump notes there that it sent SIGSTOP
     options = dict(stop=stop or held_stopped, full=full, fork=fork,
                    progress=progress, unlinked_limit=unlinked_limit, run_state=run_state,
-                   tcp_lock=lock)
+                   tcp_lock=lock, stopped=stopped)
     try:
         try:
             summary = _dump(pid, path, stream=stream and fork, **options)
@@ -270,8 +354,10 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     except BaseException:
         if lock is not None:
             lock.release()          # the target lives on: its packets flow again
-        if held_stopped:
-            _continue(pid)          # stopped for the kill that will not come
+        if stopped and run_state not in ("T", "t"):
+            # --stop (or --tcp-established with --kill) stopped it as the freeze
+            # ended: a failed dump leaves it running
+            _continue(pid)
         raise
     finally:
         if lock is not None:
@@ -286,21 +372,25 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
 
 
 def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
-          tcp_lock):
+          tcp_lock, stopped):
+    options = seize_options(pid)
     mem = LiveMemory(pid)
     copy = None
     writer = None
     method = "frozen"
     try:
-        with signals_held(), FrozenProcess(pid) as frozen:
+        with signals_held(), FrozenProcess(pid, options) as frozen:
             t_freeze = time.monotonic()
             mappings, files = capture_mappings(pid)
             syscall_addr = inject.find_syscall_insn(pid, mappings)
+            safe = inject.SafeSites.find(pid, mappings)
             rseq_areas = _read_rseq_areas(frozen, mem)
             proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
-                                  unlinked_limit, tcp_lock)
+                                  unlinked_limit, tcp_lock, safe=safe)
             if tcp_lock is not None and not stop:
                 tcp_lock.release()      # the target runs on: no packet may be dropped
+            if _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):
+                proc.mappings, proc.mapped_files = capture_mappings(pid)
             plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
                     if m.path != "[vsyscall]"]
             for m, how in plan:
@@ -316,11 +406,17 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                     (now if not fork or _from_original(m) else later).append((m, how))
             copier.copy(mem, now)
             if later:
-                copy = _fork_copy(frozen, syscall_addr)
+                copy = _fork_copy(frozen, syscall_addr, safe)
+                if copy is None:
+                    copier.copy(mem, later)      # no code page for the fork: now
+                else:
+                    copy, copy_syscall = copy
+            if stop:
+                stopped.append(True)
             frozen.release(signal.SIGSTOP if stop else 0)
             freeze = time.monotonic() - t_freeze
         if copy:
-            method = _store_copy(copy, syscall_addr, copier, later, stream)
+            method = _store_copy(copy, copy_syscall, copier, later, stream)
         _put_back_rseq_areas(writer, proc, rseq_areas)
         writer.commit()
     except OSError as err:
@@ -330,7 +426,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
     finally:
         mem.close()
         if copy:
-            _end_copy(pid, copy)
+            _end_copy(pid, copy, options, safe)
         if writer:
             writer.abort()
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,

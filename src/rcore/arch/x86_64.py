@@ -47,6 +47,10 @@ class UserRegs(ctypes.Structure):
     def sp(self):
         return self.rsp
 
+    @sp.setter
+    def sp(self, value):
+        self.rsp = value
+
 
 assert ctypes.sizeof(UserRegs) == 216
 
@@ -163,10 +167,137 @@ def set_call(regs, pc, args):
         setattr(regs, name, value & U64)
 
 
+# --- injected calls that need no tracer to end ----------------------------------
+# If rcore dies, the kernel detaches its tracees and they run on from wherever
+# they stand, with the registers rcore gave them.  A dump therefore injects each
+# call so that, left alone, the thread gets its own context back by itself: the
+# call runs at a `syscall` in the vDSO that is followed only by register clears
+# and `ret`; the stack pointer given to the call points at the address of a
+# `mov $15, %rax; syscall` (rt_sigreturn, from the program's own C library) and
+# above it at a signal frame holding the thread's own registers, XSAVE state and
+# mask.  rcore stops the thread at the call's syscall-exit stop (a syscall stop
+# left by a dead tracer resumes with no signal: PTRACE_O_TRACESYSGOOD makes its
+# code 0x85, not a signal) and never lets it reach the `ret`.
+SIGRETURN_GADGETS = (bytes.fromhex("48c7c00f000000" "0f05"),   # mov $15, %rax; syscall
+                     bytes.fromhex("b80f000000" "0f05"))        # mov $15, %eax; syscall
+_XOR_PREFIXES = (b"", b"\x45", b"\x48", b"\x4d")
+
+
+def find_syscall_then_ret(code):
+    """Offset in code of a `syscall` followed by nothing but `xor reg, reg` and
+    `ret`, or None.  The vDSO's fallback paths have one (clock_getres)."""
+    at = code.find(SYSCALL_INSN)
+    while at >= 0:
+        i = at + len(SYSCALL_INSN)
+        while True:
+            if code[i:i + 1] == b"\xc3":
+                return at
+            for prefix in _XOR_PREFIXES:
+                n = len(prefix)
+                if code.startswith(prefix + b"\x31", i) and i + n + 1 < len(code):
+                    modrm = code[i + n + 1]
+                    if modrm >> 6 == 3 and (modrm >> 3) & 7 == modrm & 7:
+                        i += n + 2
+                        break
+            else:
+                break
+        at = code.find(SYSCALL_INSN, at + 1)
+    return None
+
+
+# struct rt_sigframe (arch/x86/include/asm/sigframe.h): pretcode, then struct
+# ucontext {uc_flags, uc_link, uc_stack, uc_mcontext (struct sigcontext), uc_sigmask},
+# then a siginfo rt_sigreturn does not read; the XSAVE image after it, 64-byte
+# aligned, with FP_XSTATE_MAGIC2 after its xstate_size bytes.
+UC_FP_XSTATE, UC_SIGCONTEXT_SS, UC_STRICT_RESTORE_SS = 0x1, 0x2, 0x4
+FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2 = 0x46505853, 0x46505845
+FX_SW_BYTES = 464                 # struct _fpx_sw_bytes in the FXSAVE area's spare bytes
+UCONTEXT_SIZE = 304
+SIGINFO_SIZE = 128
+# uc_stack's flags: an invalid mode makes rt_sigreturn's restore_altstack() fail
+# with EINVAL, which it ignores, so the thread's sigaltstack stays as it is.
+SS_FLAGS_KEEP = 3
+_SIGCONTEXT_REGS = ("r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "rdi", "rsi",
+                    "rbp", "rbx", "rdx", "rax", "rcx", "rsp", "rip", "eflags")
+
+
+def sigframe_size(xstate):
+    return _fpstate_offset() + _frame_xstate(xstate)[1] + 4
+
+
+def _fpstate_offset():
+    return (UCONTEXT_SIZE + SIGINFO_SIZE + 63) & ~63
+
+
+XFEATURE_TILEDATA = 18            # AMX tile data: in a thread's signal frame only once used
+
+
+def _frame_xstate(xstate):
+    """(xfeatures, xstate_size) of a signal frame for this ptrace XSAVE image.
+    ptrace gives the image at the CPU's largest size, with XCR0 in the spare
+    bytes; a signal frame may be no larger than the thread's own size, which
+    leaves out AMX tile data unless the thread has used it."""
+    import struct
+    (xcr0,) = struct.unpack_from("<Q", xstate, XSAVE_SW_XFEATURES)
+    (xstate_bv,) = struct.unpack_from("<Q", xstate, FXSAVE_SIZE)
+    features = xcr0
+    if not xstate_bv >> XFEATURE_TILEDATA & 1:
+        features &= ~(1 << XFEATURE_TILEDATA)
+    return features, min(len(xstate), _xsave_end(features))
+
+
+@functools.cache
+def _xsave_end(features):
+    end = FXSAVE_SIZE + 64                          # legacy area and XSAVE header
+    for i in range(2, 64):
+        if features >> i & 1:
+            size, offset, _, _ = cpuid(0xD, i)
+            end = max(end, offset + size)
+    return end
+
+
+def encode_sigframe(regs, xstate, sigmask, at):
+    """A signal frame whose ucontext starts at `at` (64-byte aligned): rt_sigreturn
+    run with the stack pointer at `at` gives the thread regs, xstate (the image
+    PTRACE_GETREGSET returns) and sigmask."""
+    import struct
+    features, size = _frame_xstate(xstate)
+    image = bytearray(xstate[:size])
+    # struct _fpx_sw_bytes, where a signal frame keeps it (the kernel checks it)
+    struct.pack_into("<IIQI28x", image, FX_SW_BYTES, FP_XSTATE_MAGIC1, size + 4, features, size)
+    fp_at = at + _fpstate_offset()
+    sigcontext = struct.pack("<18Q4H5Q64x", *(getattr(regs, n) for n in _SIGCONTEXT_REGS),
+                             regs.cs, 0, 0, regs.ss, 0, 0, sigmask, 0, fp_at)
+    uc = struct.pack("<QQQi4xQ", UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS,
+                     0, 0, SS_FLAGS_KEEP, 0) + sigcontext + struct.pack("<Q", sigmask)
+    assert len(uc) == UCONTEXT_SIZE
+    pad = bytes(_fpstate_offset() - UCONTEXT_SIZE)
+    return uc + pad + bytes(image) + struct.pack("<I", FP_XSTATE_MAGIC2)
+
+
+# Code the dump runs in a thread, ended without a trap: by tgkill(r13 = tgid,
+# r14 = tid, r15d = a signal the program ignores, by default or SIG_IGN), then
+# `ret` (into the rt_sigreturn trampoline, as after a guarded call).  With rcore
+# tracing, the signal's delivery stops the thread there: one ptrace stop for the
+# whole run.  Left alone, the thread takes the signal (the kernel discards an
+# ignored signal) and goes back to its own context.
+_STOP_THEN_RET = bytes.fromhex(
+    "b8ea000000"    # mov eax, 234         tgkill
+    "4c89ef"        # mov rdi, r13
+    "4c89f6"        # mov rsi, r14
+    "4489fa"        # mov edx, r15d
+    "0f05"          # syscall
+    "c3")           # ret
+STOP_INSN_END = len(_STOP_THEN_RET) - 1       # where the stop leaves rip, from the end
+
+
+def set_run_stop(regs, tgid, tid, sig):
+    regs.r13, regs.r14, regs.r15 = tgid, tid, sig
+
+
 # sigaction_loop(first, last, oact, results): rt_sigaction(sig, NULL, oact, 8) for
 # every sig in [first, last], oact advancing by one struct sigaction (32 bytes) and
-# each return value stored as a u64 at results[sig - first]; then int3.  One stop
-# for all signals instead of two per signal.  Uses no stack.
+# each return value stored as a u64 at results[sig - first].  Uses no stack.
 SIGACTION_SIZE = 32
 ROBUST_LIST_HEAD_SIZE = 24  # struct robust_list_head: set_robust_list takes no other length
 SIGACTION_LOOP_CODE = bytes.fromhex(
@@ -183,13 +314,12 @@ SIGACTION_LOOP_CODE = bytes.fromhex(
     "ffc7"          # inc edi              next signal
     "4439cf"        # cmp edi, r9d
     "76df"          # jbe loop             (-33: back to xor esi, esi)
-    "cc")           # int3
+) + _STOP_THEN_RET
 
 
-# thread_info(results): what only the thread itself can ask, in one stop instead
-# of four: prctl(PR_GET_TID_ADDRESS, &results[0]) and sigaltstack(NULL,
-# &results[8]) (a 24-byte stack_t), their return values at results[32] and [40];
-# then int3.
+# thread_info(results): prctl(PR_GET_TID_ADDRESS, &results[0]) and
+# sigaltstack(NULL, &results[8]) (a 24-byte stack_t), their return values at
+# results[32] and [40].
 THREAD_INFO_SIZE = 48
 THREAD_INFO_CODE = bytes.fromhex(
     "4989f9"        # mov r9, rdi          results
@@ -206,7 +336,40 @@ THREAD_INFO_CODE = bytes.fromhex(
     "498d7108"      # lea rsi, [r9+8]      old_ss
     "0f05"          # syscall
     "49894128"      # mov [r9+40], rax
-    "cc")           # int3
+) + _STOP_THEN_RET
+
+
+# The dump's fork: clone from a page of rcore's code whose paths end without a
+# tracer.  The parent (rax > 0, or an error) takes `ret`, as after any injected
+# call.  The copy (rax = 0) names itself COPY_NAME, so that a copy left by a dead
+# rcore is recognised and reaped at the next dump, and exits: it never runs the
+# program.  EXIT_SITE is where rcore runs the copy's own injected calls: a
+# `syscall` followed by exit_group(0).
+COPY_NAME = b"rcore-dump-copy"
+_EXIT = bytes.fromhex("31ff"             # xor edi, edi
+                      "b8e7000000"       # mov eax, 231     exit_group
+                      "0f05")            # syscall
+
+
+def fork_code(page_addr):
+    """(code, fork_site, exit_site): the code to place at page_addr and the
+    addresses of its two `syscall`s."""
+    import struct
+    child = bytes.fromhex("b89d000000"            # mov eax, 157    prctl
+                          "bf0f000000")           # mov edi, 15     PR_SET_NAME
+    lea_at = len(child)
+    child += bytes.fromhex("488d35") + b"\0\0\0\0"  # lea rsi, [rip + name]
+    child += SYSCALL_INSN + _EXIT
+    fork = SYSCALL_INSN + bytes.fromhex("4885c0"       # test rax, rax
+                                        "7401"         # jz child
+                                        "c3")          # ret
+    exit_site = len(fork) + len(child)
+    code = bytearray(fork + child + SYSCALL_INSN + _EXIT)
+    name_at = len(code)
+    lea_end = len(fork) + lea_at + 7
+    struct.pack_into("<i", code, len(fork) + lea_at + 3, name_at - lea_end)
+    code += COPY_NAME + b"\0"
+    return bytes(code), page_addr, page_addr + exit_site
 
 
 # vmsplice_loop (entered with r12 = a control pipe's read end, r13 = a 24-byte

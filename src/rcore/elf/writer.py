@@ -3,12 +3,14 @@ data at a page-aligned offset (p_align = page size) so a restorer can mmap it.
 
 The file is created under a temporary name beside the target (O_EXCL, mode 0600),
 sized with ftruncate so that pages never written stay holes, and renamed over the
-final name only by commit()."""
+final name only by commit().  Temporaries of dead rcore processes are removed."""
 
 import ctypes
 import os
+import re
 
 from .. import arch
+from ..linux import procfs
 from . import notes as N
 from . import rcore_notes as R
 from . import structs as S
@@ -47,6 +49,41 @@ def build_notes(proc, arch_mod, page_size, cursig=0):
     return b"".join(out)
 
 
+# A core being written is named .NAME.rcore-tmp-PID-STARTTIME-N: the writing rcore's
+# PID and start time (/proc/PID/stat field 22) tell whether it still lives.  One
+# killed (SIGKILL leaves no time to clean up) leaves its temporary behind; the next
+# core written in that directory removes it.
+TMP_MARK = "rcore-tmp-"
+_TMP_NAME = re.compile(r"^\..+\." + TMP_MARK + r"(\d+)-(\d+)-\d+$")
+
+
+def _writer_id():
+    return "%d-%d" % procfs.process_identity()
+
+
+def remove_dead_temporaries(directory):
+    """Remove the temporaries of rcore processes that died writing a core in
+    directory (only this user's files).  Returns the names removed."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_NAME.match(name)
+        if not m:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if (not procfs.identity_alive(int(m.group(1)), int(m.group(2)))
+                    and os.lstat(path).st_uid == os.geteuid()):
+                os.unlink(path)
+                removed.append(name)
+        except OSError:
+            continue
+    return removed
+
+
 # A big segment's data starts at a file offset congruent to its address modulo
 # 2 MiB (the padding is a hole): aligned writes fill the page cache with large
 # folios (measured 5-7% faster on ext4), and a restore that maps the core can
@@ -82,9 +119,11 @@ class CoreWriter:
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             raise FileNotFoundError(2, f"no such directory: {directory}")
+        remove_dead_temporaries(directory)
         base = os.path.basename(self.path)
+        me = _writer_id()
         for n in range(100):
-            tmp = os.path.join(directory, f".{base}.rcore-{os.getpid()}-{n}")
+            tmp = os.path.join(directory, f".{base}.{TMP_MARK}{me}-{n}")
             try:
                 self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 self.tmp = tmp

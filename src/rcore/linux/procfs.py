@@ -130,6 +130,7 @@ class Stat:
     tpgid: int = -1     # 8: that terminal's foreground process group
     start_time: int = 0  # 22: clock ticks after boot; with the boot ID, tells a process
                          # from a later one that got its PID
+    exit_signal: int = 0    # 38: sent to the parent at exit (0: none, as rcore's copy)
 
 
 def parse_stat(data):
@@ -140,7 +141,7 @@ def parse_stat(data):
     n = lambda i: int(f[i - 3])   # proc(5) field i; f[0] is field 3
     return Stat(int(data[:lpar]), comm, f[0].decode(), n(4), n(5), n(6), n(14), n(15),
                 n(16), n(17), n(19), n(20), n(26), n(27), n(28), n(45), n(46), n(47),
-                n(48), n(49), n(50), n(51), n(7), n(8), n(22))
+                n(48), n(49), n(50), n(51), n(7), n(8), n(22), n(38))
 
 
 @_wrap
@@ -299,3 +300,17 @@ def open_pagemap(pid, proc=PROC):
         return os.open(path(pid, "pagemap", proc=proc), os.O_RDONLY)
     except FileNotFoundError as err:
         raise NoSuchProcess(pid) from err
+
+
+def process_identity(pid=None):
+    """(pid, start time): names a process for as long as it lives, unlike a PID
+    alone, which the kernel reuses.  Default: this process."""
+    pid = pid or os.getpid()
+    return pid, read_stat(pid).start_time
+
+
+def identity_alive(pid, starttime):
+    try:
+        return read_stat(pid).start_time == starttime
+    except NoSuchProcess:
+        return False

@@ -41,6 +41,7 @@ PTRACE_O_TRACEVFORK = 0x4
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_O_TRACEEXEC = 0x10
 PTRACE_O_EXITKILL = 0x100000
+PTRACE_O_SUSPEND_SECCOMP = 0x200000   # root only: the filters ignore the tracee's calls
 
 PTRACE_EVENT_FORK = 1
 PTRACE_EVENT_VFORK = 2
@@ -97,6 +98,14 @@ def _is_zombie(tid):
     # forbidden one: /proc tells the two apart.
     try:
         return procfs.read_stat(tid).state in ("Z", "X")
+    except RcoreError:
+        return False
+
+
+def _thread_alive(pid, tid):
+    try:
+        return procfs.read_stat(tid).state not in ("Z", "X") and \
+            os.path.exists(f"/proc/{pid}/task/{tid}")
     except RcoreError:
         return False
 
@@ -304,10 +313,11 @@ class FrozenProcess:
                 thread = Thread(tid, self.pid)
                 try:
                     thread.seize(self.options)
-                except NoSuchProcess:
-                    if tid == self.pid:
+                except (NoSuchProcess, ProcessExited, AccessDenied):
+                    if tid == self.pid or _thread_alive(self.pid, tid):
                         raise
-                    continue          # a thread that exited meanwhile
+                    continue          # a thread that exited meanwhile (an exiting
+                                      # thread refuses with EPERM)
                 self.threads[tid] = thread
                 try:
                     thread.interrupt()

@@ -225,7 +225,7 @@ class RebuildSummary:
     skipped: list = field(default_factory=list)   # what could not be restored, in words
 
 
-class _CoreBytes:
+class CoreBytes:
     """The core file's data: copied into buffers with pread (no page faults on a
     mapping of it, and the GIL is released while the kernel copies)."""
 
@@ -487,7 +487,7 @@ def fill_memory(pid, mappings, core, fresh=(), summary=None, progress=None):
     dense ones).  Returns the RebuildSummary (counts of compared/written bytes)."""
     summary = summary or RebuildSummary()
     todo = [m for m in mappings if not is_kernel_mapping(m) and fillable(m, core)]
-    data = _CoreBytes(core)
+    data = CoreBytes(core)
     filler = _Filler(pid, data, summary, progress)
     try:
         filler.total = sum(m.size for m in todo)

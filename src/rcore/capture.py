@@ -9,6 +9,7 @@ import os
 import struct
 
 from . import arch
+from .dirty import own_fds
 from .linux import libc, pipes, procfs
 from .linux.inject import Injector
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
@@ -60,7 +61,8 @@ UNLINKED_FILE_LIMIT = 1 << 20
 def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True):
     """The descriptor table.  with_data: also what only the process holds (queued
     pipe bytes, unlinked files of at most unlinked_limit bytes) for a restart."""
-    infos = procfs.read_fds(pid)
+    own = own_fds(pid)              # rcore's dirty tracking (dirty.py), not the program's
+    infos = [i for i in procfs.read_fds(pid) if i.fd not in own]
     fds = []
     for info in infos:
         description = info.fd

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import arch
+from . import arch, dirty
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
@@ -41,6 +41,7 @@ class DumpSummary:
     freeze_seconds: float
     seconds: float
     copy_method: str           # how memory left the process: "stream", "read" or "frozen"
+    tracking: str = ""         # dump --track: armed, or why not (dirty.py)
 
 
 # Where each mapping's bytes come from and how much of it the core stores.
@@ -229,13 +230,15 @@ def _end_copy(pid, copy):
 
 
 def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, stream=True,
-         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT):
+         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT, track=False):
     """Write a core file of live process `pid` to `path` (default core.PID).
     The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL: dump
     returns once it is dead).  Unlinked files the process has open are stored
     in the core up to unlinked_limit bytes each (a restart needs them).
     fork=False reads all memory while the target is frozen; stream=False has
-    rcore read the fork copy's memory instead of the copy sending it."""
+    rcore read the fork copy's memory instead of the copy sending it.
+    track: arm dirty tracking (dirty.py) at the checkpointed instant, so that a
+    later restore of this core compares only the pages written since."""
     t0 = time.monotonic()
     path = os.path.abspath(path or f"core.{pid}")
     if not os.path.isdir(os.path.dirname(path)):
@@ -244,7 +247,7 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
     options = dict(stop=stop, full=full, fork=fork, progress=progress,
-                   unlinked_limit=unlinked_limit, run_state=run_state)
+                   unlinked_limit=unlinked_limit, run_state=run_state, track=track and not kill)
     try:
         summary = _dump(pid, path, stream=stream and fork, **options)
     except StreamFailed:
@@ -257,11 +260,12 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     return summary
 
 
-def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state):
+def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state, track):
     mem = LiveMemory(pid)
     copy = None
     writer = None
     method = "frozen"
+    tracking, track_note = None, ""
     try:
         with signals_held(), FrozenProcess(pid) as frozen:
             t_freeze = time.monotonic()
@@ -284,6 +288,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                 if how != NOTHING:
                     (now if not fork or _from_original(m) else later).append((m, how))
             copier.copy(mem, now)
+            if track:
+                tracking, track_note = dirty.arm(frozen, syscall_addr, proc.mappings)
             if later:
                 copy = _fork_copy(frozen, syscall_addr)
             frozen.release(signal.SIGSTOP if stop else 0)
@@ -292,6 +298,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             method = _store_copy(copy, syscall_addr, copier, later, stream)
         _put_back_rseq_areas(writer, proc, rseq_areas)
         writer.commit()
+        if tracking:
+            dirty.set_baseline(tracking, path)
     except OSError as err:
         if err.errno == errno.ESRCH:
             raise ProcessExited(pid) from err
@@ -303,7 +311,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
         if writer:
             writer.abort()
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
-                       writer.size, freeze, 0.0, method)
+                       writer.size, freeze, 0.0, method, track_note)
 
 
 def _store_copy(copy, syscall_addr, copier, plan, stream):

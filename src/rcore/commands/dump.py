@@ -19,6 +19,10 @@ def add_parser(sub):
     p.add_argument("--unlinked-limit", metavar="BYTES", type=int,
                    help="store open unlinked files up to this size in the core, for "
                         "restart (default 1 MiB: capture.UNLINKED_FILE_LIMIT)")
+    p.add_argument("--track", action="store_true",
+                   help="arm dirty-page tracking (userfaultfd, in the process) so that a "
+                        "later `rcore restore` of this core compares only the pages "
+                        "written since")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -29,7 +33,7 @@ def run(args):
     bar = Progress("dumping")
     try:
         s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
-                 fork=not args.no_fork, progress=bar, **limit)
+                 fork=not args.no_fork, progress=bar, track=args.track, **limit)
     finally:
         bar.finish()
     if args.json:
@@ -38,3 +42,5 @@ def run(args):
     else:
         print(f"{s.path}: {s.threads} threads, {s.regions} regions, "
               f"{s.bytes_stored / 1048576:.1f} MiB stored, frozen {s.freeze_seconds * 1000:.1f} ms")
+        if s.tracking:
+            print(s.tracking)

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import arch, dirty
+from . import arch, chain, dirty
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
@@ -230,7 +230,7 @@ def _end_copy(pid, copy):
 
 
 def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, stream=True,
-         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT, track=False):
+         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT, track=False, incremental=None):
     """Write a core file of live process `pid` to `path` (default core.PID).
     The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL: dump
     returns once it is dead).  Unlinked files the process has open are stored
@@ -238,7 +238,11 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     fork=False reads all memory while the target is frozen; stream=False has
     rcore read the fork copy's memory instead of the copy sending it.
     track: arm dirty tracking (dirty.py) at the checkpointed instant, so that a
-    later restore of this core compares only the pages written since."""
+    later restore of this core compares only the pages written since.
+    incremental: the path of a checkpoint that tracking is armed relative to;
+    the core then stores only the pages written since it, names it as its
+    parent (chain.py), and tracking is re-armed relative to the new core.
+    Without such tracking a full core is written and the summary says why."""
     t0 = time.monotonic()
     path = os.path.abspath(path or f"core.{pid}")
     if not os.path.isdir(os.path.dirname(path)):
@@ -246,21 +250,26 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
+    increment, note = chain.prepare_increment(pid, incremental) if incremental else (None, "")
     options = dict(stop=stop, full=full, fork=fork, progress=progress,
-                   unlinked_limit=unlinked_limit, run_state=run_state, track=track and not kill)
+                   unlinked_limit=unlinked_limit, run_state=run_state,
+                   track=(track or bool(incremental)) and not kill, increment=increment)
     try:
         summary = _dump(pid, path, stream=stream and fork, **options)
     except StreamFailed:
         # The copy could not send its memory (e.g. a seccomp filter it inherited
         # forbids vmsplice) and is gone: take the dump again, reading the copy.
         summary = _dump(pid, path, stream=False, **options)
+    if note:
+        summary.tracking = "; ".join(x for x in (note, summary.tracking) if x)
     if kill:
         _kill_and_wait_dead(pid)
     summary.seconds = time.monotonic() - t0
     return summary
 
 
-def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state, track):
+def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state, track,
+          increment):
     mem = LiveMemory(pid)
     copy = None
     writer = None
@@ -279,7 +288,10 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             for m, how in plan:
                 m.stored = "all" if how in (SPARSE, DENSE) else how
             segments = [(m, {NOTHING: 0, HEADER: PAGE}.get(how, m.size)) for m, how in plan]
-            writer = CoreWriter(path, proc, segments)
+            if increment:
+                plan, segments = chain.increment_plan(plan, segments, increment,
+                                                      dirty.Written(pid), SPARSE)
+            writer = CoreWriter(path, proc, segments, parent=increment and increment.parent)
             writer.open()
             total = sum(m.size if how != HEADER else PAGE for m, how in plan if how != NOTHING)
             copier = _Copier(writer, progress, total)

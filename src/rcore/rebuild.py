@@ -430,6 +430,8 @@ def core_mappable(core, mappings, min_size=MAP_CORE_MIN):
     (map_from_core).  [heap] and [stack] are left out: they keep their names in
     /proc/PID/maps and brk() and stack growth their usual neighbours."""
     out = []
+    if core.resolved:
+        return out      # an incremental core's data are in a temporary file (chain.py)
     for m in mappings:
         if m.stored != "all" or m.shared or m.file_backed or m.growsdown \
                 or m.path in ("[heap]", "[stack]") or is_kernel_mapping(m) \
@@ -753,7 +755,10 @@ def rebuild_address_space(pid, inj, ws, mappings, core, mm=None, progress=None,
     the target is then half-rebuilt and must not run on."""
     b = AddressSpaceBuilder(pid, inj, ws, mappings, core, mm, progress, written)
     core_fd = None
-    if map_core:
+    if map_core and core.resolved:
+        b.summary.skipped.append("map_core: an incremental core is read through its chain "
+                                 "of parents: its memory was written")
+    elif map_core:
         lazy = core_mappable(core, b.targets)
         if lazy:
             # Opened first, before anything changes, as the process's own user.

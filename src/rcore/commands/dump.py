@@ -23,6 +23,10 @@ def add_parser(sub):
                    help="arm dirty-page tracking (userfaultfd, in the process) so that a "
                         "later `rcore restore` of this core compares only the pages "
                         "written since")
+    p.add_argument("--incremental", metavar="PARENT",
+                   help="store only the pages written since checkpoint PARENT (made with "
+                        "--track or --incremental): the core names PARENT, which must "
+                        "stay in place; `rcore flatten` makes a standalone core")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -33,7 +37,8 @@ def run(args):
     bar = Progress("dumping")
     try:
         s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
-                 fork=not args.no_fork, progress=bar, track=args.track, **limit)
+                 fork=not args.no_fork, progress=bar, track=args.track,
+                 incremental=args.incremental, **limit)
     finally:
         bar.finish()
     if args.json:

@@ -16,6 +16,7 @@ standalone core into an unlinked temporary file beside the core and serves
 memory from there, so restore, restart and diff see an ordinary core.
 `rcore flatten` writes that standalone core under a name."""
 
+import bisect
 import copy
 import dataclasses
 import hashlib
@@ -42,14 +43,14 @@ def parent_identity(core):
             "mtime_ns": st.st_mtime_ns, "notes_sha256": notes_digest(core)}
 
 
-def open_parent(core, resolve=True):
-    """The parent CoreFile of incremental `core`, checked to be the very
-    checkpoint the increment was made against."""
+def open_parent(core):
+    """The parent CoreFile of incremental `core` (opened without resolving its
+    own chain), checked to be the very checkpoint the increment was made against."""
     from .elf.reader import CoreFile
     want = core.parent
     path = want.get("path", "")
     try:
-        parent = CoreFile(path, resolve=resolve)
+        parent = CoreFile(path, resolve=False)
     except CoreFormatError as err:
         raise CoreFormatError(core.path, f"its parent checkpoint cannot be read: {err}") from None
     try:
@@ -64,28 +65,49 @@ def open_parent(core, resolve=True):
     return parent
 
 
+def _ancestors(core):
+    """(path, parent) from core's parent up to the first full core: each parent a
+    CoreFile opened without resolving and checked, or the CoreFormatError that
+    ends the walk.  The caller closes what it gets."""
+    seen = {os.path.abspath(core.path)}
+    while core.parent:
+        path = core.parent.get("path", "")
+        if path in seen:
+            yield path, CoreFormatError(core.path, f"its chain of parents loops at {path}")
+            return
+        seen.add(path)
+        try:
+            core = open_parent(core)
+        except CoreFormatError as err:
+            yield path, err
+            return
+        yield path, core
+
+
+def open_chain(core):
+    """[parent, grandparent, ..., the full core], each opened without resolving."""
+    out = []
+    try:
+        for _, parent in _ancestors(core):
+            if isinstance(parent, CoreFormatError):
+                raise parent
+            out.append(parent)
+    except BaseException:
+        for c in out:
+            c.close()
+        raise
+    return out
+
+
 def describe_chain(core):
     """[{path, status}] from core's parent up to the first full core."""
-    out, cur, opened = [], core, []
-    seen = {os.path.abspath(core.path)}
-    try:
-        while cur.parent:
-            path = cur.parent.get("path", "")
-            if path in seen:
-                out.append({"path": path, "status": "a loop"})
-                break
-            seen.add(path)
-            try:
-                parent = open_parent(cur, resolve=False)
-            except CoreFormatError as err:
-                out.append({"path": path, "status": str(err)})
-                break
-            opened.append(parent)
+    out = []
+    for path, parent in _ancestors(core):
+        if isinstance(parent, CoreFormatError):
+            out.append({"path": path, "status": str(parent)})
+        else:
             out.append({"path": path, "status": "incremental" if parent.parent else "full"})
-            cur = parent
-    finally:
-        for c in opened:
-            c.close()
+            parent.close()
     return out
 
 
@@ -140,10 +162,10 @@ def increment_plan(plan, segments, increment, written, sparse):
 
 def flatten(core, out_path):
     """Write the standalone core of incremental CoreFile `core` (opened without
-    resolving) to out_path: the same state, every mapping whole, memory from the
-    core or its parents.  Returns out_path."""
+    resolving) to out_path: the same state, every mapping whole, each page from
+    the newest core of the chain that stores it.  Returns out_path."""
     from .elf.writer import CoreWriter
-    parent = open_parent(core)                  # resolved: a standalone core
+    chain = [core] + open_chain(core)
     try:
         proc = copy.copy(core.state)
         proc.mappings = [dataclasses.replace(m, stored="all") if m.stored == INHERITED else m
@@ -159,51 +181,69 @@ def flatten(core, out_path):
         try:
             for m, filesz in segments:
                 if filesz:
-                    _copy_mapping(core, parent, writer, m, filesz)
+                    _copy_mapping(chain, writer, m, filesz)
             writer.commit()
         finally:
             writer.abort()
     finally:
-        parent.close()
+        for c in chain[1:]:
+            c.close()
     return out_path
 
 
-def _copy_mapping(core, parent, writer, m, filesz):
-    """Mapping m's bytes into the writer: for each of core's segments within it,
-    from the core when stored there, else from the parent."""
-    addr, end = m.start, m.start + filesz
-    while addr < end:
-        seg = core.segment_at(addr)
-        if seg is None:             # unchanged since the parent: up to the next run
-            later = [x.vaddr for x in core.segments if x.vaddr > addr]
-            stop = min([end] + later[:1])
-        else:
-            stop = min(end, seg.end)
-        if seg is not None and seg.filesz:
-            src, src_off = core, seg.offset + (addr - seg.vaddr)
-            stop = min(stop, seg.vaddr + seg.filesz)
-        else:
-            where = parent.stored_range(addr)
-            if where is None:
-                raise CoreFormatError(core.path, f"neither it nor its parent holds "
-                                                 f"{addr:#x}")
-            src, src_off = parent, where[0]
-            stop = min(stop, addr + where[1])
-        _copy_extents(src, src_off, writer, writer.data_offset(m, addr), stop - addr)
-        addr = stop
+def _stored(core, start, end):
+    """(start, end, file offset) of what core stores within [start, end)."""
+    i = max(0, bisect.bisect_right(core.segments, start, key=lambda g: g.vaddr) - 1)
+    out = []
+    for seg in core.segments[i:]:
+        if seg.vaddr >= end:
+            break
+        s, e = max(start, seg.vaddr), min(end, seg.vaddr + seg.filesz)
+        if s < e:
+            out.append((s, e, seg.offset + (s - seg.vaddr)))
+    return out
+
+
+def _copy_mapping(chain, writer, m, filesz):
+    """Mapping m's first filesz bytes into the writer, each range from the newest
+    core of the chain that stores it."""
+    from .rebuild import subtract_ranges
+    todo = [(m.start, m.start + filesz)]
+    for core in chain:
+        rest = []
+        for s, e in todo:
+            held = _stored(core, s, e)
+            for a, b, off in held:
+                _copy_extents(core, off, writer, writer.data_offset(m, a), b - a)
+            rest += subtract_ranges([(s, e)], [(a, b) for a, b, _ in held])
+        todo = rest
+        if not todo:
+            return
+    raise CoreFormatError(chain[0].path, f"no checkpoint of its chain holds {todo[0][0]:#x}")
 
 
 def _copy_extents(src, src_off, writer, dst_off, length):
-    """Copy the data extents of src's file (holes stay holes)."""
+    """Copy the data extents of src's file into the writer's (holes stay holes),
+    in the kernel (copy_file_range) where it can."""
     from .rebuild import CoreBytes
-    buf = bytearray(CHUNK)
     for off, n, has_data in CoreBytes(src).extents(src_off, length, True):
-        if not has_data:
-            continue
-        for p in range(0, n, CHUNK):
-            k = min(CHUNK, n - p)
-            got = os.preadv(src.fileno(), [memoryview(buf)[:k]], off + p)
-            writer.pwrite(memoryview(buf)[:got], dst_off + (off - src_off) + p)
+        if has_data:
+            _copy_bytes(src.fileno(), off, writer, dst_off + (off - src_off), n)
+
+
+def _copy_bytes(src_fd, src_off, writer, dst_off, n):
+    while n:
+        try:
+            done = os.copy_file_range(src_fd, writer.fd, n, src_off, dst_off)
+        except OSError:
+            done = 0
+        if done <= 0:               # another file system, or nothing copied: by hand
+            data = os.pread(src_fd, min(n, CHUNK), src_off)
+            if not data:
+                raise CoreFormatError(writer.path, f"short read at offset {src_off}")
+            writer.pwrite(data, dst_off)
+            done = len(data)
+        src_off, dst_off, n = src_off + done, dst_off + done, n - done
 
 
 def flatten_into(core):

@@ -341,8 +341,12 @@ def _compare_signals(sa, sb):
 
 # --- text ---------------------------------------------------------------------------------
 
+def _signals_text(signos):
+    return ",".join(map(signal_name, signos)) or "-"
+
+
 def _mask_names(mask):
-    return ",".join(signal_name(s) for s in range(1, 65) if mask >> (s - 1) & 1) or "-"
+    return _signals_text([s for s in range(1, 65) if mask >> (s - 1) & 1])
 
 
 def _handler_text(h):
@@ -401,13 +405,12 @@ def format_text(d):
     for m in s["masks"]:
         lines.append(f"signal  thread {m['tid']} mask {_mask_names(m['a'])} -> {_mask_names(m['b'])}")
     for p in s["pending"]:
-        lines.append(f"signal  thread {p['tid']} pending "
-                     f"{','.join(map(signal_name, p['a'])) or '-'} -> "
-                     f"{','.join(map(signal_name, p['b'])) or '-'}")
+        lines.append(f"signal  thread {p['tid']} pending {_signals_text(p['a'])} -> "
+                     f"{_signals_text(p['b'])}")
     if s["shared_pending"]:
         sp = s["shared_pending"]
-        lines.append(f"signal  process pending {','.join(map(signal_name, sp['a'])) or '-'} -> "
-                     f"{','.join(map(signal_name, sp['b'])) or '-'}")
+        lines.append(f"signal  process pending {_signals_text(sp['a'])} -> "
+                     f"{_signals_text(sp['b'])}")
     for lim in d["limits"]:
         lines.append(f"limit   {lim['name']} {_limit_text(lim['a'])} -> {_limit_text(lim['b'])}")
     for k, v in d["process"].items():

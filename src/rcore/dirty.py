@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 from . import arch
 from .linux import libc, procfs
 from .linux import uffd as U
+from .rebuild import is_kernel_mapping, merge_ranges
 
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE
@@ -131,9 +132,7 @@ def trackable(m):
     """Private anonymous writable user memory (userfaultfd write-protection
     covers anonymous, shmem and hugetlb memory; rcore registers the first)."""
     return (not m.shared and m.perms[1] == "w" and (m.inode == 0 or m.path == "[heap]")
-            and not (m.path.startswith("[") and m.path not in ("[heap]", "[stack]")
-                     and not m.path.startswith("[anon"))
-            and not {"io", "pf", "ht"} & set(m.vmflags))
+            and not is_kernel_mapping(m) and not {"io", "pf", "ht"} & set(m.vmflags))
 
 
 def _blocker(pid):
@@ -276,8 +275,8 @@ class Written:
                                      return_mask=U.PAGE_IS_WPALLOWED | U.PAGE_IS_WRITTEN)
         finally:
             os.close(fd)
-        self._tracked = _merge([(s, e) for s, e, _ in regions])
-        self._written = _merge([(s, e) for s, e, c in regions if c & U.PAGE_IS_WRITTEN])
+        self._tracked = merge_ranges([(s, e) for s, e, _ in regions])
+        self._written = merge_ranges([(s, e) for s, e, c in regions if c & U.PAGE_IS_WRITTEN])
 
     @property
     def tracked(self):
@@ -295,16 +294,6 @@ class Written:
 
     def written_in(self, start, end):
         return [(s, e) for s, e, inside in _split(self.written, start, end) if inside]
-
-
-def _merge(ranges):
-    out = []
-    for s, e in ranges:            # sorted, as the scan returns them
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
 
 
 def _split(ranges, start, end):

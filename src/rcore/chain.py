@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import hashlib
 import os
+import tempfile
 
 from .errors import CoreFormatError
 from .memory import CHUNK
@@ -248,10 +249,14 @@ def _copy_bytes(src_fd, src_off, writer, dst_off, n):
 
 def flatten_into(core):
     """Resolve incremental CoreFile `core` in place: its standalone core is
-    written beside it under a temporary name, opened, and unlinked; returns the
+    written beside it under a temporary name (or in the temporary directory
+    when that directory is not writable), opened, and unlinked; returns the
     open file object."""
+    name = f".{os.path.basename(core.path)}.flat-{os.getpid()}"
     directory = os.path.dirname(os.path.abspath(core.path))
-    tmp = os.path.join(directory, f".{os.path.basename(core.path)}.flat-{os.getpid()}")
+    if not os.access(directory, os.W_OK):
+        directory = tempfile.gettempdir()
+    tmp = os.path.join(directory, name)
     try:
         flatten(core, tmp)
         f = open(tmp, "rb")

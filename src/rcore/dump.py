@@ -206,11 +206,11 @@ def _read_rseq_areas(frozen, mem):
     return areas
 
 
-def _put_back_rseq_areas(writer, proc, areas):
+def _put_back_rseq_areas(writer, areas):
     for addr, data in areas.items():
-        m = proc.mapping_at(addr)
-        if m is not None and m.stored == "all":
-            writer.pwrite(data, writer.data_offset(m, addr))
+        offset = writer.stored_offset(addr)
+        if offset is not None:
+            writer.pwrite(data, offset)
 
 
 def _end_copy(pid, copy):
@@ -308,7 +308,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             freeze = time.monotonic() - t_freeze
         if copy:
             method = _store_copy(copy, syscall_addr, copier, later, stream)
-        _put_back_rseq_areas(writer, proc, rseq_areas)
+        _put_back_rseq_areas(writer, rseq_areas)
         writer.commit()
         if tracking:
             dirty.set_baseline(tracking, path)

@@ -20,10 +20,10 @@ def describe(core):
         "files": [f.to_dict() for f in proc.files],
     }
     for m in proc.mappings:
-        seg = core.segment_at(m.start)
-        stored = 0
-        if seg is not None and seg.filesz:
-            stored = _stored_bytes(core, seg)
+        # an incremental core has a segment per run of pages written since its parent
+        segs = [g for g in core.segments if m.start <= g.vaddr < m.end] \
+            if m.stored == "incremental" else [core.segment_at(m.start)]
+        stored = sum(_stored_bytes(core, g) for g in segs if g is not None and g.filesz)
         d["regions"].append({"start": m.start, "end": m.end, "size": m.size, "perms": m.perms,
                              "path": m.path, "offset": m.offset, "stored": stored})
     if core.parent:

@@ -138,6 +138,14 @@ class CoreWriter:
     def data_offset(self, mapping, addr):
         return self.offsets[mapping.start] + (addr - mapping.start)
 
+    def stored_offset(self, addr):
+        """The file offset of addr's data, or None when the core does not store
+        it (a mapping may be cut into several segments: chain.py)."""
+        for m, filesz in self.segments:
+            if m.start <= addr < m.start + filesz:
+                return self.offsets[m.start] + (addr - m.start)
+        return None
+
     def commit(self):
         os.close(self.fd)
         self.fd = None

@@ -3,8 +3,9 @@ parent checkpoint, and reading one through its chain of parents.
 
 An incremental core (dump --incremental PARENT, with dirty tracking armed
 relative to PARENT) is a complete core but for memory: its notes hold the whole
-state; an RCORE_PARENT note names the parent (path, size, mtime and a digest of
-its notes, so that a replaced parent is refused); each mapping inherited from
+state; an RCORE_PARENT note names the parent (its path and checkpoint_id, so
+that a parent replaced by another checkpoint is refused, while its own
+flattened core is accepted); each mapping inherited from
 the parent (Mapping.stored == INHERITED: the same private anonymous mapping,
 tracked since) is cut into PT_LOADs: runs of pages written since the parent,
 stored here, and runs unchanged, with p_filesz 0 (debuggers then report that
@@ -19,7 +20,6 @@ memory from there, so restore, restart and diff see an ordinary core.
 import bisect
 import copy
 import dataclasses
-import hashlib
 import os
 import tempfile
 
@@ -29,19 +29,9 @@ from .memory import CHUNK
 INHERITED = "incremental"
 
 
-def notes_digest(core):
-    """sha256 over a core's notes: changes when the checkpoint is replaced."""
-    h = hashlib.sha256()
-    for owner, ntype, desc in core.notes:
-        h.update(f"{owner}:{ntype}:{len(desc)}:".encode())
-        h.update(desc)
-    return h.hexdigest()
-
-
 def parent_identity(core):
-    st = os.stat(core.path)
-    return {"path": os.path.abspath(core.path), "size": st.st_size,
-            "mtime_ns": st.st_mtime_ns, "notes_sha256": notes_digest(core)}
+    return {"path": os.path.abspath(core.path),
+            "checkpoint_id": core.state.extra.get("checkpoint_id", "")}
 
 
 def open_parent(core):
@@ -54,15 +44,11 @@ def open_parent(core):
         parent = CoreFile(path, resolve=False)
     except CoreFormatError as err:
         raise CoreFormatError(core.path, f"its parent checkpoint cannot be read: {err}") from None
-    try:
-        st = os.stat(path)
-        if (st.st_size, st.st_mtime_ns) != (want.get("size"), want.get("mtime_ns")) \
-                or notes_digest(parent) != want.get("notes_sha256"):
-            raise CoreFormatError(core.path, f"its parent checkpoint {path} was replaced "
-                                             "since (size, mtime or notes differ)")
-    except BaseException:
+    if not want.get("checkpoint_id") or \
+            parent.state.extra.get("checkpoint_id") != want.get("checkpoint_id"):
         parent.close()
-        raise
+        raise CoreFormatError(core.path, f"its parent checkpoint {path} was replaced "
+                                         "by another checkpoint")
     return parent
 
 
@@ -126,14 +112,10 @@ def prepare_increment(pid, parent_path):
     from . import dirty
     from .elf.reader import CoreFile
     tracking = dirty.load(pid)
-    try:
-        armed = tracking is not None and tracking.baseline == dirty.core_identity(parent_path)
-    except OSError as err:
-        return None, f"full dump: {parent_path}: {err.strerror}"
-    if not armed:
-        return None, (f"full dump: dirty tracking is not armed relative to {parent_path} "
-                      "(dump --track it first)")
     with CoreFile(parent_path, resolve=False) as parent:
+        if tracking is None or tracking.baseline != dirty.core_identity(parent):
+            return None, (f"full dump: dirty tracking is not armed relative to {parent_path} "
+                          "(dump --track it first)")
         return Increment(parent_identity(parent), parent.state.mappings), None
 
 

@@ -116,15 +116,21 @@ def own_fds(pid):
     return {t.fd} if t else set()
 
 
-def core_identity(path):
-    st = os.stat(path)
-    return {"path": os.path.abspath(path), "dev": st.st_dev, "ino": st.st_ino,
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def core_identity(core):
+    """What names the checkpoint in open CoreFile core: its checkpoint_id (kept
+    when an incremental core is flattened), or for a core without one (gdb's,
+    the kernel's) the file's identity."""
+    cid = core.state.extra.get("checkpoint_id")
+    if cid:
+        return {"checkpoint_id": cid}
+    st = os.stat(core.path)
+    return {"dev": st.st_dev, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def set_baseline(tracking, core_path):
-    """The written pages are now relative to the core at core_path."""
-    tracking.baseline = core_identity(core_path) if core_path else None
+def set_baseline(tracking, identity):
+    """The written pages are now relative to the checkpoint of that identity
+    (core_identity), or to none."""
+    tracking.baseline = identity
     tracking.save()
 
 
@@ -315,27 +321,23 @@ def _split(ranges, start, end):
     return out
 
 
-def for_restore(pid, core_path):
-    """(Written or None, message) for a restore of pid from core_path: Written
-    when tracking is armed relative to that very checkpoint."""
+def for_restore(pid, core):
+    """(Written or None, message) for a restore of pid from open CoreFile core:
+    Written when tracking is armed relative to that very checkpoint."""
     tracking = load(pid)
     if tracking is None:
         return None, None
-    try:
-        same = tracking.baseline == core_identity(core_path)
-    except OSError:
-        same = False
-    if not same:
+    if tracking.baseline != core_identity(core):
         return None, ("dirty tracking is armed relative to another checkpoint "
                       "(or a dump that did not finish): all memory compared")
     return Written(pid), None
 
 
-def rearm(pid, inj, scratch, core_path, written=None):
-    """After a restore from core_path (memory equals the core): register the
+def rearm(pid, inj, scratch, core, written=None):
+    """After a restore from open CoreFile core (memory equals it): register the
     trackable mappings that are not (the rebuild mapped them anew, or the
-    program did since) and write-protect what was written, then make core_path
-    the baseline.  inj: an Injector on a stopped thread; scratch: a page of the
+    program did since) and write-protect what was written, then make core the
+    baseline.  inj: an Injector on a stopped thread; scratch: a page of the
     target rcore may use.  Returns a message, or None without tracking."""
     tracking = load(pid)
     if tracking is None:
@@ -347,6 +349,6 @@ def rearm(pid, inj, scratch, core_path, written=None):
                  and not any(inside for _, _, inside in _split(tracked, m.start, m.end))]
     _Target(inj, pid, scratch).register(tracking.fd, _ranges(untracked))
     _protect(pid)
-    set_baseline(tracking, core_path)
-    return f"dirty tracking re-armed relative to {core_path}"
+    set_baseline(tracking, core_identity(core))
+    return f"dirty tracking re-armed relative to {core.path}"
 

@@ -311,7 +311,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
         _put_back_rseq_areas(writer, rseq_areas)
         writer.commit()
         if tracking:
-            dirty.set_baseline(tracking, path)
+            dirty.set_baseline(tracking, {"checkpoint_id": writer.checkpoint_id})
     except OSError as err:
         if err.errno == errno.ESRCH:
             raise ProcessExited(pid) from err

@@ -286,8 +286,7 @@ class _Restore:
                                                  proc.mm, self.progress, self.map_core,
                                                  written)
             if self.use_tracking:
-                rearmed = dirty.rearm(pid, inj, ws.scratch, os.path.abspath(self.core.path),
-                                      written)
+                rearmed = dirty.rearm(pid, inj, ws.scratch, self.core, written)
                 self.tracking = "; ".join(x for x in (self.tracking, rearmed) if x)
             pairs = list(self.threads.pairs)
             for ts in self.threads.missing:
@@ -319,7 +318,7 @@ class _Restore:
         (and self.tracking says why it is not used)."""
         if not self.use_tracking:
             return None
-        written, why = dirty.for_restore(self.pid, self.core.path)
+        written, why = dirty.for_restore(self.pid, self.core)
         self.tracking = why or ("only pages written since the checkpoint compared "
                                 "(dirty tracking)" if written else "")
         return written

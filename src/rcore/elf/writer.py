@@ -59,7 +59,10 @@ LARGE_ALIGN = 2 << 20
 class CoreWriter:
     """Lays out and writes one core file.  `segments` is a list of (mapping,
     filesz): filesz bytes of the mapping are stored, the rest is memory only.
-    parent: the RCORE_PARENT identity of an incremental core (chain.py)."""
+    parent: the RCORE_PARENT identity of an incremental core (chain.py).
+    Every core gets a checkpoint_id (in RCORE_PROCESS): random for a new
+    checkpoint, kept from proc.extra when the state already has one (a
+    flattened core is the same checkpoint)."""
 
     def __init__(self, path, proc, segments, arch_mod=None, parent=None):
         self.path = os.path.abspath(path)
@@ -68,6 +71,7 @@ class CoreWriter:
         self.proc = proc
         self.segments = segments
         self.parent = parent
+        self.checkpoint_id = proc.extra.setdefault("checkpoint_id", os.urandom(16).hex())
         self.fd = None
         self.tmp = None
         self.offsets = {}           # mapping start -> file offset of its data

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 import rcore
-from conftest import rcore_cmd
+from conftest import rcore_cmd, wait_for
 
 REGION, RO, GONE, FRESH = 0x110000000000, 0x120000000000, 0x130000000000, 0x140000000000
 PAGE = 4096
@@ -26,11 +26,20 @@ class Changes:
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(tmp_path))
         _, pid, handler = self.p.stdout.readline().split()
         self.pid, self.handler = int(pid), int(handler, 16)
+        wait_for(self._in_read, what="the program to wait in read()")
 
     def ask(self, line):
+        """Send a command; returns the reply once the program waits for the next
+        one (blocked in read(2): a checkpoint then catches it idle)."""
         self.p.stdin.write(line.encode() + b"\n")
         self.p.stdin.flush()
-        return self.p.stdout.readline().decode().strip()
+        reply = self.p.stdout.readline().decode().strip()
+        wait_for(self._in_read, what="the program to wait in read()")
+        return reply
+
+    def _in_read(self):
+        with open(f"/proc/{self.pid}/syscall") as f:
+            return f.read().split()[0] == "0"
 
 
 @pytest.fixture

@@ -137,7 +137,8 @@ def increment_plan(plan, segments, increment, written, sparse):
             continue
         m.stored = INHERITED
         for s, e in written.written_in(m.start, m.end):
-            run = dataclasses.replace(m, start=s, end=e, anonymous=e - s)
+            run = copy.copy(m)          # (dataclasses.replace: 5x slower, per run)
+            run.start, run.end, run.anonymous = s, e, e - s
             new_segments.append((run, e - s))
             new_plan.append((run, how))
     return new_plan, new_segments
@@ -190,24 +191,30 @@ def _stored(core, start, end):
 def _copy_mapping(chain, writer, m, filesz):
     """Mapping m's first filesz bytes into the writer, each range from the newest
     core of the chain that stores it."""
-    from .rebuild import subtract_ranges
-    todo = [(m.start, m.start + filesz)]
+    from .rebuild import merge_ranges, subtract_ranges
+    start, end = m.start, m.start + filesz
+    covered = []
     for core in chain:
-        rest = []
-        for s, e in todo:
-            held = _stored(core, s, e)
-            for a, b, off in held:
-                _copy_extents(core, off, writer, writer.data_offset(m, a), b - a)
-            rest += subtract_ranges([(s, e)], [(a, b) for a, b, _ in held])
-        todo = rest
-        if not todo:
+        held = _stored(core, start, end)
+        if not held:
+            continue
+        starts = [a for a, _, _ in held]
+        for s, e in subtract_ranges([(a, b) for a, b, _ in held], covered):
+            a, _, off = held[bisect.bisect_right(starts, s) - 1]
+            _copy_data(core, off + (s - a), writer, writer.data_offset(m, s), e - s)
+        covered = merge_ranges(covered + [(a, b) for a, b, _ in held])
+        if covered == [(start, end)]:
             return
-    raise CoreFormatError(chain[0].path, f"no checkpoint of its chain holds {todo[0][0]:#x}")
+    missing = subtract_ranges([(start, end)], covered)
+    raise CoreFormatError(chain[0].path, f"no checkpoint of its chain holds {missing[0][0]:#x}")
 
 
-def _copy_extents(src, src_off, writer, dst_off, length):
-    """Copy the data extents of src's file into the writer's (holes stay holes),
-    in the kernel (copy_file_range) where it can."""
+def _copy_data(src, src_off, writer, dst_off, length):
+    """Copy bytes of src's file into the writer's, in the kernel (copy_file_range)
+    where it can; the holes of large ranges stay holes."""
+    if length <= CHUNK:         # a few pages written since the parent: no holes to keep
+        _copy_bytes(src.fileno(), src_off, writer, dst_off, length)
+        return
     from .rebuild import CoreBytes
     for off, n, has_data in CoreBytes(src).extents(src_off, length, True):
         if has_data:

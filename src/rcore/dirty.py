@@ -33,12 +33,14 @@ EINVAL), a seccomp filter, vm.unprivileged_userfaultfd, hugetlb or shared
 memory (not registered) -- rcore compares all memory, and says so."""
 
 import bisect
+import functools
 import json
 import mmap
 import os
 from dataclasses import asdict, dataclass
 
 from . import arch
+from .errors import InjectedSyscallError
 from .linux import libc, procfs
 from .linux import uffd as U
 from .rebuild import is_kernel_mapping, merge_ranges
@@ -141,8 +143,24 @@ def trackable(m):
             and not is_kernel_mapping(m) and not {"io", "pf", "ht"} & set(m.vmflags))
 
 
+@functools.cache
+def _pagemap_scan_missing():
+    """Why this kernel has no PAGEMAP_SCAN (asked on rcore's own pagemap), or None."""
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        U.pagemap_scan(fd, 0, PAGE, category_mask=U.PAGE_IS_WRITTEN)
+    except OSError as err:
+        return f"the kernel lacks the PAGEMAP_SCAN ioctl (Linux 6.7+): {err.strerror}"
+    finally:
+        os.close(fd)
+    return None
+
+
 def _blocker(pid):
     """Why tracking cannot be armed in pid before trying, or None."""
+    missing = _pagemap_scan_missing()
+    if missing:
+        return missing
     status = procfs.read_status(pid)
     if status.get("Seccomp", "0") != "0":
         return ("the process runs under a seccomp filter (userfaultfd could be "
@@ -243,7 +261,10 @@ def arm(frozen, syscall_addr, mappings):
     if tracking:
         set_baseline(tracking, None)      # the written set is about to be reset
     with Injector(frozen.leader(), syscall_addr) as inj:
-        target = _Target(inj, pid)
+        try:
+            target = _Target(inj, pid)
+        except InjectedSyscallError as err:
+            return None, f"dirty tracking not armed: {err}"
         try:
             if tracking is None:
                 soft = procfs.read_rlimits(pid).get("nofile", [FD_BELOW])[0]

@@ -320,7 +320,15 @@ class Written:
         return _split(self.tracked, start, end)
 
     def written_in(self, start, end):
-        return [(s, e) for s, e, inside in _split(self.written, start, end) if inside]
+        """The written (start, end) ranges within [start, end), clipped."""
+        w = self.written
+        i = max(0, bisect.bisect_right(w, (start, USER_SPACE_END)) - 1)
+        j = bisect.bisect_left(w, (end, 0))
+        out = [r for r in w[i:j] if r[1] > start]
+        if out:
+            out[0] = (max(out[0][0], start), out[0][1])
+            out[-1] = (out[-1][0], min(out[-1][1], end))
+        return out
 
 
 def _split(ranges, start, end):

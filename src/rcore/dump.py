@@ -259,6 +259,11 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     except StreamFailed:
         # The copy could not send its memory (e.g. a seccomp filter it inherited
         # forbids vmsplice) and is gone: take the dump again, reading the copy.
+        if increment:
+            # The first attempt re-armed tracking: what was written before it is
+            # no longer reported, so the second attempt is a full core.
+            options["increment"] = None
+            note = "full dump: the incremental attempt had to be taken again"
         summary = _dump(pid, path, stream=False, **options)
     if note:
         summary.tracking = "; ".join(x for x in (note, summary.tracking) if x)

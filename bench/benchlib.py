@@ -12,3 +12,21 @@ def end_process(p):
         except ProcessLookupError:
             break
     p.wait()
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def longest_gap(out, t0, t1):
+    """Longest gap between consecutive timestamps the target printed in [t0, t1]
+    (CLOCK_MONOTONIC, the clock of time.monotonic())."""
+    stamps = [int(line) / 1e9 for line in read_file(out).split(b"\n")
+              if line.isdigit()]
+    inside = [s for s in stamps if t0 <= s <= t1]
+    if len(inside) < 2:
+        raise RuntimeError("the target printed no timestamps")
+    # The edges count too: a pause that began before the first line in the window.
+    points = [t0] + inside + [t1]
+    return max(b - a for a, b in zip(points, points[1:]))

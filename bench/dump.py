@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 sys.path.insert(0, SRC)
 
-from benchlib import end_process  # noqa: E402
+from benchlib import end_process, longest_gap  # noqa: E402
 from rcore.dump import dump  # noqa: E402
 
 MiB = 1 << 20
@@ -201,7 +201,7 @@ class Bench:
             time.sleep(0.3)
             t0 = time.monotonic()
             time.sleep(2.0)
-            baseline = _longest_gap(out, t0, time.monotonic())
+            baseline = longest_gap(out, t0, time.monotonic())
             print(f"  no dump: longest gap {baseline * 1000:.1f} ms over 2 s")
             gaps, freezes, rc = [], [], []
             for i in range(self.reps):
@@ -209,7 +209,7 @@ class Bench:
                 time.sleep(0.1)
                 seconds, summary, _ = self.rcore(p.pid)
                 time.sleep(0.1)
-                gaps.append(_longest_gap(out, t0, time.monotonic()))
+                gaps.append(longest_gap(out, t0, time.monotonic()))
                 freezes.append(summary.freeze_seconds)
                 rc.append(seconds)
                 print(f"  run {i + 1}: rcore {seconds:.3f} s, longest gap {gaps[-1] * 1000:.1f} ms, "
@@ -243,19 +243,6 @@ def _warm(operation, *args):
 def _read(path):
     with open(path, "rb") as f:
         return f.read()
-
-
-def _longest_gap(out, t0, t1):
-    """Longest gap between consecutive timestamps the target printed in [t0, t1]
-    (CLOCK_MONOTONIC, the clock of time.monotonic())."""
-    stamps = [int(line) / 1e9 for line in _read(out).split(b"\n")
-              if line.isdigit()]
-    inside = [s for s in stamps if t0 <= s <= t1]
-    if len(inside) < 2:
-        raise RuntimeError("the target printed no timestamps")
-    # The edges count too: a pause that began before the first line in the window.
-    points = [t0] + inside + [t1]
-    return max(b - a for a, b in zip(points, points[1:]))
 
 
 def main():

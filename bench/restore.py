@@ -4,9 +4,16 @@
     python3 bench/restore.py [--mib 1024] [--reps 3] [--dir DIR]
 
 A target holds --mib MiB of touched pseudo-random heap and is checkpointed once
-with rcore dump.  Then, --reps times, interleaved:
-  a) 10 MiB changed (2560 pages spread over the heap), rcore.restore()
-  b) every page changed, rcore.restore()
+with rcore dump, dirty tracking armed (dump --track).  Then, --reps times,
+interleaved:
+  t) 10 MiB changed (2560 pages spread over the heap), rcore.restore() using the
+     tracking (only pages written since the checkpoint are compared)
+  w) 10 MiB changed, a plain write of just those 2560 pages from the core
+     through /proc/PID/mem (what a rollback that knew the changed pages for
+     free would cost; registers are left: the rest of the process did not
+     change)
+  a) 10 MiB changed, rcore.restore(tracking=False): every stored page compared
+  b) every page changed, rcore.restore(tracking=False)
   c) every page changed, a gdb-style full rewrite: gdb attached to the process
      writes every byte of every segment of the core back with
      gdb.Inferior.write_memory and sets the first thread's registers, as the
@@ -84,9 +91,9 @@ class Target:
         self.p.wait()
 
 
-def rcore_restore(t, core, map_core=False):
+def rcore_restore(t, core, map_core=False, tracking=True):
     s = time.perf_counter()
-    summary = restore(t.pid, core, map_core=map_core)
+    summary = restore(t.pid, core, map_core=map_core, tracking=tracking)
     return time.perf_counter() - s, summary
 
 
@@ -100,6 +107,27 @@ def gdb_rewrite(t, core, workdir):
         if line.startswith("GDB_WRITE_SECONDS"):
             return float(line.split()[1])
     raise RuntimeError(f"gdb rewrite failed: {r.stdout[-500:]} {r.stderr[-500:]}")
+
+
+CHANGED_PAGES = 2560          # what the target's "c" changes
+
+
+def pages_rewrite(t, core, mib):
+    """Write back only the pages the target's "c" changed: page k * (pages / 2560)
+    of its heap, the largest anonymous mapping."""
+    with CoreFile(core) as c, FrozenProcess(t.pid):
+        heap = max((m for m in c.state.mappings if not m.path), key=lambda m: m.size)
+        pages = (mib * MiB) // 4096
+        addrs = [heap.start + k * (pages // CHANGED_PAGES) * 4096 for k in range(CHANGED_PAGES)]
+        fd = os.open(f"/proc/{t.pid}/mem", os.O_RDWR)
+        try:
+            s = time.perf_counter()
+            for addr in addrs:
+                if os.pwrite(fd, c.read(addr, 4096), addr) != 4096:
+                    raise RuntimeError("short write")
+            return time.perf_counter() - s
+        finally:
+            os.close(fd)
 
 
 def mem_rewrite(t, core):
@@ -136,7 +164,9 @@ def main():
     core = os.path.join(workdir, "heap.core")
     try:
         want = t.ask("s")
-        dump(t.pid, core)
+        armed = dump(t.pid, core, track=True).tracking
+        if not armed.startswith("dirty tracking armed"):
+            raise SystemExit(f"tracking not armed: {armed}")
 
         def check(what):
             got = t.ask("s")
@@ -146,16 +176,28 @@ def main():
         t.ask("a")
         rcore_restore(t, core)            # warm-up: page cache of the core, memory
         check("warm-up")
-        times = {k: [] for k in ("small", "all", "gdb", "mem", "map_small", "map_all")}
+        times = {k: [] for k in ("tracked", "pages", "small", "all", "gdb", "mem",
+                                 "map_small", "map_all")}
         written = {}
         for _ in range(args.reps):
             t.ask("c")
             sec, s = rcore_restore(t, core)
+            if not s.tracking.startswith("only pages written"):
+                raise SystemExit(f"tracking not used: {s.tracking}")
+            times["tracked"].append(sec)
+            written["tracked"] = s.bytes_written
+            written["tracked_compared"] = s.bytes_compared
+            check("rcore with tracking, 10 MiB changed")
+            t.ask("c")
+            times["pages"].append(pages_rewrite(t, core, args.mib))
+            check("write of the 10 MiB changed")
+            t.ask("c")
+            sec, s = rcore_restore(t, core, tracking=False)
             times["small"].append(sec)
             written["small"] = s.bytes_written
             check("rcore, 10 MiB changed")
             t.ask("a")
-            sec, s = rcore_restore(t, core)
+            sec, s = rcore_restore(t, core, tracking=False)
             times["all"].append(sec)
             written["all"] = s.bytes_written
             check("rcore, all changed")
@@ -176,6 +218,10 @@ def main():
             check("back to anonymous memory")
         best = {k: min(v) for k, v in times.items()}
         print(f"rollback of a {args.mib} MiB process (best of {args.reps}):")
+        print(f"  rcore restore, 10 MiB changed, tracking armed: {best['tracked']:.3f} s "
+              f"({written['tracked'] / MiB:.1f} MiB written of "
+              f"{written['tracked_compared'] / MiB:.1f} MiB compared)")
+        print(f"  write of just the 10 MiB changed:  {best['pages']:.3f} s")
         print(f"  rcore restore, 10 MiB changed:    {best['small']:.3f} s "
               f"({written['small'] / MiB:.1f} MiB written)")
         print(f"  rcore restore, everything changed: {best['all']:.3f} s "
@@ -184,6 +230,9 @@ def main():
         print(f"  rcore restore --map-core, all:     {best['map_all']:.3f} s")
         print(f"  gdb write_memory of every segment: {best['gdb']:.3f} s")
         print(f"  /proc/PID/mem rewrite of all:      {best['mem']:.3f} s")
+        print(f"tracking: rcore tracked / write of 10 MiB = {best['tracked'] / best['pages']:.1f}x "
+              f"(target 3x), rcore full compare / rcore tracked = "
+              f"{best['small'] / best['tracked']:.1f}x (target 5x)")
         print(f"ratios: gdb rewrite / rcore 10 MiB = {best['gdb'] / best['small']:.1f}x, "
               f"gdb rewrite / rcore all = {best['gdb'] / best['all']:.1f}x, "
               f"mem rewrite / rcore 10 MiB = {best['mem'] / best['small']:.1f}x, "

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import arch, fds, timers
+from . import arch, chain, dirty, fds, timers
 from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
@@ -46,6 +46,7 @@ class DumpSummary:
     seconds: float
     copy_method: str           # how memory left the process: "stream", "read" or "frozen"
     warnings: list = field(default_factory=list)   # what a restart will not carry, in words
+    tracking: str = ""         # dump --track: armed, or why not (dirty.py)
 
 
 # Where each mapping's bytes come from and how much of it the core stores.
@@ -275,11 +276,11 @@ def _read_rseq_areas(frozen, mem):
     return areas
 
 
-def _put_back_rseq_areas(writer, proc, areas):
+def _put_back_rseq_areas(writer, areas):
     for addr, data in areas.items():
-        m = proc.mapping_at(addr)
-        if m is not None and m.stored == "all":
-            writer.pwrite(data, writer.data_offset(m, addr))
+        offset = writer.stored_offset(addr)
+        if offset is not None:
+            writer.pwrite(data, offset)
 
 
 def seize_options(pid):
@@ -314,7 +315,8 @@ def _end_copy(pid, copy, options, safe):
 
 
 def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, stream=True,
-         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT, tcp_established=False):
+         progress=None, unlinked_limit=UNLINKED_FILE_LIMIT, tcp_established=False,
+         track=False, incremental=None):
     """Write a core file of live process `pid` to `path` (default core.PID).
     The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL: dump
     returns once it is dead).  Unlinked files the process has open are stored
@@ -324,7 +326,13 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     tcp_established: capture established TCP connections for restart
     --tcp-established (fds/tcp_repair.py); with kill, the target stays stopped
     from the checkpoint to its death and its connections end without a word
-    to their peers."""
+    to their peers.
+    track: arm dirty tracking (dirty.py) at the checkpointed instant, so that a
+    later restore of this core compares only the pages written since.
+    incremental: the path of a checkpoint that tracking is armed relative to;
+    the core then stores only the pages written since it, names it as its
+    parent (chain.py), and tracking is re-armed relative to the new core.
+    Without such tracking a full core is written and the summary says why."""
     t0 = time.monotonic()
     path = os.path.abspath(path or f"core.{pid}")
     if not os.path.isdir(os.path.dirname(path)):
@@ -332,12 +340,14 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
+    increment, note = chain.prepare_increment(pid, incremental) if incremental else (None, "")
     lock = tcp_repair.NetworkLock() if tcp_established else None
     held_stopped = kill and lock is not None and not stop
     stopped = []               # _dump notes there that it sent SIGSTOP
     options = dict(stop=stop or held_stopped, full=full, fork=fork,
                    progress=progress, unlinked_limit=unlinked_limit, run_state=run_state,
-                   tcp_lock=lock, stopped=stopped)
+                   tcp_lock=lock, stopped=stopped,
+                   track=(track or bool(incremental)) and not kill, increment=increment)
     try:
         try:
             summary = _dump(pid, path, stream=stream and fork, **options)
@@ -346,7 +356,14 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
             # forbids vmsplice) and is gone: take the dump again, reading the copy.
             if lock is not None:
                 lock.release()
+            if increment:
+                # The first attempt re-armed tracking: what was written before it is
+                # no longer reported, so the second attempt is a full core.
+                options["increment"] = None
+                note = "full dump: the incremental attempt had to be taken again"
             summary = _dump(pid, path, stream=False, **options)
+        if note:
+            summary.tracking = "; ".join(x for x in (note, summary.tracking) if x)
         if kill:
             _kill_and_wait_dead(pid)
             if lock is not None:
@@ -372,12 +389,13 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
 
 
 def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
-          tcp_lock, stopped):
+          tcp_lock, stopped, track, increment):
     options = seize_options(pid)
     mem = LiveMemory(pid)
     copy = None
     writer = None
     method = "frozen"
+    tracking, track_note = None, ""
     try:
         with signals_held(), FrozenProcess(pid, options) as frozen:
             t_freeze = time.monotonic()
@@ -396,7 +414,11 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             for m, how in plan:
                 m.stored = "all" if how in (SPARSE, DENSE) else how
             segments = [(m, {NOTHING: 0, HEADER: PAGE}.get(how, m.size)) for m, how in plan]
-            writer = CoreWriter(path, proc, segments)
+            if increment:
+                rseq_pages = [(a - a % PAGE, a - a % PAGE + PAGE) for a in rseq_areas]
+                plan, segments = chain.increment_plan(plan, segments, increment,
+                                                      dirty.Written(pid), SPARSE, rseq_pages)
+            writer = CoreWriter(path, proc, segments, parent=increment and increment.parent)
             writer.open()
             total = sum(m.size if how != HEADER else PAGE for m, how in plan if how != NOTHING)
             copier = _Copier(writer, progress, total)
@@ -405,6 +427,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                 if how != NOTHING:
                     (now if not fork or _from_original(m) else later).append((m, how))
             copier.copy(mem, now)
+            if track:
+                tracking, track_note = dirty.arm(frozen, syscall_addr, proc.mappings)
             if later:
                 copy = _fork_copy(frozen, syscall_addr, safe)
                 if copy is None:
@@ -417,8 +441,10 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             freeze = time.monotonic() - t_freeze
         if copy:
             method = _store_copy(copy, copy_syscall, copier, later, stream)
-        _put_back_rseq_areas(writer, proc, rseq_areas)
+        _put_back_rseq_areas(writer, rseq_areas)
         writer.commit()
+        if tracking:
+            dirty.set_baseline(tracking, {"checkpoint_id": writer.checkpoint_id})
     except OSError as err:
         if err.errno == errno.ESRCH:
             raise ProcessExited(pid) from err
@@ -431,7 +457,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             writer.abort()
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
                        writer.size, freeze, 0.0, method,
-                       fds.dump_warnings(proc) + timers.warnings(proc.timers))
+                       fds.dump_warnings(proc) + timers.warnings(proc.timers), track_note)
 
 
 def _store_copy(copy, syscall_addr, copier, plan, stream):

@@ -26,12 +26,16 @@ def describe(core):
         for f in d["files"]:
             f["state"], f["restart"] = described[f["fd"]]
     for m in proc.mappings:
-        seg = core.segment_at(m.start)
-        stored = 0
-        if seg is not None and seg.filesz:
-            stored = _stored_bytes(core, seg)
+        # an incremental core has a segment per run of pages written since its parent
+        segs = [g for g in core.segments if m.start <= g.vaddr < m.end] \
+            if m.stored == "incremental" else [core.segment_at(m.start)]
+        stored = sum(_stored_bytes(core, g) for g in segs if g is not None and g.filesz)
         d["regions"].append({"start": m.start, "end": m.end, "size": m.size, "perms": m.perms,
                              "path": m.path, "offset": m.offset, "stored": stored})
+    if core.parent:
+        from .chain import describe_chain
+        d["parent"] = core.parent
+        d["chain"] = describe_chain(core)
     if core.has_rcore:
         d["rcore"] = {
             "cwd": proc.cwd, "umask": oct(proc.umask), "brk": proc.mm.brk,
@@ -82,6 +86,12 @@ def format_text(d):
     for r in d["regions"]:
         lines.append(f"  {r['start']:#014x}-{r['end']:#014x} {r['perms']} {_size(r['size']):>10} "
                      f"stored {_size(r['stored']):>10}  {r['path']}")
+    if d.get("parent"):
+        lines.append("parent:   incremental checkpoint: memory not stored here comes from")
+        for link in d["chain"]:
+            lines.append(f"  {link['path']} ({link['status']})")
+        lines.append("          (gdb reads this file alone: unchanged memory is unavailable "
+                     "there; `rcore flatten` writes a standalone core)")
     if d["files"]:
         lines.append(f"files:    {len(d['files'])}")
         for f in d["files"]:

@@ -282,7 +282,7 @@ class RebuildSummary:
     skipped: list = field(default_factory=list)   # what could not be restored, in words
 
 
-class _CoreBytes:
+class CoreBytes:
     """The core file's data: copied into buffers with pread (no page faults on a
     mapping of it, and the GIL is released while the kernel copies)."""
 
@@ -324,8 +324,9 @@ class _CoreBytes:
 class AddressSpaceBuilder:
     """One rebuild; see rebuild_address_space() for the contract."""
 
-    def __init__(self, pid, inj, ws, mappings, core, mm=None, progress=None):
+    def __init__(self, pid, inj, ws, mappings, core, mm=None, progress=None, written=None):
         self.pid, self.inj, self.ws = pid, inj, ws
+        self.written = written
         self.targets = [m for m in mappings if not is_kernel_mapping(m)]
         self.specials = [m for m in mappings if m.path in SPECIAL_MOVABLE]
         self.core = core
@@ -470,7 +471,7 @@ class AddressSpaceBuilder:
     def fill(self):
         fill_memory(self.pid, [m for m in self.targets if m.start not in self.from_core],
                     self.core, fresh=self.fresh, summary=self.summary,
-                    progress=self.progress)
+                    progress=self.progress, written=self.written)
 
 
 MAP_CORE_MIN = 1 << 20       # smaller regions are cheaper to write than to map
@@ -482,6 +483,8 @@ def core_mappable(core, mappings, min_size=MAP_CORE_MIN):
     (map_from_core).  [heap] and [stack] are left out: they keep their names in
     /proc/PID/maps and brk() and stack growth their usual neighbours."""
     out = []
+    if core.resolved:
+        return out      # an incremental core's data are in a temporary file (chain.py)
     for m in mappings:
         if m.stored != "all" or m.shared or m.file_backed or m.growsdown \
                 or m.path in ("[heap]", "[stack]") or is_kernel_mapping(m) \
@@ -549,10 +552,10 @@ def writes_past_end_of_file(core, m, file_size):
         return False
     off, avail = where
     return any(has_data for _, _, has_data in
-               _CoreBytes(core).extents(off, min(avail, m.size - in_file), sparse=True))
+               CoreBytes(core).extents(off, min(avail, m.size - in_file), sparse=True))
 
 
-def fill_memory(pid, mappings, core, fresh=(), summary=None, progress=None):
+def fill_memory(pid, mappings, core, fresh=(), summary=None, progress=None, written=None):
     """Bring the memory of `mappings` (already mapped in stopped process pid) to
     the bytes the core holds for them, writing only pages that differ.
 
@@ -560,11 +563,13 @@ def fill_memory(pid, mappings, core, fresh=(), summary=None, progress=None):
     so only the core's data extents are written, without reading anything).
     Mappings the core stores nothing for, and shared file mappings, are left as
     they are.  Works for any core the reader opens (rcore's sparse cores, gdb's
-    dense ones).  Returns the RebuildSummary (counts of compared/written bytes)."""
+    dense ones).  written: a dirty.Written (tracking armed relative to this
+    core): in the ranges it tracks, only pages written since are compared.
+    Returns the RebuildSummary (counts of compared/written bytes)."""
     summary = summary or RebuildSummary()
     todo = [m for m in mappings if not is_kernel_mapping(m) and fillable(m, core)]
-    data = _CoreBytes(core)
-    filler = _Filler(pid, data, summary, progress)
+    data = CoreBytes(core)
+    filler = _Filler(pid, data, summary, progress, written)
     try:
         filler.total = sum(m.size for m in todo)
         for m in todo:
@@ -581,6 +586,8 @@ def _page_up(n):
 
 
 BLOCK = 16 * PAGE          # first compare level inside a chunk that differs
+SCATTER_RUNS = 512         # runs per process_vm_writev (IOV_MAX is 1024)
+_ZEROS = bytes(CHUNK)
 
 
 class _Filler:
@@ -591,8 +598,9 @@ class _Filler:
     GIL, so the workers overlap the two copies; comparing is memcmp, by chunk,
     then by 64 KiB block, then by page only inside blocks that differ."""
 
-    def __init__(self, pid, data, summary, progress=None):
+    def __init__(self, pid, data, summary, progress=None, written=None):
         self.pid = pid
+        self.written = written      # dirty.Written, or None: compare everything
         self.data = data
         self.summary = summary
         self.progress = progress
@@ -601,6 +609,7 @@ class _Filler:
         self.live = LiveMemory(pid)
         self.memfd = os.open(procfs.path(pid, "mem"), os.O_RDWR | os.O_CLOEXEC)
         self.tasks = []
+        self.scattered = []         # (addr, core offset or -1, length, direct): written blind
         self.lock = threading.Lock()
 
     def close(self):
@@ -614,22 +623,54 @@ class _Filler:
         direct = m.perms[1] == "w"
         for eoff, elen, has_data in self.data.extents(off, length, sparse):
             addr = m.start + (eoff - off)
-            if has_data:
-                kind = "write" if fresh_zero else "compare"
-                for p in range(0, elen, CHUNK):
-                    self.tasks.append((kind, addr + p, eoff + p, min(CHUNK, elen - p), direct))
-            elif not fresh_zero:
-                # A hole was zero at the checkpoint.  In anonymous memory only
-                # populated pages can differ; a file mapping reads the file's bytes
-                # in pages never touched.
-                runs = [(addr, elen)] if is_file_mapping(m) else \
-                    self.live.populated_runs(addr, addr + elen)
+            if fresh_zero:
+                if has_data:
+                    self._queue("write", addr, eoff, elen, direct)
+                continue
+            for s, e, tracked in (self.written.split(addr, addr + elen) if self.written
+                                  else [(addr, addr + elen, False)]):
+                if tracked:
+                    # Dirty tracking: only pages written since the checkpoint can
+                    # differ from it (dirty.py); they are written back without
+                    # comparing (reading them would cost as much as writing).
+                    for ws, we in self.written.written_in(s, e):
+                        for p in range(ws, we, CHUNK):
+                            self.scattered.append((p, eoff + (p - addr) if has_data else -1,
+                                                   min(CHUNK, we - p), direct))
+                    continue
+                if has_data:
+                    runs = [(s, e - s)]
+                elif is_file_mapping(m):
+                    runs = [(s, e - s)]     # pages never touched read the file's bytes
+                else:
+                    # A hole was zero at the checkpoint: in anonymous memory only
+                    # populated pages can differ.
+                    runs = self.live.populated_runs(s, e)
                 for raddr, rlen in runs:
-                    for p in range(0, rlen, CHUNK):
-                        self.tasks.append(("zero", raddr + p, 0, min(CHUNK, rlen - p), direct))
+                    self._queue("compare" if has_data else "zero", raddr,
+                                eoff + (raddr - addr), rlen, direct)
+            if not has_data:
                 self.done += elen
 
+    def _queue(self, kind, addr, off, length, direct):
+        for p in range(0, length, CHUNK):
+            self.tasks.append((kind, addr + p, off + p, min(CHUNK, length - p), direct))
+
+    def _queue_scattered(self):
+        """Batches of the scattered runs: up to CHUNK bytes and SCATTER_RUNS runs
+        each, written by one process_vm_writev."""
+        batch, size = [], 0
+        for run in self.scattered + [None]:
+            if run is None or len(batch) == SCATTER_RUNS or size + run[2] > CHUNK:
+                if batch:
+                    self.tasks.append(("scatter", 0, batch, size, None))
+                batch, size = [], 0
+            if run is not None:
+                batch.append(run)
+                size += run[2]
+
     def run(self):
+        self._queue_scattered()
         self.tasks.reverse()                 # pop() from the end, in address order
         workers = min(os.cpu_count() or 1, 8, max(1, len(self.tasks)))
         errors = []
@@ -652,7 +693,9 @@ class _Filler:
                     if not self.tasks:
                         break
                     kind, addr, off, n, direct = self.tasks.pop()
-                if kind == "write":
+                if kind == "scatter":
+                    written += self._write_scattered(core, off)
+                elif kind == "write":
                     self.data.readinto(core, off, n)
                     written += self._write(addr, memoryview(core)[:n], direct)
                 else:
@@ -674,6 +717,39 @@ class _Filler:
             with self.lock:
                 self.summary.compared += compared
                 self.summary.written += written
+
+    def _write_scattered(self, buf, runs):
+        """Write each (addr, core offset or -1 for zeros, length, direct) of runs
+        from the core: the core's bytes gathered into buf, then one
+        process_vm_writev for all (the pages the process may not write, or
+        after a short write, one by one).  Returns the bytes written."""
+        view = memoryview(buf)
+        local, remote, pos = [], [], 0
+        base = libc.buffer_address(buf)
+        for addr, off, n, _ in runs:
+            if off < 0:
+                view[pos:pos + n] = _ZEROS[:n]
+            else:
+                self.data.readinto(view[pos:], off, n)
+            local.append((base + pos, n))
+            remote.append((addr, n))
+            pos += n
+        direct = [k for k, r in enumerate(runs) if r[3]]
+        done = 0
+        if direct:
+            done = libc.process_vm_writev(self.pid, [local[k] for k in direct],
+                                          [remote[k] for k in direct])
+        total = 0
+        for k, (addr, _, n, is_direct) in enumerate(runs):
+            at = local[k][0] - base
+            if is_direct and done >= n:
+                done -= n
+            else:                       # not writable, or past a short write
+                skip = done if is_direct else 0
+                done = 0
+                self._write(addr + skip, view[at + skip:at + n], False)
+            total += n
+        return total
 
     def _write(self, addr, data, direct):
         """Write data at addr; returns the bytes written."""
@@ -723,7 +799,7 @@ def _differing_runs(live, core, n, got):
 
 
 def rebuild_address_space(pid, inj, ws, mappings, core, mm=None, progress=None,
-                          map_core=False):
+                          map_core=False, written=None):
     """Make the address space of stopped process `pid` match `mappings`, with the
     bytes held in `core`.
 
@@ -744,6 +820,8 @@ def rebuild_address_space(pid, inj, ws, mappings, core, mm=None, progress=None,
               writing them (core_mappable, map_from_core: see there what that
               changes for the program).  If the process cannot open the core,
               they are written, and summary.skipped says so.
+    written   a dirty.Written when dirty tracking is armed relative to this core:
+              only pages written since are compared where it tracks.
 
     Any starting layout works: live ranges the checkpoint lacks are unmapped,
     compatible ranges (same backing) are kept and only their differing pages are
@@ -751,9 +829,12 @@ def rebuild_address_space(pid, inj, ws, mappings, core, mm=None, progress=None,
     checked beforehand (restore/restart compare identities before calling).
     Returns a RebuildSummary.  Raises InjectedSyscallError/Incompatible midway:
     the target is then half-rebuilt and must not run on."""
-    b = AddressSpaceBuilder(pid, inj, ws, mappings, core, mm, progress)
+    b = AddressSpaceBuilder(pid, inj, ws, mappings, core, mm, progress, written)
     core_fd = None
-    if map_core:
+    if map_core and core.resolved:
+        b.summary.skipped.append("map_core: an incremental core is read through its chain "
+                                 "of parents: its memory was written")
+    elif map_core:
         lazy = core_mappable(core, b.targets)
         if lazy:
             # Opened first, before anything changes, as the process's own user.
@@ -782,7 +863,9 @@ def _rebuild(b):
     b.unmap_extra(b.live())
     b.move_specials(b.live())
     b.set_brk()
-    b.map_missing(b.live(flags=True))
-    b.fix_protections(b.live(flags=True))
+    live = b.live(flags=True)           # smaps walks page tables: read it once if it can
+    created = b.summary.created
+    b.map_missing(live)
+    b.fix_protections(live if b.summary.created == created else b.live(flags=True))
     b.revert_file_pages()
     b.fill()

@@ -20,7 +20,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import arch, identity, owner, rseq, validate
+from . import arch, dirty, identity, owner, rseq, validate
 from .apply import (apply_process_state, apply_thread_state, check_process_state,
                     create_thread, end_thread, plan_files, plan_threads, set_thread_name)
 from .interrupts import signals_held
@@ -54,9 +54,11 @@ class RestoreSummary:
     bytes_mapped_from_core: int = 0
     not_restored: list = field(default_factory=list)
     notes: list = field(default_factory=list)       # what was checked less, or forced
+    tracking: str = ""          # how dirty tracking (dump --track) was used, in words
 
 
-def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress=None):
+def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress=None,
+            tracking=True):
     """Roll process `pid` back to the checkpoint in core file `path` (default
     core.PID).  It runs on from the checkpointed instant, or stays stopped with
     `stop`.  `force` restores a checkpoint of another process (another PID, or
@@ -64,6 +66,9 @@ def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress
     `map_core` maps large anonymous regions from the core instead of writing
     them: milliseconds whatever changed, at the cost described in
     rebuild.map_from_core (the core must then stay unchanged in place).
+    When dirty tracking was armed by `dump --track` of this core (dirty.py),
+    only pages written since are compared, and tracking is re-armed relative
+    to the core afterwards; tracking=False compares all memory instead.
 
     Cores written by gdb's gcore or the kernel carry memory and registers only:
     those are restored into the mappings that still exist, and the summary's
@@ -80,7 +85,7 @@ def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress
             # Again once frozen: the process could have gained privileges
             # (execve of a set-user-ID program) since the first check.
             owner.check_target(speaker, pid)
-            job = _Restore(frozen, core, progress, map_core)
+            job = _Restore(frozen, core, progress, map_core, tracking)
             job.plan()
             try:
                 job.run()
@@ -97,7 +102,7 @@ def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress
         return RestoreSummary(os.path.abspath(path), pid, len(core.state.threads),
                               job.created, job.ended, s.unmapped, s.created, s.compared,
                               s.written, time.monotonic() - t0, s.mapped_from_core,
-                              job.not_restored, notes)
+                              job.not_restored, notes, job.tracking)
 
 
 def _kill(frozen):
@@ -250,8 +255,10 @@ def _check_foreign_layout(pid, core, live_exe):
 # --- the restore itself ------------------------------------------------------------
 
 class _Restore:
-    def __init__(self, frozen, core, progress, map_core=False):
+    def __init__(self, frozen, core, progress, map_core=False, tracking=True):
         self.map_core = map_core
+        self.use_tracking = tracking
+        self.tracking = ""
         self.frozen = frozen
         self.pid = frozen.pid
         self.core = core
@@ -309,8 +316,13 @@ class _Restore:
                 else:
                     with Injector(thread, ws.syscall_addr) as tinj:
                         rseq.drop_registration(tinj)
+            written = self._dirty_pages()
             self.summary = rebuild_address_space(pid, inj, ws, proc.mappings, self.core,
-                                                 proc.mm, self.progress, self.map_core)
+                                                 proc.mm, self.progress, self.map_core,
+                                                 written)
+            if self.use_tracking:
+                rearmed = dirty.rearm(pid, inj, ws.scratch, self.core, written)
+                self.tracking = "; ".join(x for x in (self.tracking, rearmed) if x)
             pairs = list(self.threads.pairs)
             for ts in self.threads.missing:
                 thread = create_thread(frozen, inj, ws, ts)
@@ -335,6 +347,16 @@ class _Restore:
             self.not_restored += apply_thread_state(thread, ts, ws, full=self.full)
         with Injector(leader, ws.syscall_addr) as last:
             ws.remove(last)
+
+    def _dirty_pages(self):
+        """dirty.Written when tracking is armed relative to this core, else None
+        (and self.tracking says why it is not used)."""
+        if not self.use_tracking:
+            return None
+        written, why = dirty.for_restore(self.pid, self.core)
+        self.tracking = why or ("only pages written since the checkpoint compared "
+                                "(dirty tracking)" if written else "")
+        return written
 
     def _still_mapped(self):
         """Foreign cores: the core's regions that are still mapped the same way."""

@@ -45,7 +45,7 @@ MAPPINGS, FILES = NOTE_NAMES[NT_RCORE_MAPPINGS], NOTE_NAMES[NT_RCORE_FILES]
 PRSTATUS, XSTATE = "NT_PRSTATUS", "NT_X86_XSTATE"
 
 SIGKILL, SIGSTOP = 9, 19
-STORED = ("all", "dirty", "header", "none")
+STORED = ("all", "dirty", "header", "none", "incremental")
 # Flags the kernel drops once a file is open (fs/open.c do_dentry_open): never
 # in a live descriptor's flags, and a reopen with them would create or truncate.
 O_DROPPED_AT_OPEN = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC

@@ -1,8 +1,9 @@
 /* A process whose seccomp filter makes one system call fail with EPERM (as a
  * sandbox would), for test_dump_stream.py: a dump's fork copy inherits the
- * filter, so it cannot stream its memory with that call.
+ * filter, so it cannot stream its memory with that call; with userfaultfd, dirty
+ * tracking (test_dirty.py) cannot be armed.
  *
- * usage: seccomp_deny vmsplice|pipe2 MIB
+ * usage: seccomp_deny vmsplice|pipe2|userfaultfd MIB
  * Fills MIB MiB with a pattern (byte i of page p: (p * 13 + i) & 0xff, every
  * seventh page left zero), prints "ready ADDRESS SIZE" and waits. */
 #include <errno.h>
@@ -21,10 +22,11 @@
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s vmsplice|pipe2 MIB\n", argv[0]);
+        fprintf(stderr, "usage: %s vmsplice|pipe2|userfaultfd MIB\n", argv[0]);
         return 2;
     }
-    int nr = strcmp(argv[1], "vmsplice") == 0 ? SYS_vmsplice : SYS_pipe2;
+    int nr = strcmp(argv[1], "vmsplice") == 0 ? SYS_vmsplice
+             : strcmp(argv[1], "userfaultfd") == 0 ? SYS_userfaultfd : SYS_pipe2;
     size_t size = strtoull(argv[2], NULL, 0) << 20;
     unsigned char *mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

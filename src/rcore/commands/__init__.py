@@ -3,6 +3,6 @@
 Each module imports the library only inside run(): building the parser must
 stay cheap, since every command a user types pays for it."""
 
-from . import dump, info, restart, restore
+from . import diff, dump, flatten, info, restart, restore, run
 
-COMMANDS = [dump, info, restore, restart]
+COMMANDS = [dump, info, diff, flatten, restore, restart, run]

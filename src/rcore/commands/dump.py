@@ -24,6 +24,14 @@ def add_parser(sub):
     p.add_argument("--tcp-established", action="store_true",
                    help="capture established TCP connections for restart --tcp-established "
                         "(TCP_REPAIR; root); with --kill the peer is not told of the close")
+    p.add_argument("--track", action="store_true",
+                   help="arm dirty-page tracking (userfaultfd, in the process) so that a "
+                        "later `rcore restore` of this core compares only the pages "
+                        "written since")
+    p.add_argument("--incremental", metavar="PARENT",
+                   help="store only the pages written since checkpoint PARENT (made with "
+                        "--track or --incremental): the core names PARENT, which must "
+                        "stay in place; `rcore flatten` makes a standalone core")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -35,7 +43,8 @@ def run(args):
     try:
         s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
                  fork=not args.no_fork, progress=bar,
-                 tcp_established=args.tcp_established, **limit)
+                 tcp_established=args.tcp_established, track=args.track,
+                 incremental=args.incremental, **limit)
     finally:
         bar.finish()
     for warning in s.warnings:
@@ -46,3 +55,5 @@ def run(args):
     else:
         print(f"{s.path}: {s.threads} threads, {s.regions} regions, "
               f"{s.bytes_stored / 1048576:.1f} MiB stored, frozen {s.freeze_seconds * 1000:.1f} ms")
+        if s.tracking:
+            print(s.tracking)

@@ -15,6 +15,6 @@ def run(args):
     import json
     from ..elf.reader import CoreFile
     from ..info import describe, format_text
-    with CoreFile(args.file) as core:
+    with CoreFile(args.file, resolve=False) as core:
         d = describe(core)
     print(json.dumps(d, indent=1) if args.json else format_text(d))

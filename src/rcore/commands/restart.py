@@ -23,7 +23,8 @@ def add_parser(sub):
                                    "process with the same PID, memory, threads, files and "
                                    "signal state.  rcore stays its parent, forwards signals "
                                    "to it and exits with its status, unless --detach.")
-    p.add_argument("file")
+    p.add_argument("file", help="core file, or a directory of `rcore run` checkpoints "
+                                "(the newest complete one)")
     p.add_argument("--detach", action="store_true",
                    help="print the PID and return; the process runs on as a daemon")
     p.add_argument("--any-pid", action="store_true",
@@ -69,7 +70,12 @@ def _inherit_fd(text):
 
 
 def run(args):
+    import os
     from ..restart import restart
+    if os.path.isdir(args.file):
+        from ..run import latest_checkpoint
+        args.file = latest_checkpoint(args.file)
+        print(f"rcore: restarting from {args.file}", file=sys.stderr)
     bar = Progress("restarting")
     try:
         proc = restart(args.file, detach=args.detach, any_pid=args.any_pid, lazy=args.lazy,
@@ -90,21 +96,31 @@ def run(args):
 
 
 def _foreground(proc):
-    """Wait for the process, passing on the signals rcore gets.  The process is
-    in rcore's process group: Ctrl-C and Ctrl-\\ on rcore's terminal reach it
-    directly, so SIGINT and SIGQUIT are not passed on a second time while rcore
-    is in the terminal's foreground group (`kill -INT` on rcore alone is then
-    not forwarded either; send it to the restarted PID)."""
+    """Wait for the process, passing on the signals rcore gets."""
+    forward_signals(proc)
+    return exit_code(proc.wait())
+
+
+def forward_signals(proc):
+    """Pass the signals rcore gets on to proc (anything with send_signal).  The
+    process is in rcore's process group: Ctrl-C and Ctrl-\\ on rcore's terminal
+    reach it directly, so SIGINT and SIGQUIT are not passed on a second time
+    while rcore is in the terminal's foreground group (`kill -INT` on rcore
+    alone is then not forwarded either; send it to the process's PID)."""
     keyboard = _in_terminal_foreground()
     for sig in FORWARDED:
         if keyboard and sig in (signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_IGN)
         else:
             signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
-    code = proc.wait()
+
+
+def exit_code(status):
+    """rcore's exit code for a wait status (negative: killed by that signal),
+    with the signal handlers back to their defaults."""
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_DFL)
-    return code if code >= 0 else 128 - code
+    return status if status >= 0 else 128 - status
 
 
 def _in_terminal_foreground():

@@ -46,6 +46,8 @@ def run(args):
           f"{s.bytes_compared / 1048576:.1f} MiB compared"
           + (f", {s.bytes_mapped_from_core / 1048576:.1f} MiB mapped from the core"
              if s.bytes_mapped_from_core else "") + f", {s.seconds * 1000:.0f} ms")
+    if s.tracking:
+        print(s.tracking)
     for what in s.not_restored:
         print(f"not restored: {what}")
     for what in s.notes:

@@ -16,14 +16,21 @@ from ..state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmField
 
 OWNER = "RCORE"
 VERSION = 1
+# Version 2: RCORE_MAPPINGS of an incremental core (a mapping's `stored` may be
+# "incremental": part of its bytes are in the parent).  Only such cores carry it,
+# so that an rcore that cannot follow the chain refuses them instead of
+# restoring zeros.
+READ_VERSION = 2
 
 NT_RCORE_PROCESS = 0x52430001   # process-wide kernel state
 NT_RCORE_THREAD = 0x52430002    # one per thread, same order as NT_PRSTATUS
 NT_RCORE_MAPPINGS = 0x52430003  # every mapping with flags and file identity
 NT_RCORE_FILES = 0x52430004     # the file-descriptor table
+NT_RCORE_PARENT = 0x52430005    # incremental core: the checkpoint it builds on
 
 NAMES = {NT_RCORE_PROCESS: "RCORE_PROCESS", NT_RCORE_THREAD: "RCORE_THREAD",
-         NT_RCORE_MAPPINGS: "RCORE_MAPPINGS", NT_RCORE_FILES: "RCORE_FILES"}
+         NT_RCORE_MAPPINGS: "RCORE_MAPPINGS", NT_RCORE_FILES: "RCORE_FILES",
+         NT_RCORE_PARENT: "RCORE_PARENT"}
 
 _PROCESS_KEYS = ("pid", "arch", "ppid", "pgrp", "sid", "state", "comm", "cmdline", "cwd",
                  "root", "umask", "rlimits", "itimers", "personality", "creds", "dumpable",
@@ -31,8 +38,8 @@ _PROCESS_KEYS = ("pid", "arch", "ppid", "pgrp", "sid", "state", "comm", "cmdline
                  "timers", "settings", "start_time", "boot_id")
 
 
-def _encode(obj):
-    return struct.pack("<I", VERSION) + json.dumps(obj, separators=(",", ":")).encode()
+def _encode(obj, version=VERSION):
+    return struct.pack("<I", version) + json.dumps(obj, separators=(",", ":")).encode()
 
 
 def _decode(desc, spec):
@@ -41,8 +48,8 @@ def _decode(desc, spec):
     if len(desc) < 4:
         raise ValueError("note too short")
     (version,) = struct.unpack_from("<I", desc)
-    if version > VERSION:
-        raise ValueError(f"format {version} is newer than this rcore ({VERSION})")
+    if version > READ_VERSION:
+        raise ValueError(f"format {version} is newer than this rcore ({READ_VERSION})")
     if version < 1:
         raise ValueError(f"format version {version} does not exist")
     try:
@@ -93,8 +100,19 @@ def _thread_schema(arch_mod):
 
 
 def encode_mappings(proc):
+    incremental = any(m.stored == "incremental" for m in proc.mappings)
     return _encode({"mappings": [m.to_dict() for m in proc.mappings],
-                    "files": {p: f.to_dict() for p, f in proc.mapped_files.items()}})
+                    "files": {p: f.to_dict() for p, f in proc.mapped_files.items()}},
+                   2 if incremental else VERSION)
+
+
+def encode_parent(parent):
+    """{path, size, mtime_ns, notes_sha256} of the parent checkpoint (chain.py)."""
+    return _encode(parent)
+
+
+def decode_parent(desc):
+    return _decode(desc, schema.PARENT)
 
 
 def decode_mappings(desc):

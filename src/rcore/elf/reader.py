@@ -36,11 +36,15 @@ class Segment:
 
 class CoreFile:
     """An opened core file.  `state` is the ProcessState it describes; `has_rcore`
-    tells whether rcore's own notes were present (kernel and gdb cores lack them)."""
+    tells whether rcore's own notes were present (kernel and gdb cores lack them).
+    An incremental core (`parent` set: chain.py) is resolved through its chain
+    of parents unless resolve=False; `resolved` then says so."""
 
-    def __init__(self, path):
+    def __init__(self, path, resolve=True):
         self.path = path
         self._map = b""
+        self.parent = None
+        self.resolved = False
         try:
             # O_NONBLOCK: a FIFO named as the core must not block rcore
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -56,6 +60,8 @@ class CoreFile:
             self.size = st.st_size
             self._map = mmap.mmap(self._file.fileno(), 0, prot=mmap.PROT_READ) if self.size else b""
             self._parse()
+            if self.parent and resolve:
+                self._resolve_chain()
         except BaseException:
             self.close()
             raise
@@ -72,6 +78,19 @@ class CoreFile:
             self._map.close()
         self._map = b""
         self._file.close()
+
+    def _resolve_chain(self):
+        """Serve memory from the standalone core of this increment (chain.py)."""
+        from ..chain import flatten_into
+        flat = flatten_into(self)
+        self.close()
+        self._file = flat
+        self.size = os.fstat(flat.fileno()).st_size
+        self._map = mmap.mmap(flat.fileno(), 0, prot=mmap.PROT_READ)
+        parent, self.parent, notes = self.parent, None, self.notes
+        self._parse()
+        # the notes stay the increment's own (chain.notes_digest identifies it)
+        self.parent, self.resolved, self.notes = parent, True, notes
 
     def fileno(self):
         return self._file.fileno()
@@ -240,6 +259,8 @@ class CoreFile:
                 self._mappings, proc.mapped_files = R.decode_mappings(desc)
             elif ntype == R.NT_RCORE_FILES:
                 proc.files = R.decode_files(desc)
+            elif ntype == R.NT_RCORE_PARENT:
+                self.parent = R.decode_parent(desc)
 
     def require_complete(self):
         """What a core must hold for restore or restart to act on it, checked in
@@ -275,7 +296,8 @@ class CoreFile:
         by_start = {seg.vaddr: seg for seg in self.segments}
         named = set()
         for m in mappings:
-            if m.path == "[vsyscall]":
+            if m.path == "[vsyscall]":      # a segment of it is allowed, never used
+                named.add(m.start)
                 continue
             seg = by_start.get(m.start)
             if seg is None or seg.memsz != m.size:

@@ -280,13 +280,13 @@ def thread_record(robust_head_size):
                        f"{robust_head_size}"))
 
 
-STORED = {"all", "dirty", "header", "none"}
+STORED = {"all", "dirty", "header", "none", "incremental"}
 
 MAPPING = Record({
     "start": ADDR, "end": ADDR, "perms": Str(4, pattern="[r-][w-][x-][ps]"), "offset": COUNT,
     "dev": Str(16, pattern="[0-9a-f]+:[0-9a-f]+"), "inode": COUNT, "path": Str(),
     "deleted": Bool(), "vmflags": List(Str(2, pattern="[!-~]{2}"), max_len=64),
-    "anonymous": COUNT, "stored": Str(8, choices=STORED),
+    "anonymous": COUNT, "stored": Str(16, choices=STORED),
 }, rule=lambda v: (f"start {v['start']:#x} is not below end {v['end']:#x}"
                    if v["start"] >= v["end"] else
                    # pages are 4 KiB or a multiple of it on every Linux architecture
@@ -334,3 +334,6 @@ def _descriptions_rule(v):
 
 
 FILES = Record({"fds": List(FD, rule=distinct("fd"))}, rule=_descriptions_rule)
+
+# An incremental core's parent (chain.py): where it is and which checkpoint it is.
+PARENT = Record({"path": Str(), "checkpoint_id": Str(64)})

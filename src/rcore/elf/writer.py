@@ -21,9 +21,9 @@ def segment_flags(perms):
             | (S.PF_X if perms[2] == "x" else 0))
 
 
-def build_notes(proc, arch_mod, page_size, cursig=0):
+def build_notes(proc, arch_mod, page_size, cursig=0, parent=None):
     """Standard notes in the kernel's order (fs/binfmt_elf.c write_note_info), then
-    rcore's notes."""
+    rcore's notes (with RCORE_PARENT for an incremental core: chain.py)."""
     out = []
     for i, t in enumerate(proc.threads):
         regs = t.user_regs(arch_mod)
@@ -46,6 +46,8 @@ def build_notes(proc, arch_mod, page_size, cursig=0):
         out.append(N.encode_note(R.OWNER, R.NT_RCORE_THREAD, R.encode_thread(t)))
     out.append(N.encode_note(R.OWNER, R.NT_RCORE_MAPPINGS, R.encode_mappings(proc)))
     out.append(N.encode_note(R.OWNER, R.NT_RCORE_FILES, R.encode_files(proc)))
+    if parent:
+        out.append(N.encode_note(R.OWNER, R.NT_RCORE_PARENT, R.encode_parent(parent)))
     return b"".join(out)
 
 
@@ -93,14 +95,20 @@ LARGE_ALIGN = 2 << 20
 
 class CoreWriter:
     """Lays out and writes one core file.  `segments` is a list of (mapping,
-    filesz): filesz bytes of the mapping are stored, the rest is memory only."""
+    filesz): filesz bytes of the mapping are stored, the rest is memory only.
+    parent: the RCORE_PARENT identity of an incremental core (chain.py).
+    Every core gets a checkpoint_id (in RCORE_PROCESS): random for a new
+    checkpoint, kept from proc.extra when the state already has one (a
+    flattened core is the same checkpoint)."""
 
-    def __init__(self, path, proc, segments, arch_mod=None):
+    def __init__(self, path, proc, segments, arch_mod=None, parent=None):
         self.path = os.path.abspath(path)
         self.arch = arch_mod or arch.host()
         self.page = self.arch.PAGE_SIZE
         self.proc = proc
         self.segments = segments
+        self.parent = parent
+        self.checkpoint_id = proc.extra.setdefault("checkpoint_id", os.urandom(16).hex())
         self.fd = None
         self.tmp = None
         self.offsets = {}           # mapping start -> file offset of its data
@@ -136,7 +144,7 @@ class CoreWriter:
         self._write_head()
 
     def _write_head(self):
-        note_data = build_notes(self.proc, self.arch, self.page)
+        note_data = build_notes(self.proc, self.arch, self.page, parent=self.parent)
         phnum = 1 + len(self.segments)
         ph_size = ctypes.sizeof(S.Elf64_Phdr)
         notes_off = ctypes.sizeof(S.Elf64_Ehdr) + phnum * ph_size
@@ -172,6 +180,14 @@ class CoreWriter:
 
     def data_offset(self, mapping, addr):
         return self.offsets[mapping.start] + (addr - mapping.start)
+
+    def stored_offset(self, addr):
+        """The file offset of addr's data, or None when the core does not store
+        it (a mapping may be cut into several segments: chain.py)."""
+        for m, filesz in self.segments:
+            if m.start <= addr < m.start + filesz:
+                return self.offsets[m.start] + (addr - m.start)
+        return None
 
     def commit(self):
         os.close(self.fd)

@@ -86,10 +86,14 @@ def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True, tcp_l
 
 
 def _capture_table(ctx):
+    from ..dirty import own_fds     # (dirty.py imports rebuild, which imports this package)
     pid = ctx.pid
+    own = own_fds(pid)              # rcore's dirty tracking (dirty.py), not the program's
     fds = []
     masters = {}                    # (dev, inode) -> fds opening a description of it
     for info in procfs.read_fds(pid):
+        if info.fd in own:
+            continue
         # kcmp: which fds share one open file description (only fds of one
         # file can: the others are not compared, which keeps big tables fast)
         same_file = masters.setdefault((info.st_dev, info.ino), [])

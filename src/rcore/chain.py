@@ -1,0 +1,279 @@
+"""Incremental checkpoints: a core that stores only the pages written since its
+parent checkpoint, and reading one through its chain of parents.
+
+An incremental core (dump --incremental PARENT, with dirty tracking armed
+relative to PARENT) is a complete core but for memory: its notes hold the whole
+state; an RCORE_PARENT note names the parent (its path and checkpoint_id, so
+that a parent replaced by another checkpoint is refused, while its own
+flattened core is accepted); each mapping inherited from
+the parent (Mapping.stored == INHERITED: the same private anonymous mapping,
+tracked since) is cut into PT_LOADs: runs of pages written since the parent,
+stored here, and runs unchanged, with p_filesz 0 (debuggers then report that
+memory as unavailable instead of showing zeros).  Other mappings are stored as
+in a full core.
+
+Reading: CoreFile resolves a chain when opened (flatten_into): it writes the
+standalone core into an unlinked temporary file beside the core and serves
+memory from there, so restore, restart and diff see an ordinary core.
+`rcore flatten` writes that standalone core under a name."""
+
+import bisect
+import copy
+import dataclasses
+import os
+import tempfile
+
+from .errors import CoreFormatError
+from .memory import CHUNK
+from .rebuild import merge_ranges
+
+INHERITED = "incremental"
+
+
+def parent_identity(core):
+    return {"path": os.path.abspath(core.path),
+            "checkpoint_id": core.state.extra.get("checkpoint_id", "")}
+
+
+def open_parent(core):
+    """The parent CoreFile of incremental `core` (opened without resolving its
+    own chain), checked to be the very checkpoint the increment was made against."""
+    from .elf.reader import CoreFile
+    want = core.parent
+    path = want.get("path", "")
+    try:
+        parent = CoreFile(path, resolve=False)
+    except CoreFormatError as err:
+        raise CoreFormatError(core.path, f"its parent checkpoint cannot be read: {err}") from None
+    if not want.get("checkpoint_id") or \
+            parent.state.extra.get("checkpoint_id") != want.get("checkpoint_id"):
+        parent.close()
+        raise CoreFormatError(core.path, f"its parent checkpoint {path} was replaced "
+                                         "by another checkpoint")
+    return parent
+
+
+def _ancestors(core):
+    """(path, parent) from core's parent up to the first full core: each parent a
+    CoreFile opened without resolving and checked, or the CoreFormatError that
+    ends the walk.  The caller closes what it gets."""
+    seen = {os.path.abspath(core.path)}
+    while core.parent:
+        path = core.parent.get("path", "")
+        if path in seen:
+            yield path, CoreFormatError(core.path, f"its chain of parents loops at {path}")
+            return
+        seen.add(path)
+        try:
+            core = open_parent(core)
+        except CoreFormatError as err:
+            yield path, err
+            return
+        yield path, core
+
+
+def open_chain(core):
+    """[parent, grandparent, ..., the full core], each opened without resolving."""
+    out = []
+    try:
+        for _, parent in _ancestors(core):
+            if isinstance(parent, CoreFormatError):
+                raise parent
+            out.append(parent)
+    except BaseException:
+        for c in out:
+            c.close()
+        raise
+    return out
+
+
+def describe_chain(core):
+    """[{path, status}] from core's parent up to the first full core."""
+    out = []
+    for path, parent in _ancestors(core):
+        if isinstance(parent, CoreFormatError):
+            out.append({"path": path, "status": str(parent)})
+        else:
+            out.append({"path": path, "status": "incremental" if parent.parent else "full"})
+            parent.close()
+    return out
+
+
+@dataclasses.dataclass
+class Increment:
+    """What an incremental dump builds on: the parent's identity (for the
+    RCORE_PARENT note) and its mappings."""
+    parent: dict
+    mappings: list
+
+
+def prepare_increment(pid, parent_path):
+    """(Increment, None) when process pid's dirty tracking is relative to the
+    checkpoint at parent_path, else (None, why a full core is written)."""
+    from . import dirty
+    from .elf.reader import CoreFile
+    tracking = dirty.load(pid)
+    with CoreFile(parent_path, resolve=False) as parent:
+        if tracking is None or tracking.baseline != dirty.core_identity(parent):
+            return None, (f"full dump: dirty tracking is not armed relative to {parent_path} "
+                          "(dump --track it first)")
+        return Increment(parent_identity(parent), parent.state.mappings), None
+
+
+def increment_plan(plan, segments, increment, written, sparse, always=()):
+    """Cut a dump's plan and segments for an incremental core.  plan: (mapping,
+    how) pairs; segments: the writer's (mapping, filesz) in the same order.  A
+    mapping is inherited when the parent has the same private anonymous mapping
+    stored and dirty tracking covers all of it since (written: dirty.Written).
+    Inherited mappings are copied as their written runs only (a Mapping per
+    run), and their unchanged runs become segments of filesz 0.  always: page
+    ranges stored whatever tracking says (the rseq areas: the dump puts back
+    their bytes of the frozen instant, which the kernel changed since)."""
+    parents = {(p.start, p.end) for p in increment.mappings
+               if p.stored in ("all", INHERITED) and not p.file_backed and not p.shared}
+    new_plan, new_segments = [], []
+    for (m, how), seg in zip(plan, segments):
+        if how != sparse or (m.start, m.end) not in parents \
+                or written.split(m.start, m.end) != [(m.start, m.end, True)]:
+            new_plan.append((m, how))
+            new_segments.append(seg)
+            continue
+        m.stored = INHERITED
+        forced = [(max(s, m.start), min(e, m.end)) for s, e in always
+                  if s < m.end and e > m.start]
+        for s, e in merge_ranges(list(written.written_in(m.start, m.end)) + forced):
+            run = _Run(m, s, e)
+            new_segments.append((run, e - s))
+            new_plan.append((run, how))
+    return new_plan, new_segments
+
+
+class _Run:
+    """A run of written pages of an inherited mapping, for the core writer and
+    the dump's copier: the mapping's attributes with the run's addresses.
+    (Thousands are made while the process is frozen: a Mapping copy per run
+    cost 5-20 us each.)"""
+    __slots__ = ("mapping", "start", "end", "anonymous")
+
+    def __init__(self, mapping, start, end):
+        self.mapping, self.start, self.end, self.anonymous = mapping, start, end, end - start
+
+    @property
+    def size(self):
+        return self.end - self.start
+
+    def __getattr__(self, name):
+        return getattr(self.mapping, name)
+
+
+def flatten(core, out_path):
+    """Write the standalone core of incremental CoreFile `core` (opened without
+    resolving) to out_path: the same state, every mapping whole, each page from
+    the newest core of the chain that stores it.  Returns out_path."""
+    from .elf.writer import CoreWriter
+    chain = [core] + open_chain(core)
+    try:
+        proc = copy.copy(core.state)
+        proc.mappings = [dataclasses.replace(m, stored="all") if m.stored == INHERITED else m
+                         for m in core.state.mappings]
+        inherited = {m.start for m in core.state.mappings if m.stored == INHERITED}
+        segments = []
+        for m in proc.mappings:
+            seg = core.segment_at(m.start)
+            segments.append((m, m.size if m.start in inherited else
+                             seg.filesz if seg is not None else 0))
+        writer = CoreWriter(out_path, proc, segments, core.arch)
+        writer.open()
+        try:
+            for m, filesz in segments:
+                if filesz:
+                    _copy_mapping(chain, writer, m, filesz)
+            writer.commit()
+        finally:
+            writer.abort()
+    finally:
+        for c in chain[1:]:
+            c.close()
+    return out_path
+
+
+def _stored(core, start, end):
+    """(start, end, file offset) of what core stores within [start, end)."""
+    i = max(0, bisect.bisect_right(core.segments, start, key=lambda g: g.vaddr) - 1)
+    out = []
+    for seg in core.segments[i:]:
+        if seg.vaddr >= end:
+            break
+        s, e = max(start, seg.vaddr), min(end, seg.vaddr + seg.filesz)
+        if s < e:
+            out.append((s, e, seg.offset + (s - seg.vaddr)))
+    return out
+
+
+def _copy_mapping(chain, writer, m, filesz):
+    """Mapping m's first filesz bytes into the writer, each range from the newest
+    core of the chain that stores it."""
+    from .rebuild import merge_ranges, subtract_ranges
+    start, end = m.start, m.start + filesz
+    covered = []
+    for core in chain:
+        held = _stored(core, start, end)
+        if not held:
+            continue
+        starts = [a for a, _, _ in held]
+        for s, e in subtract_ranges([(a, b) for a, b, _ in held], covered):
+            a, _, off = held[bisect.bisect_right(starts, s) - 1]
+            _copy_data(core, off + (s - a), writer, writer.data_offset(m, s), e - s)
+        covered = merge_ranges(covered + [(a, b) for a, b, _ in held])
+        if covered == [(start, end)]:
+            return
+    missing = subtract_ranges([(start, end)], covered)
+    raise CoreFormatError(chain[0].path, f"no checkpoint of its chain holds {missing[0][0]:#x}")
+
+
+def _copy_data(src, src_off, writer, dst_off, length):
+    """Copy bytes of src's file into the writer's, in the kernel (copy_file_range)
+    where it can; the holes of large ranges stay holes."""
+    if length <= CHUNK:         # a few pages written since the parent: no holes to keep
+        _copy_bytes(src.fileno(), src_off, writer, dst_off, length)
+        return
+    from .rebuild import CoreBytes
+    for off, n, has_data in CoreBytes(src).extents(src_off, length, True):
+        if has_data:
+            _copy_bytes(src.fileno(), off, writer, dst_off + (off - src_off), n)
+
+
+def _copy_bytes(src_fd, src_off, writer, dst_off, n):
+    while n:
+        try:
+            done = os.copy_file_range(src_fd, writer.fd, n, src_off, dst_off)
+        except OSError:
+            done = 0
+        if done <= 0:               # another file system, or nothing copied: by hand
+            data = os.pread(src_fd, min(n, CHUNK), src_off)
+            if not data:
+                raise CoreFormatError(writer.path, f"short read at offset {src_off}")
+            writer.pwrite(data, dst_off)
+            done = len(data)
+        src_off, dst_off, n = src_off + done, dst_off + done, n - done
+
+
+def flatten_into(core):
+    """Resolve incremental CoreFile `core` in place: its standalone core is
+    written beside it under a temporary name (or in the temporary directory
+    when that directory is not writable), opened, and unlinked; returns the
+    open file object."""
+    name = f".{os.path.basename(core.path)}.flat-{os.getpid()}"
+    directory = os.path.dirname(os.path.abspath(core.path))
+    if not os.access(directory, os.W_OK):
+        directory = tempfile.gettempdir()
+    tmp = os.path.join(directory, name)
+    try:
+        flatten(core, tmp)
+        f = open(tmp, "rb")
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    return f

@@ -1,0 +1,107 @@
+"""run: a job started under rcore and checkpointed periodically into a directory.
+
+    Job.start(argv, dir)   the command runs as rcore's child
+    job.checkpoint()       DIR/ckpt-NNNNNN.core: the first a full core with dirty
+                           tracking armed, each later one incremental against the
+                           previous (only the pages written since: chain.py)
+    job.prune(keep)        at most `keep` checkpoints: the oldest one kept is
+                           flattened in place (it keeps its checkpoint id, so its
+                           children still accept it), the older ones deleted
+
+A checkpoint is written under a temporary name and renamed when complete, so a
+checkpoint interrupted halfway (rcore killed) never carries a checkpoint's
+name; latest_checkpoint() also skips any that cannot be read with its chain.
+rcore dying never harms the job: a dump that is cut short detaches (the kernel
+does, for a dead tracer) and the job runs on."""
+
+import os
+import re
+import subprocess
+
+from .errors import CoreFormatError, RcoreError
+
+NAME = re.compile(r"^ckpt-(\d{6})\.core$")
+
+
+def checkpoints(directory):
+    """Paths of DIR's checkpoints, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = sorted((int(m.group(1)), n) for n in names if (m := NAME.match(n)))
+    return [os.path.join(directory, n) for _, n in found]
+
+
+def latest_checkpoint(directory):
+    """The newest checkpoint of DIR that reads whole (its chain included)."""
+    from .chain import open_chain
+    from .elf.reader import CoreFile
+    for path in reversed(checkpoints(directory)):
+        try:
+            with CoreFile(path, resolve=False) as core:
+                for parent in open_chain(core):
+                    parent.close()
+            return path
+        except (CoreFormatError, OSError):
+            continue
+    raise RcoreError(f"no complete checkpoint in {directory}")
+
+
+class Job:
+    def __init__(self, popen, directory):
+        self.popen = popen
+        self.pid = popen.pid
+        self.directory = directory
+        existing = checkpoints(directory)
+        self.next = int(NAME.match(os.path.basename(existing[-1])).group(1)) + 1 \
+            if existing else 1
+        self.last = None                    # the previous checkpoint of this job
+
+    @classmethod
+    def start(cls, argv, directory):
+        os.makedirs(directory, exist_ok=True)
+        try:
+            popen = subprocess.Popen(argv)
+        except OSError as err:
+            raise RcoreError(f"cannot run {argv[0]}: {err.strerror}") from None
+        return cls(popen, directory)
+
+    def wait(self, timeout=None):
+        """The exit status (negative: killed by that signal), or None if the job
+        still runs after timeout seconds."""
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send_signal(self, sig):
+        self.popen.send_signal(sig)
+
+    def checkpoint(self):
+        """Write the next checkpoint; returns the DumpSummary."""
+        from .dump import dump
+        path = os.path.join(self.directory, f"ckpt-{self.next:06d}.core")
+        if self.last is None:
+            summary = dump(self.pid, path, track=True)
+        else:
+            summary = dump(self.pid, path, incremental=self.last)
+        self.last = path
+        self.next += 1
+        return summary
+
+    def prune(self, keep):
+        """Keep the newest `keep` checkpoints (keep >= 1), each readable."""
+        from .chain import flatten
+        from .elf.reader import CoreFile
+        paths = checkpoints(self.directory)
+        if len(paths) <= keep:
+            return
+        oldest = paths[-keep]
+        with CoreFile(oldest, resolve=False) as core:
+            if core.parent:
+                flat = os.path.join(self.directory, "." + os.path.basename(oldest) + ".flat")
+                flatten(core, flat)
+                os.rename(flat, oldest)
+        for path in paths[:-keep]:
+            os.unlink(path)

@@ -117,9 +117,6 @@ def test_incomplete_checkpoints_are_never_chosen(procs, tmp_path, job):
     assert f"restarting from {older}" in r.stderr
 
 
-@pytest.mark.xfail(strict=False, reason="rcore killed while the job runs a call rcore "
-                   "injected (a dump's freeze) leaves the thread on borrowed registers: it "
-                   "segfaults; issue 8 (faults) makes injected calls survive rcore's death")
 def test_sigkill_of_rcore_leaves_the_job_running(procs, tmp_path, job):
     script, ref = job
     out = tmp_path / "out.txt"

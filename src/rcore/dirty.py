@@ -248,10 +248,12 @@ def _protect(pid):
         os.close(fd)
 
 
-def arm(frozen, syscall_addr, mappings):
+def arm(frozen, syscall_addr, mappings, safe=None):
     """Arm (or re-arm) tracking in FrozenProcess frozen, whose mappings (with
     VmFlags) are `mappings`.  Returns (Tracking or None, message).  The baseline
-    is cleared: the caller sets it once the checkpoint is complete."""
+    is cleared: the caller sets it once the checkpoint is complete.  safe
+    (inject.SafeSites): the calls are guarded, as a dump's are, so that rcore
+    may die in the middle (restore passes none: its target dies with it)."""
     from .linux.inject import Injector
     pid = frozen.pid
     why = _blocker(pid)
@@ -260,7 +262,8 @@ def arm(frozen, syscall_addr, mappings):
     tracking = load(pid)
     if tracking:
         set_baseline(tracking, None)      # the written set is about to be reset
-    with Injector(frozen.leader(), syscall_addr) as inj:
+    with Injector(frozen.leader(), syscall_addr, block_signals=safe is not None,
+                  safe=safe) as inj:
         try:
             target = _Target(inj, pid)
         except InjectedSyscallError as err:

@@ -428,7 +428,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                     (now if not fork or _from_original(m) else later).append((m, how))
             copier.copy(mem, now)
             if track:
-                tracking, track_note = dirty.arm(frozen, syscall_addr, proc.mappings)
+                tracking, track_note = dirty.arm(frozen, syscall_addr, proc.mappings, safe)
             if later:
                 copy = _fork_copy(frozen, syscall_addr, safe)
                 if copy is None:

@@ -71,9 +71,13 @@ class Job:
         """The exit status (negative: killed by that signal), or None if the job
         still runs after timeout seconds."""
         try:
-            return self.popen.wait(timeout)
+            code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        from .linux.ptrace import EXITED
+        if self.popen.pid in EXITED:     # reaped by a checkpoint's ptrace wait
+            code = self.popen.returncode = os.waitstatus_to_exitcode(EXITED.pop(self.popen.pid))
+        return code
 
     def send_signal(self, sig):
         self.popen.send_signal(sig)

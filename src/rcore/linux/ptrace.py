@@ -151,6 +151,12 @@ class Stop:
         return f"Stop(tid={self.tid}, status={self.status:#x})"
 
 
+# Exit statuses this wait() took: a tracee that is also rcore's own child (a job
+# of `rcore run`) is reaped here when it dies while traced, and its parent's
+# own wait would then find no child (subprocess reports that as status 0).
+EXITED = {}                         # pid -> wait status
+
+
 def wait(tid, nohang=False):
     flags = WALL | (os.WNOHANG if nohang else 0)
     while True:
@@ -162,6 +168,8 @@ def wait(tid, nohang=False):
             continue
         if got == 0:
             return None
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            EXITED[got] = status
         return Stop(got, status)
 
 

@@ -15,8 +15,8 @@ import time
 import pytest
 
 import rcore
-from conftest import (SRC, checkpoint_and_kill, proc_status, rcore_cmd, read_lines, wait_for,
-                      wait_lines)
+from conftest import (SRC, checkpoint_and_kill, children, proc_status, rcore_cmd, read_lines,
+                      wait_for, wait_lines)
 from rcore import attrs
 from rcore.elf.reader import CoreFile
 
@@ -360,3 +360,24 @@ def test_unprivileged_restart_needs_any_pid(tmp_path):
         shutil.rmtree(work)
     assert res.stdout.split() == ["same=1", "any=0"], res.stdout + res.stderr
     assert "needs root" in same_err and "--any-pid" in same_err
+
+
+def test_children_are_said_at_dump_and_refused_at_restart(procs, tmp_path):
+    # bash waiting for its child: restarted without it, `wait` gets ECHILD and the
+    # script runs on as if the child had finished (issue 11's silent wrong result).
+    p = procs.start(["bash", "-c", "sleep 1000 & echo started; wait; echo finished"])
+    wait_lines(p.out_path, 1)
+    kid = wait_for(lambda: children(p.pid), what="bash's child")[0]
+    procs.pids.add(kid)                   # ended by the fixture
+    core = tmp_path / "core"
+    s = rcore.dump(p.pid, str(core), kill=True)
+    p.wait(timeout=10)
+    assert any(f"({kid})" in w and "child process" in w for w in s.warnings), s.warnings
+    r = rcore_cmd("restart", "--detach", core)
+    assert r.returncode == 1, r.stdout
+    assert str(kid) in r.stderr and "--without-children" in r.stderr, r.stderr
+    assert not os.path.exists(f"/proc/{p.pid}")
+    r = rcore_cmd("restart", "--detach", "--without-children", core)
+    assert r.returncode == 0, r.stderr
+    procs.adopt(int(r.stdout.split()[-1]))
+    assert f"({kid})" in r.stderr and "warning" in r.stderr

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import arch, chain, dirty, fds, timers
 from .fds import tcp_repair
-from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
+from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
 from .errors import AccessDenied, NoSuchProcess, ProcessExited, RcoreError
@@ -457,7 +457,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             writer.abort()
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
                        writer.size, freeze, 0.0, method,
-                       fds.dump_warnings(proc) + timers.warnings(proc.timers), track_note)
+                       ([children_not_carried(proc)] if proc.children else [])
+                       + fds.dump_warnings(proc) + timers.warnings(proc.timers), track_note)
 
 
 def _store_copy(copy, syscall_addr, copier, plan, stream):

@@ -37,6 +37,7 @@ from dataclasses import replace
 
 from . import (apply, arch, attrs, fds, identity, mm, owner, rebuild, rseq, settings,
                spawn, timens, timers, validate, vdso)
+from .capture import children_not_carried
 from .elf.reader import CoreFile
 from .errors import CoreFormatError, Incompatible, Unsupported
 from .interrupts import signals_held
@@ -191,7 +192,7 @@ def _check_creds(proc):
 
 def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
             stderr=None, skip_unsupported=False, host_clocks=False, inherit=None,
-            progress=None, tcp_established=False):
+            progress=None, tcp_established=False, without_children=False):
     """Start the checkpoint in core file `path` as a new process; returns a
     Restarted handle once it runs.
 
@@ -216,11 +217,17 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                   on from their checkpointed values (timens.py)
     tcp_established  established TCP connections captured by dump
                   --tcp-established come back alive (fds/tcp_repair.py);
-                  otherwise they come back reset"""
+                  otherwise they come back reset
+    without_children  restart a process that had children (refused otherwise:
+                  process trees are not carried, and a parent that waits for
+                  them gets ECHILD); handle.warnings says so"""
     core = CoreFile(path)
     try:
         speaker = check_restartable(core, any_pid)
         proc = core.state
+        if proc.children and not without_children:
+            raise Unsupported(children_not_carried(proc) + "; --without-children restarts "
+                              "it all the same")
         # Descriptors, FIFOs, ghosts of deleted files, redirections and inherited
         # paths are opened as the core's owner; the process itself is its owner (spawn).
         with owner.as_owner(speaker):
@@ -229,6 +236,8 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
             _plan_cwd(proc, plan)
         try:
             with signals_held():
+                if proc.children:
+                    plan.warnings.append(children_not_carried(proc))
                 clocks = _clocks(proc, host_clocks, plan.warnings)
                 pid, same_tids = _spawn(proc, plan, detach, any_pid, clocks)
                 pidfd = None

@@ -54,6 +54,9 @@ def add_parser(sub):
                    help="bring established TCP connections back alive (TCP_REPAIR; root; "
                         "the dump must have used --tcp-established); otherwise they come "
                         "back reset")
+    p.add_argument("--without-children", action="store_true",
+                   help="restart a process that had child processes, which the checkpoint "
+                        "does not hold (refused otherwise: waiting for them gets ECHILD)")
     p.set_defaults(func=run)
 
 
@@ -83,6 +86,7 @@ def run(args):
                        skip_unsupported=args.skip_unsupported,
                        host_clocks=args.host_clocks, inherit=dict(args.inherit_fd),
                        tcp_established=args.tcp_established,
+                       without_children=args.without_children,
                        progress=bar)
     finally:
         bar.finish()

@@ -35,7 +35,7 @@ NAMES = {NT_RCORE_PROCESS: "RCORE_PROCESS", NT_RCORE_THREAD: "RCORE_THREAD",
 _PROCESS_KEYS = ("pid", "arch", "ppid", "pgrp", "sid", "state", "comm", "cmdline", "cwd",
                  "root", "umask", "rlimits", "itimers", "personality", "creds", "dumpable",
                  "no_new_privs", "nice", "times", "clocks",
-                 "timers", "settings", "start_time", "boot_id")
+                 "timers", "settings", "start_time", "boot_id", "children")
 
 
 def _encode(obj, version=VERSION):

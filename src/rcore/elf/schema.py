@@ -242,7 +242,8 @@ PROCESS = Record({
     "sigactions": List(SIGACTION, max_len=64, rule=distinct("signo")),   # _sigactions_rule
     "shared_pending": List(SIGINFO),
     "start_time": COUNT,
-}, optional=("start_time",), rule=lambda v: _sigactions_rule(v["sigactions"]))
+    "children": List(PID, max_len=1 << 16),
+}, optional=("start_time", "children"), rule=lambda v: _sigactions_rule(v["sigactions"]))
 
 
 def _altstack_rule(v):

@@ -154,32 +154,33 @@ def test_credentials_come_back_when_root_restarts(build, procs, tmp_path):
         shutil.rmtree(public)
 
 
+def restarted_output(procs, tmp_path, argv, ready=lambda p: None):
+    """Start argv, wait for its first line (and ready(p)), checkpoint and kill it,
+    restart it; once it has exited 0, return every line it printed."""
+    p = procs.start(argv)
+    wait_lines(p.out_path, 1)
+    ready(p)
+    checkpoint_and_kill(p, tmp_path / "core")
+    h = restart(procs, tmp_path / "core")
+    assert h.wait(timeout=30) == 0
+    return read_lines(p.out_path)
+
+
 def test_prot_none_memory_keeps_its_contents(build, procs, tmp_path):
     # Written, then made PROT_NONE: the bytes are the program's, though it cannot
     # read them until it mprotects them back (a silent loss before).
-    p = procs.start([build("prot_none"), "3"])
-    wait_lines(p.out_path, 1)
-    checkpoint_and_kill(p, tmp_path / "core")
-    h = restart(procs, tmp_path / "core")
-    assert h.wait(timeout=30) == 0
-    assert read_lines(p.out_path) == ["ready", "prot_none ok"]
+    assert restarted_output(procs, tmp_path, [build("prot_none"), "3"]) == [
+        "ready", "prot_none ok"]
 
 
 def test_sigtrap_handler_comes_back(build, procs, tmp_path):
-    p = procs.start([build("sigtrap_handler"), "2"])
-    wait_lines(p.out_path, 1)
-    checkpoint_and_kill(p, tmp_path / "core")
-    h = restart(procs, tmp_path / "core")
-    assert h.wait(timeout=30) == 0
-    assert read_lines(p.out_path) == ["ready", "traps 2"]
+    assert restarted_output(procs, tmp_path, [build("sigtrap_handler"), "2"]) == [
+        "ready", "traps 2"]
 
 
 def test_poll_with_a_timeout_times_out_after_restart(build, procs, tmp_path):
-    p = procs.start([build("poll_timeout"), "3000"])
-    wait_lines(p.out_path, 1)
-    wait_for(lambda: open(f"/proc/{p.pid}/syscall").read().split()[0] == "7",
-             what="the program in poll()")
-    checkpoint_and_kill(p, tmp_path / "core")
-    h = restart(procs, tmp_path / "core")
-    assert h.wait(timeout=30) == 0
-    assert read_lines(p.out_path) == ["polling", "poll 0 timeout"]
+    def in_poll(p):
+        wait_for(lambda: open(f"/proc/{p.pid}/syscall").read().split()[0] == "7",
+                 what="the program in poll()")
+    assert restarted_output(procs, tmp_path, [build("poll_timeout"), "3000"], in_poll) == [
+        "polling", "poll 0 timeout"]

@@ -55,7 +55,10 @@ def test_pidfd_of_another_process_refused(procs, build, tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"rcore: warning: fd {fd} is a pidfd of process {child}" in res.stderr, res.stderr
     p.wait(timeout=10)
-    res = rcore_cmd("restart", tmp_path / "core")
+    res = rcore_cmd("restart", tmp_path / "core")            # the child is not carried
+    assert res.returncode != 0 and f"({child})" in res.stderr, res.stderr
+    # and accepting that, its pidfd is still refused, by name
+    res = rcore_cmd("restart", "--without-children", tmp_path / "core")
     assert res.returncode != 0
     assert f"fd {fd} is a pidfd of process {child}" in res.stderr, res.stderr
 

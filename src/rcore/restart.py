@@ -47,7 +47,6 @@ from .linux.ptrace import FrozenProcess
 
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE
-ALL_SIGNALS = inject.BLOCK_ALL       # while the process is built
 
 
 class Restarted:
@@ -320,7 +319,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
         # delivered while calls are injected, a handler would run on borrowed
         # registers, and the pending signals queued below must wait for the
         # checkpointed masks.
-        leader.set_sigmask(ALL_SIGNALS)
+        leader.set_sigmask(inject.BLOCK_ALL)
         inj = Injector(leader, inject.find_syscall_insn(pid))
         rseq.drop_registration(inj)
         avoid = [(m.start, m.end) for m in proc.mappings]
@@ -357,7 +356,7 @@ def _build(pid, core, plan, lazy, same_tids, progress):
             plan.warnings += apply.apply_thread_state(t, ts, ws, full=True,
                                                       restart_block_kept=False)
             final[t.tid] = (t.get_regs(), ts.sigmask)
-            t.set_sigmask(ALL_SIGNALS)
+            t.set_sigmask(inject.BLOCK_ALL)
         for t, ts in threads:
             if ts.pending:
                 with Injector(t, ws.syscall_addr) as tinj:

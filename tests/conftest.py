@@ -113,6 +113,16 @@ def rcore_cmd(*args, **kwargs):
                           **kwargs)
 
 
+def dump_as_nobody(pid, outdir):
+    """`rcore dump PID` run by the unprivileged user nobody, into outdir (made
+    writable for it); returns the CompletedProcess."""
+    os.chmod(outdir, 0o777)
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-m", "rcore", "dump", str(pid), "-o",
+                           os.path.join(outdir, "c")],
+                          env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True)
+
+
 def checkpoint_and_kill(p, core):
     """Dump Popen p with rcore, SIGKILL it and reap it, so that its PID is free."""
     rcore.dump(p.pid, str(core), kill=True)

@@ -11,7 +11,7 @@ import tempfile
 import pytest
 
 import rcore
-from conftest import SRC, children, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
+from conftest import SRC, children, dump_as_nobody, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
 
 
 def one_line_error(r, *words):
@@ -60,11 +60,7 @@ def test_not_permitted(ticker, tmp_path):
     # an unprivileged user may not trace a root process
     outdir = tempfile.mkdtemp(prefix="rcore-test-")
     try:
-        os.chmod(outdir, 0o777)
-        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            sys.executable, "-m", "rcore", "dump", str(p.pid), "-o",
-                            os.path.join(outdir, "c")],
-                           env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True)
+        r = dump_as_nobody(p.pid, outdir)
         one_line_error(r, "not permitted", str(p.pid))
         assert_running_untraced(p.pid, p.out_path)
         assert os.listdir(outdir) == []

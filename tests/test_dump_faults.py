@@ -15,7 +15,7 @@ import pytest
 
 import rcore
 from rcore.elf.reader import CoreFile
-from conftest import ROOT, SRC, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
+from conftest import ROOT, SRC, dump_as_nobody, proc_status, rcore_cmd, read_lines, wait_for, wait_lines
 
 
 def _counts(line):
@@ -95,11 +95,7 @@ def test_a_seccomp_target_without_root_is_refused_before_anything(build, procs):
     wait_lines(p.out_path, 3)
     outdir = tempfile.mkdtemp(prefix="rcore-test-")
     try:
-        os.chmod(outdir, 0o777)
-        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            sys.executable, "-m", "rcore", "dump", str(p.pid), "-o",
-                            os.path.join(outdir, "c")],
-                           env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True)
+        r = dump_as_nobody(p.pid, outdir)
         assert r.returncode == 1
         assert r.stderr.count("\n") == 1 and "seccomp" in r.stderr, r.stderr
         assert os.listdir(outdir) == []

@@ -55,12 +55,15 @@ class Restarted:
     detached, it is not rcore's child: wait() only waits for it to end and
     returns None."""
 
-    def __init__(self, pid, pidfd, detached, warnings):
+    def __init__(self, pid, pidfd, detached, warnings, waiter=None):
         self.pid = pid
         self.detached = detached
         self.warnings = warnings
         self.returncode = None
         self._pidfd = pidfd         # opened while the process was still stopped
+        # (pid, pidfd) of what wait() waits for instead: a PID namespace's init
+        # (treespawn.py), which ends with the root's status once all have ended.
+        self._waiter = waiter
 
     def send_signal(self, sig):
         if self._pidfd is not None and self.returncode is None:
@@ -78,14 +81,15 @@ class Restarted:
     def wait(self, timeout=None):
         if self.returncode is not None or self._pidfd is None:
             return self.returncode
-        if not select.select([self._pidfd], [], [], timeout)[0]:
+        pid, pidfd = self._waiter or (self.pid, self._pidfd)
+        if not select.select([pidfd], [], [], timeout)[0]:
             if timeout is not None and timeout > 0:
                 raise TimeoutError(f"process {self.pid} is still running")
             return None
         if not self.detached:
             while True:
                 try:
-                    _, status = os.waitpid(self.pid, 0)
+                    _, status = os.waitpid(pid, 0)
                     break
                 except InterruptedError:
                     continue
@@ -97,6 +101,9 @@ class Restarted:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+        if self._waiter:
+            os.close(self._waiter[1])
+            self._waiter = None
 
     def __repr__(self):
         return f"Restarted(pid={self.pid}, returncode={self.returncode})"
@@ -191,7 +198,8 @@ def _check_creds(proc):
 
 def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=None,
             stderr=None, skip_unsupported=False, host_clocks=False, inherit=None,
-            progress=None, tcp_established=False, without_children=False):
+            progress=None, tcp_established=False, without_children=False,
+            pid_namespace=False):
     """Start the checkpoint in core file `path` as a new process; returns a
     Restarted handle once it runs.
 
@@ -217,10 +225,26 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     tcp_established  established TCP connections captured by dump
                   --tcp-established come back alive (fds/tcp_repair.py);
                   otherwise they come back reset
-    without_children  restart a process that had children (refused otherwise:
-                  process trees are not carried, and a parent that waits for
-                  them gets ECHILD); handle.warnings says so"""
+    without_children  restart only the root of a checkpointed tree, or a process
+                  dumped with --no-children that had children (refused
+                  otherwise: a parent that waits for them gets ECHILD);
+                  handle.warnings says so
+    pid_namespace the tree (or process) comes back in a new PID namespace, under
+                  a small init (PID 1 there), every process at its checkpointed
+                  PID whatever the host's PIDs in use; wait() gives the root's
+                  status once every process in it has ended"""
     core = CoreFile(path)
+    tree = getattr(core, "tree", None)
+    if tree and not without_children and (len(tree.processes) > 1 or pid_namespace):
+        from .treerestart import restart_tree
+        try:
+            return restart_tree(core, path, detach=detach, lazy=lazy, stdin=stdin,
+                                stdout=stdout, stderr=stderr,
+                                skip_unsupported=skip_unsupported, host_clocks=host_clocks,
+                                inherit=inherit, progress=progress,
+                                tcp_established=tcp_established, pid_namespace=pid_namespace)
+        finally:
+            core.close()
     try:
         speaker = check_restartable(core, any_pid)
         proc = core.state
@@ -310,6 +334,22 @@ def _spawn(proc, plan, detach, any_pid, clocks):
 
 
 def _build(pid, core, plan, lazy, same_tids, progress):
+    """Make the stopped, freshly executed process pid the checkpoint's, and let
+    it run."""
+    _release(build_stopped(pid, core, plan, lazy, same_tids, progress), core.state, plan)
+
+
+def _release(frozen, proc, plan):
+    # A process checkpointed while stopped (SIGSTOP, Ctrl-Z) comes back stopped.
+    frozen.release(signal.SIGSTOP if proc.state == "T" else 0)
+    plan.released(frozen.pid)
+
+
+def build_stopped(pid, core, plan, lazy, same_tids, progress, commit=True):
+    """Everything but the release: returns the FrozenProcess, every thread
+    stopped with its checkpointed registers and mask.  commit=False: the
+    caller commits the plan (a tree: once every process is built, since a
+    ghost file one process maps may be another's)."""
     proc = core.state
     frozen = FrozenProcess(pid, options=spawn.SEIZE_OPTIONS)
     leader = ptrace.Thread(pid, pid)
@@ -375,13 +415,12 @@ def _build(pid, core, plan, lazy, same_tids, progress):
             regs, mask = final[t.tid]
             t.set_regs(regs)
             t.set_sigmask(mask)
-        plan.commit()
+        if commit:
+            plan.commit()
     except BaseException:
         frozen.threads.clear()          # killed by the caller, never released alive
         raise
-    # A process checkpointed while stopped (SIGSTOP, Ctrl-Z) comes back stopped.
-    frozen.release(signal.SIGSTOP if proc.state == "T" else 0)
-    plan.released(pid)
+    return frozen
 
 
 def _as_anonymous(m):

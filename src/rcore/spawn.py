@@ -84,14 +84,14 @@ def check_pids_free(tids, zombie_wait=2.0):
             raise PidTaken(tid, "PID" if i == 0 else "thread ID")
 
 
-def _clone_with_pid(pid, flags=0):
+def _clone_with_pid(pid, flags=0, exit_signal=signal.SIGCHLD):
     """fork() with a chosen PID (None: any), by a raw clone3.  Returns like fork;
     raises OSError (EEXIST: the PID is taken; EPERM: set_tid needs privilege)."""
     args = CloneArgs()
     args.flags = flags
     # With CLONE_PARENT the kernel takes the creator's own exit signal (SIGCHLD
     # for an os.fork() child) and refuses any other.
-    args.exit_signal = 0 if flags & CLONE_PARENT else signal.SIGCHLD
+    args.exit_signal = 0 if flags & CLONE_PARENT else exit_signal
     tid = ctypes.c_int32(pid or 0)
     if pid:
         args.set_tid = ctypes.addressof(tid)
@@ -181,10 +181,12 @@ def _close_all_but(keep):
         lo = fd + 1
 
 
-def _child(exe, argv, env, fds, go_r, go_w, err_w, creds):
-    """Runs in the new process; never returns."""
+def _child(exe, argv, env, fds, go_r, go_w, err_w, creds, pdeath_signal=0):
+    """Runs in the new process; never returns.  go_w None: the caller holds no
+    copy of rcore's end (spawn_tree)."""
     try:
-        os.close(go_w)                      # EOF, not a hang, if rcore dies first
+        if go_w is not None:
+            os.close(go_w)                  # EOF, not a hang, if rcore dies first
         if os.read(go_r, 1) != b"g":        # rcore has seized us
             os._exit(127)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
@@ -196,6 +198,9 @@ def _child(exe, argv, env, fds, go_r, go_w, err_w, creds):
             os.setgroups(creds["groups"])
             os.setresgid(*creds["gid"][:3])
             os.setresuid(*creds["uid"][:3])
+        if pdeath_signal:
+            # After the credentials: changing them clears it.
+            libc.prctl(libc.PR_SET_PDEATHSIG, pdeath_signal)
         fds = dict(fds)
         err_fd = max([2, *fds]) + 1          # a number the program does not use
         fds[err_fd] = err_w
@@ -244,12 +249,28 @@ def spawn_stopped(exe, argv, *, pid=None, fds=None, env=None, detach=False, cred
         os.close(err_w)
         err_w = -1
         os.write(go_w, b"g")
+        child = None            # until_exec reaps it if it dies
+        return until_exec(thread, err_r, exe)
+    except BaseException:
+        if child:
+            kill_and_reap(child)
+        raise
+    finally:
+        for fd in (go_r, go_w, err_r, err_w):
+            if fd >= 0:
+                os.close(fd)
+
+
+def until_exec(thread, err_r, exe):
+    """Let a seized child that was told to go run to the syscall-exit stop of
+    its execve; err_r: the pipe its _child() writes errno to if execve fails.
+    Returns the thread; kills and reaps the child on any failure."""
+    try:
         stop = thread.wait()
         while not (stop.stopped and stop.event == ptrace.PTRACE_EVENT_EXEC):
             if stop.exited:
                 data = os.read(err_r, 4)
                 why = os.strerror(struct.unpack("<i", data)[0]) if len(data) == 4 else "it exited"
-                child = None
                 raise RcoreError(f"cannot execute {exe}: {why}")
             thread.cont(stop.sig if stop.is_signal_delivery else 0)
             stop = thread.wait()
@@ -261,19 +282,13 @@ def spawn_stopped(exe, argv, *, pid=None, fds=None, env=None, detach=False, cred
         stop = thread.wait()
         while not stop.is_syscall:
             if stop.exited:
-                child = None
                 raise RcoreError(f"{exe} died right after execve")
             thread.syscall(stop.sig if stop.is_signal_delivery else 0)
             stop = thread.wait()
         return thread
     except BaseException:
-        if child:
-            kill_and_reap(child)
+        kill_and_reap(thread.tid)
         raise
-    finally:
-        for fd in (go_r, go_w, err_r, err_w):
-            if fd >= 0:
-                os.close(fd)
 
 
 def kill_and_reap(pid):

@@ -55,8 +55,12 @@ def add_parser(sub):
                         "the dump must have used --tcp-established); otherwise they come "
                         "back reset")
     p.add_argument("--without-children", action="store_true",
-                   help="restart a process that had child processes, which the checkpoint "
-                        "does not hold (refused otherwise: waiting for them gets ECHILD)")
+                   help="restart only the root of a checkpointed process tree, or a process "
+                        "dumped with --no-children that had children (refused otherwise: "
+                        "waiting for them gets ECHILD)")
+    p.add_argument("--pid-namespace", action="store_true",
+                   help="restart the tree in a new PID namespace under a small init, every "
+                        "process at its checkpointed PID even if the host uses it (root)")
     p.set_defaults(func=run)
 
 
@@ -87,6 +91,7 @@ def run(args):
                        host_clocks=args.host_clocks, inherit=dict(args.inherit_fd),
                        tcp_established=args.tcp_established,
                        without_children=args.without_children,
+                       pid_namespace=args.pid_namespace,
                        progress=bar)
     finally:
         bar.finish()

@@ -117,6 +117,7 @@ def _capture_table(ctx):
             fdinfo["lines"] = info.text.decode("utf-8", "surrogateescape").splitlines()
             _capture_kind(ctx, fds[-1], fdinfo)
             locks.capture(fds[-1], fdinfo)
+    pipe.find_other_ends(fds, {pid})
     return fds
 
 
@@ -205,11 +206,29 @@ def decode(f):
 
 # --- restart ----------------------------------------------------------------------
 
-class FdPlan:
-    """rcore-side descriptors for the new process: fds {number: rcore fd}."""
+class TreeFiles:
+    """What the plans of the processes of one tree share: every entry of every
+    process (a pipe's ends, a socket's peer may be in another process), what
+    kinds built once for all (kind_data: one pipe, one socket pair), and each
+    open file description shared across processes (by_shared: (pid, fd) of its
+    first holder -> rcore's descriptor of it)."""
 
-    def __init__(self, proc):
+    def __init__(self, procs):
+        self.files = [f for p in procs for f in p.files]
+        self.kind_data = {}
+        self.by_shared = {}
+
+
+class FdPlan:
+    """rcore-side descriptors for the new process: fds {number: rcore fd}.
+    In a tree (TreeFiles), kinds look for other ends in all_files and share
+    kind_data with the other processes' plans."""
+
+    def __init__(self, proc, tree=None):
+        self.pid = proc.pid
+        self.tree = tree
         self.files = sorted(proc.files, key=lambda f: f.fd)
+        self.all_files = tree.files if tree else self.files
         self.fds = {}
         self.cloexec = []
         self.warnings = []
@@ -224,7 +243,7 @@ class FdPlan:
         self.spare = []                 # numbers used only while rebuilding; finish() closes
         self.mappings = proc.mappings   # to rebuild (memfd.map_sources)
         self.tids = {t.tid: t.tid for t in proc.threads}    # checkpointed -> now
-        self.kind_data = {}             # kind name -> what its open() shares
+        self.kind_data = tree.kind_data if tree else {}     # kind name -> what open() shares
         self.tcp_established = False    # restart --tcp-established (tcp_repair.py)
         self._owned = []                # rcore fds to close when done
         self._keepers = []              # held open until the process has its own
@@ -270,7 +289,7 @@ class FdPlan:
 
 
 def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, read_memory=None,
-               inherit=None, tcp_established=False):
+               inherit=None, tcp_established=False, tree=None):
     """Check and open everything the checkpoint's descriptor table needs, before
     any process exists; raise Unsupported/Incompatible naming the fd if
     something cannot be rebuilt.  stdio: redirections of fds 0-2 (a path, an
@@ -281,8 +300,10 @@ def plan_files(proc, stdio=(None, None, None), skip_unsupported=False, read_memo
     fd becomes instead of being rebuilt (`--inherit-fd`: what the program
     inherited from whatever started it, a pipe from a CI runner...).
     tcp_established: bring established TCP connections back alive (their
-    repair state is in the core)."""
-    plan = FdPlan(proc)
+    repair state is in the core).  tree: the TreeFiles of the checkpointed
+    tree this process is part of (plans made in the tree's order: an open file
+    description shared with an earlier process is that process's)."""
+    plan = FdPlan(proc, tree)
     plan.tcp_established = tcp_established
     try:
         _plan(plan, stdio, skip_unsupported, inherit or {})
@@ -310,6 +331,8 @@ def _plan(plan, stdio, skip_unsupported, inherit):
                 by_description[f.fd] = plan.fds[f.fd]
             _note_cloexec(plan, f)
             continue
+        if _shared_across(plan, f, by_description):
+            continue
         if f.description in by_description:
             src = by_description[f.description]
             if src is None:
@@ -333,11 +356,35 @@ def _plan(plan, stdio, skip_unsupported, inherit):
         if src is not None:
             plan.fds[f.fd] = src
         by_description[f.description] = src
+        if plan.tree:
+            plan.tree.by_shared[(plan.pid, f.fd)] = src
         _note_cloexec(plan, f)
     for fd, target in enumerate(stdio):     # redirections of streams that were closed
         if target is not None and fd not in plan.fds:
             plan.fds[fd] = _redirect(plan, fd, target)
     plan.in_process.sort(key=lambda f: (kind_of(f).stage, kind_of(f).order(f, plan)))
+
+
+def _shared_across(plan, f, by_description):
+    """f's open file description is an earlier process's (dump's `shared`):
+    the same rcore descriptor, so that both have one offset, one set of flags.
+    Returns whether f is done."""
+    shared = getattr(f, "shared", None)
+    if not plan.tree or not shared or f.description != f.fd:
+        return False
+    key = tuple(shared)
+    if key not in plan.tree.by_shared:
+        return False
+    src = plan.tree.by_shared[key]
+    if src is None:
+        raise Unsupported(f"fd {f.fd} ({f.kind}) shares its open file description with fd "
+                          f"{key[1]} of process {key[0]}; rcore makes a {f.kind} inside one "
+                          "process and cannot share it with another")
+    plan.fds[f.fd] = src
+    by_description[f.fd] = src
+    plan.tree.by_shared[(plan.pid, f.fd)] = src
+    _note_cloexec(plan, f)
+    return True
 
 
 def _open(plan, f):

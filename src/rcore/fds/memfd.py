@@ -70,7 +70,7 @@ class Memfd(Rebuilt):
 
 def _holder(plan, f):
     """The entry that holds the file's contents (the first of its descriptions)."""
-    return next((e for e in plan.files if e.kind == "memfd" and (e.dev, e.inode) == (f.dev, f.inode)
+    return next((e for e in plan.all_files if e.kind == "memfd" and (e.dev, e.inode) == (f.dev, f.inode)
                  and e.contents_stored), f)
 
 
@@ -79,7 +79,7 @@ def memfd_for(plan, dev, inode):
     inode), created once per plan.  Also used for shared mappings of it."""
     built = plan.kind_data.setdefault("memfds", {})
     if (dev, inode) not in built:
-        f = next(e for e in plan.files if e.kind == "memfd" and (e.dev, e.inode) == (dev, inode)
+        f = next(e for e in plan.all_files if e.kind == "memfd" and (e.dev, e.inode) == (dev, inode)
                  and e.contents_stored)
         name = f.path[len(PREFIX):] if f.path.startswith(PREFIX) else f.path
         fd = plan.own(os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING))

@@ -39,6 +39,12 @@ class Pipe(Rebuilt):
 
     def decode(self, f):
         bytes.fromhex(f.queued)
+        other = f.kind_state.get("other_end", [])
+        if not isinstance(other, list) or len(other) > 16 or not all(
+                isinstance(h, dict) and isinstance(h.get("comm"), str) for h in other):
+            raise ValueError("other_end")
+        for h in other:
+            check_int(h.get("pid"), "other_end pid", low=1, high=1 << 22)
         ghost.decode(f)
         check_int(f.pipe_size, "pipe_size", high=1 << 31)
 
@@ -50,17 +56,60 @@ class Pipe(Rebuilt):
         queued = len(f.queued) // 2
         return end + (f", {queued} bytes queued" if queued else "")
 
+    def warnings(self, f):
+        holders = f.kind_state.get("other_end")
+        if f.kind != "pipe" or not holders:
+            return []
+        who = ", ".join(f"{h['pid']} ({h['comm']})" for h in holders)
+        if f.fd < 3:
+            return [f"its other end is held by process {who}, outside the checkpoint: restart "
+                    f"gives it rcore's own {STDIO[f.fd]} instead"]
+        return [f"its other end is held by process {who}, outside the checkpoint: restart "
+                "refuses it"]
+
     def action(self, f, plan):
         if f.kind == "fifo":
             return "reopened by path, queued bytes put back"
+        if _other_end_closed(plan, f):
+            return "a new pipe with the bytes that were queued, its other end closed"
         if _outside(plan, f):
-            return f"rcore's own {('stdin', 'stdout', 'stderr')[f.fd]}"
+            return f"rcore's own {STDIO[f.fd]}" if f.fd < 3 else "refused"
         return "a new pipe with the bytes that were queued"
 
     def check(self, f, plan):
-        if f.kind == "pipe" and f.fd >= 3 and _outside(plan, f):
+        if f.kind == "pipe" and f.fd >= 3 and _outside(plan, f) \
+                and not _other_end_closed(plan, f):
             raise Unsupported(f"fd {f.fd} ({f.path}) is a pipe whose other end is outside "
                               "the process")
+
+
+STDIO = ("stdin", "stdout", "stderr")
+
+
+def find_other_ends(files, inside):
+    """For each pipe with one end only among `files` (of the processes `inside`):
+    who else holds its other end (kind_state["other_end"]: [{pid, comm}], at most
+    a few; [] when nobody does, so that restart makes a pipe whose other end is
+    closed instead of giving the process rcore's own stream)."""
+    lonely = {}
+    ends = {}
+    for f in files:
+        if f.kind == "pipe":
+            ends.setdefault(f.inode, set()).add(f.flags & os.O_ACCMODE == os.O_WRONLY)
+    for f in files:
+        if f.kind == "pipe" and len(ends[f.inode]) == 1:
+            lonely.setdefault(f.inode, []).append(f)
+    if not lonely:
+        return
+    holders = pipes.holders({f"pipe:[{ino}]" for ino in lonely}, inside)
+    for ino, entries in lonely.items():
+        found = holders.get(f"pipe:[{ino}]", [])[:4]
+        for f in entries:
+            f.kind_state["other_end"] = found
+
+
+def _other_end_closed(plan, f):
+    return f.kind == "pipe" and f.kind_state.get("other_end") == [] and _outside(plan, f)
 
 
 def _outside(plan, f):
@@ -74,7 +123,7 @@ def _ends(plan):
     ends = plan.kind_data.get("pipe ends")
     if ends is None:
         ends = plan.kind_data["pipe ends"] = {}
-        for f in plan.files:
+        for f in plan.all_files:
             if f.kind == "pipe":
                 ends.setdefault(f.inode, {"r": [], "w": []})[
                     "w" if f.flags & os.O_ACCMODE == os.O_WRONLY else "r"].append(f)
@@ -108,6 +157,19 @@ def _open_pipe(plan, f):
             end = plan.own(os.open(f"/proc/self/fd/{end}",
                                    access | os.O_NONBLOCK | os.O_CLOEXEC))
         return end
+    if _other_end_closed(plan, f):
+        # Every other end was closed at the checkpoint: the queued bytes, then
+        # end of file (or EPIPE for a writer).
+        built = plan.kind_data.setdefault("pipes", {})
+        if f.inode not in built:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            both = ends["r"] + ends["w"]
+            pipes.fill_pipe(w, next((bytes.fromhex(e.queued) for e in both if e.queued), b""),
+                            max((e.pipe_size for e in both), default=0))
+            keep, drop = (w, r) if ends["w"] else (r, w)
+            os.close(drop)
+            built[f.inode] = (plan.own(keep),) * 2
+        return built[f.inode][0]
     # A standard stream piped to or from another program, which is not part of
     # the checkpoint (check() refuses the others): the restarted process uses
     # rcore's own.

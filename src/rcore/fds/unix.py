@@ -213,7 +213,8 @@ def _fate(f, inside=None):
     if st["listening"]:
         return "listen"
     peer = st["peer_ino"]
-    if peer and st.get("peer_inside") and (inside is None or peer in inside):
+    # Inside at restart: in any process of the checkpoint (a tree shares them).
+    if peer and (peer in inside if inside is not None else st.get("peer_inside")):
         if st.get("mutual"):
             return "pair"
         return "connect" if st.get("peer_named") else "alone"
@@ -235,7 +236,7 @@ def _new(kind):
 def _build_all(plan):
     """Every unix socket of the plan, built at once (a pair needs both ends, a
     connection its bound peer): {inode: rcore fd}."""
-    inside = _unix_masters(plan.files)
+    inside = _unix_masters(plan.all_files)
     socks = {}
     try:
         for ino, f in inside.items():

@@ -74,3 +74,34 @@ def fill_pipe(wfd, data, capacity=0):
     view = memoryview(data)
     while view:
         view = view[os.write(wfd, view):]
+
+
+def holders(targets, exclude):
+    """{"pipe:[INODE]": [{"pid", "comm"}]}: which processes, other than those in
+    `exclude`, hold a descriptor whose link is one of `targets`.  Reads every
+    process's /proc/PID/fd: only called for pipes with one end in the dump."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{name}/fd")
+        except OSError:
+            continue
+        hit = set()
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{name}/fd/{fd}")
+            except OSError:
+                continue
+            if link in targets:
+                hit.add(link)
+        if hit:
+            try:
+                with open(f"/proc/{name}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                comm = "?"
+            for link in hit:
+                found.setdefault(link, []).append({"pid": int(name), "comm": comm})
+    return found

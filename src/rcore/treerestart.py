@@ -1,0 +1,199 @@
+"""restart of a process tree: the root's core names every process (RCORE_TREE,
+tree.py); each comes back as restart.py brings back one, made by its own
+parent so that the links are the kernel's (treespawn.py).
+
+    check      every member core: as restart checks one (owner, identities,
+               values), plus: it is the process the tree names, every PID and
+               TID of the tree is free (or --pid-namespace), every process
+               group and session can be made again
+    plan       every descriptor of every process with one fds.TreeFiles: pipes
+               and socket pairs between processes are one pipe, one pair; an
+               open file description shared across processes is one
+               description (one offset)
+    spawn      the tree of placeholders: PIDs, parents, sessions, groups, exit
+               and parent-death signals, zombies (treespawn.py)
+    build      each process as restart.build_stopped does; then groups whose
+               leader was made after a member are joined (injected setpgid)
+    release    every plan committed, every process let go, children first
+
+A failure kills every process made so far: nothing half-built runs."""
+
+import os
+import signal
+from dataclasses import replace
+
+from . import fds, identity, owner, restart, spawn, treespawn
+from .errors import Unsupported
+from .interrupts import signals_held
+from .linux import inject, procfs
+from .linux.inject import Injector
+from .tree import member_path
+
+
+def restart_tree(core, path, *, detach=False, lazy=False, stdin=None, stdout=None,
+                 stderr=None, skip_unsupported=False, host_clocks=False, inherit=None,
+                 progress=None, tcp_established=False, pid_namespace=False):
+    """Restart the tree whose root's core is `core` (opened from `path`); returns
+    the root's restart.Restarted handle once every process runs."""
+    tree = core.tree
+    cores = {tree.root: core}
+    try:
+        for m in tree.processes:
+            if not m.zombie and m.pid != tree.root:
+                cores[m.pid] = restart.CoreFile(member_path(path, m))
+        speakers = {pid: _check_member(c, tree.member(pid)) for pid, c in cores.items()}
+        if not pid_namespace:
+            spawn.check_pids_free([t for m in tree.processes for t in m.tids])
+        nodes = _nodes(tree, cores)
+        files = fds.TreeFiles([c.state for c in cores.values()])
+        plans = {}
+        try:
+            for m in tree.processes:
+                if m.zombie:
+                    continue
+                proc = cores[m.pid].state
+                root = m.pid == tree.root
+                with owner.as_owner(speakers[m.pid]):
+                    plans[m.pid] = fds.plan_files(
+                        proc, (stdin, stdout, stderr) if root else (None, None, None),
+                        skip_unsupported, cores[m.pid].read, inherit if root else None,
+                        tcp_established, tree=files)
+                    restart._plan_cwd(proc, plans[m.pid])
+                nodes[m.pid].fds = plans[m.pid].fds
+            with signals_held():
+                return _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks,
+                             pid_namespace, progress)
+        finally:
+            for plan in plans.values():
+                plan.close()
+    finally:
+        for c in cores.values():
+            if c is not core:
+                c.close()
+
+
+def _check_member(core, member):
+    speaker = restart.check_restartable(core, any_pid=True)
+    proc = core.state
+    if proc.pid != member.pid or sorted(t.tid for t in proc.threads) != sorted(member.tids):
+        raise Unsupported(f"{core.path} is not the core of process {member.pid} of the tree "
+                          f"(it holds process {proc.pid})")
+    return speaker
+
+
+def _nodes(tree, cores):
+    """treespawn.Node of every process, linked as the tree says; raises
+    Unsupported for a process group or session that cannot be made again."""
+    root = tree.member(tree.root)
+    pids = {m.pid for m in tree.processes}
+    nodes = {}
+    for m in tree.processes:
+        if m.sid == m.pid:
+            leader, group = True, 0
+        elif m.pgid == m.pid or m.pgid in pids:
+            leader, group = False, m.pgid
+        elif m.pgid == root.pgid:
+            leader, group = False, -1       # the root's group at restart
+        else:
+            raise Unsupported(f"process {m.pid} is in process group {m.pgid}, whose leader "
+                              "is not part of the checkpoint: the group cannot be made again")
+        if m.sid != m.pid and m.sid != root.sid and m.sid not in pids:
+            raise Unsupported(f"process {m.pid} is in session {m.sid}, whose leader is not "
+                              "part of the checkpoint: the session cannot be made again")
+        node = treespawn.Node(pid=m.pid, session_leader=leader, group=group,
+                              exit_signal=m.exit_signal or 0, pdeath_signal=m.pdeath_signal,
+                              zombie=m.zombie, exit_status=m.exit_status)
+        if not m.zombie:
+            proc = cores[m.pid].state
+            node.exe = proc.exe.path
+            node.argv = proc.cmdline or [proc.exe.path]
+            node.creds = restart._creds_to_take(proc)
+        nodes[m.pid] = node
+        if m.pid != tree.root:
+            nodes[m.ppid].children.append(node)
+    if nodes[tree.root].group == -1:
+        nodes[tree.root].group = 0          # it stays in rcore's group, as one process does
+    return nodes
+
+
+def warnings_of(tree):
+    """What a tree restart does not carry, said at dump and at restart."""
+    out = []
+    for m in tree.processes:
+        if m.exit_signal not in (0, signal.SIGCHLD) and m.pid != tree.root:
+            out.append(f"process {m.pid}: its exit signal {signal.Signals(m.exit_signal).name} "
+                       "becomes SIGCHLD (the kernel resets it when the restarted process "
+                       "executes its program)")
+    return out
+
+
+def _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks, pid_namespace,
+          progress):
+    root_proc = cores[tree.root].state
+    root_plan = plans[tree.root]
+    warnings = list(warnings_of(tree))
+    clocks = restart._clocks(root_proc, host_clocks, warnings)
+    root = nodes[tree.root]
+    waited = treespawn.spawn_tree(root, detach=detach, clocks=clocks,
+                                  pid_namespace=pid_namespace)
+    pidfd = waiter = None
+    frozen = {}
+    try:
+        pidfd = os.pidfd_open(root.host_pid)
+        if waited != root.host_pid:
+            waiter = (waited, os.pidfd_open(waited))
+        for m in tree.processes:
+            if m.zombie:
+                continue
+            node, core = nodes[m.pid], cores[m.pid]
+            identity.check_file(f"the executable {core.state.exe.path}",
+                                procfs.path(node.host_pid, "exe"), core.state.exe,
+                                speakers[m.pid] is None)
+            owner.check_exec(speakers[m.pid], node.host_pid)
+        _join_late_groups(tree, nodes, pid_namespace)
+        for m in tree.processes:
+            if m.zombie:
+                continue
+            node, plan = nodes[m.pid], plans[m.pid]
+            # Thread IDs are kept in a namespace too (set_tid is per namespace).
+            frozen[m.pid] = restart.build_stopped(node.host_pid, cores[m.pid], plan, lazy,
+                                                  True, progress if m.pid == tree.root else None,
+                                                  commit=False)
+            prefix = "" if m.pid == tree.root else f"process {m.pid}: "
+            warnings += [prefix + w for w in plan.warnings]
+        for plan in plans.values():
+            plan.commit()
+    except BaseException:
+        for f in frozen.values():
+            f.threads.clear()
+        treespawn.kill_tree(root, waited if pid_namespace else None)
+        for fd in (pidfd, waiter and waiter[1]):
+            if fd is not None:
+                os.close(fd)
+        raise
+    for m in reversed(tree.processes):
+        if m.pid in frozen:
+            restart._release(frozen[m.pid], cores[m.pid].state, plans[m.pid])
+    return restart.Restarted(root.host_pid, pidfd, detach, warnings, waiter)
+
+
+def _join_late_groups(tree, nodes, pid_namespace):
+    """A member made before its group's leader could not join it then: now that
+    every process exists, it joins by an injected setpgid (still before its
+    program runs)."""
+    for m in tree.processes:
+        node = nodes[m.pid]
+        if m.zombie or node.session_leader or node.group <= 0:
+            continue
+        if procfs.read_stat(node.host_pid).pgrp == _host_group(nodes, node.group):
+            continue
+        with Injector(node.thread, inject.find_syscall_insn(node.host_pid)) as inj:
+            got = inj.call("setpgid", 0, node.group, 0, 0, 0)
+        if got < 0:
+            raise Unsupported(f"process {m.pid} cannot join process group {node.group} "
+                              f"again: {os.strerror(-got)}")
+
+
+def _host_group(nodes, group):
+    n = nodes.get(group)
+    return n.host_pid if n and n.host_pid else group

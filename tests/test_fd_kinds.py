@@ -51,7 +51,7 @@ def test_pidfd_of_another_process_refused(procs, build, tmp_path):
     child = children(p.pid)[0]
     procs.adopt(child)
     fd = fd_with_fdinfo(p.pid, f"Pid:\t{child}")
-    res = rcore_cmd("dump", p.pid, "-o", tmp_path / "core", "--kill")
+    res = rcore_cmd("dump", p.pid, "-o", tmp_path / "core", "--kill", "--no-children")
     assert res.returncode == 0, res.stderr
     assert f"rcore: warning: fd {fd} is a pidfd of process {child}" in res.stderr, res.stderr
     p.wait(timeout=10)

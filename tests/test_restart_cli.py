@@ -370,7 +370,7 @@ def test_children_are_said_at_dump_and_refused_at_restart(procs, tmp_path):
     kid = wait_for(lambda: children(p.pid), what="bash's child")[0]
     procs.pids.add(kid)                   # ended by the fixture
     core = tmp_path / "core"
-    s = rcore.dump(p.pid, str(core), kill=True)
+    s = rcore.dump(p.pid, str(core), kill=True, children=False)
     p.wait(timeout=10)
     assert any(f"({kid})" in w and "child process" in w for w in s.warnings), s.warnings
     r = rcore_cmd("restart", "--detach", core)

@@ -8,7 +8,7 @@ import mmap
 import os
 import struct
 
-from . import arch, settings, timens, timers
+from . import arch, settings, timens, timers, tree
 from .linux import libc, procfs
 from .linux.inject import Injector, frame_slot_size, map_marked, write_code
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
@@ -63,20 +63,6 @@ def capture_exe(pid):
     return _identity(ExeIdentity, path, procfs.stat_exe(pid), procfs.path(pid, "exe"))
 
 
-def _children(pid):
-    """Its child processes (of every thread), but a dump's own copies (a killed
-    rcore's zombie ones are reaped by the next dump): a checkpoint does not hold
-    them, and dump and restart must say so."""
-    kids = []
-    for tid in os.listdir(procfs.path(pid, "task")):
-        try:
-            with open(procfs.path(pid, "task", tid, "children")) as f:
-                kids += [int(c) for c in f.read().split()]
-        except FileNotFoundError:
-            continue
-    return sorted(k for k in kids if _comm(k) != ARCH.COPY_NAME.decode())
-
-
 def children_not_carried(proc):
     """What to say, at dump and at restart, of a process that had children."""
     pids = ", ".join(map(str, proc.children[:10])) + (", ..." if len(proc.children) > 10 else "")
@@ -113,10 +99,13 @@ def capture_thread(thread):
 
 
 def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None,
-                    unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None, safe=None):
+                    unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None, safe=None, also=None,
+                    kind_data=None):
     """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
     run_state: the state letter read before freezing (frozen, it reads "t").
-    safe (inject.SafeSites): guard the injected calls against rcore's death."""
+    safe (inject.SafeSites): guard the injected calls against rcore's death.
+    also(inj, scratch): more calls to inject with the others (a tree's
+    pdeath signal); kind_data: descriptor data shared by the processes of a tree."""
     pid = frozen.pid
     clocks = timens.capture_clocks(pid)
     st = procfs.read_stat(pid)
@@ -132,7 +121,8 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         comm=st.comm, cmdline=cmdline, exe=capture_exe(pid),
         mm=MmFields(st.start_code, st.end_code, st.start_data, st.end_data, st.start_brk, 0,
                     st.start_stack, st.arg_start, st.arg_end, st.env_start, st.env_end),
-        mappings=mappings, mapped_files=mapped_files or {}, files=capture_files(pid, unlinked_limit, tcp_lock=tcp_lock),
+        mappings=mappings, mapped_files=mapped_files or {}, files=capture_files(pid, unlinked_limit, tcp_lock=tcp_lock,
+                                                                         kind_data=kind_data),
         auxv=procfs.read_bytes(pid, "auxv"), cwd=procfs.read_link(pid, "cwd"),
         root=procfs.read_link(pid, "root"), umask=int(status.get("Umask", "0022"), 8),
         rlimits=procfs.read_rlimits(pid),
@@ -141,16 +131,16 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         nice=st.nice,
         times={"utime": st.utime, "stime": st.stime, "cutime": st.cutime, "cstime": st.cstime},
         clocks=clocks, start_time=st.start_time, boot_id=procfs.read_boot_id(),
-        children=_children(pid))
+        children=tree.children(pid))
     leader = frozen.leader()
     tids = [pid] + sorted(t for t in frozen.threads if t != pid)
     proc.threads = [capture_thread(frozen.threads[t]) for t in tids]
     proc.shared_pending = leader.peek_siginfo(shared=True)
-    _capture_injected(frozen, syscall_addr, proc, status, safe)
+    _capture_injected(frozen, syscall_addr, proc, status, safe, also)
     return proc
 
 
-def _capture_injected(frozen, syscall_addr, proc, status, safe=None):
+def _capture_injected(frozen, syscall_addr, proc, status, safe=None, also=None):
     """State only the process can ask for: run the calls in its own threads
     (guarded calls with `safe`, inject.SafeSites).  A scratch mapping receives the
     results and is unmapped again.  Guarded, and with a signal the program
@@ -183,6 +173,8 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None):
             proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
             proc.timers = timers.capture(inj, scratch, frozen.pid)
             proc.settings = settings.capture(inj, scratch, frozen.pid, proc.mappings)
+            if also is not None:
+                also(inj, scratch)
             runner.thread_info(inj, proc.threads[0])
             for ts in proc.threads[1:]:
                 with Injector(frozen.threads[ts.tid], syscall_addr, block_signals=True,

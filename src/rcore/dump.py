@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import arch, chain, dirty, fds, timers
+from . import arch, chain, dirty, fds, timers, tree
 from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
 from .elf.writer import CoreWriter
@@ -47,6 +47,10 @@ class DumpSummary:
     copy_method: str           # how memory left the process: "stream", "read" or "frozen"
     warnings: list = field(default_factory=list)   # what a restart will not carry, in words
     tracking: str = ""         # dump --track: armed, or why not (dirty.py)
+    processes: int = 1         # processes dumped (a tree: one core each, dumptree.py)
+    zombies: int = 0           # zombies of the tree (in its note, no core)
+    cores: list = field(default_factory=list)        # every core written, the root's first
+    identities: list = field(default_factory=list)   # (pid, start time) of each process
 
 
 # Where each mapping's bytes come from and how much of it the core stores.
@@ -316,10 +320,12 @@ def _end_copy(pid, copy, options, safe):
 
 def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, stream=True,
          progress=None, unlinked_limit=UNLINKED_FILE_LIMIT, tcp_established=False,
-         track=False, incremental=None):
-    """Write a core file of live process `pid` to `path` (default core.PID).
+         track=False, incremental=None, children=True):
+    """Write a core file of live process `pid` to `path` (default core.PID),
+    and with children (the default) one of each of its descendants beside it
+    (PATH.PID, dumptree.py); the root's core then records the tree.
     The target runs on afterwards, unless stop (SIGSTOP) or kill (SIGKILL: dump
-    returns once it is dead).  Unlinked files the process has open are stored
+    returns once it is dead; a tree's every process).  Unlinked files the process has open are stored
     in the core up to unlinked_limit bytes each (a restart needs them).
     fork=False reads all memory while the target is frozen; stream=False has
     rcore read the fork copy's memory instead of the copy sending it.
@@ -340,6 +346,9 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
+    one = _dump
+    if children and tree.children(pid):
+        from .dumptree import dump_tree as one
     increment, note = chain.prepare_increment(pid, incremental) if incremental else (None, "")
     lock = tcp_repair.NetworkLock() if tcp_established else None
     held_stopped = kill and lock is not None and not stop
@@ -350,7 +359,7 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
                    track=(track or bool(incremental)) and not kill, increment=increment)
     try:
         try:
-            summary = _dump(pid, path, stream=stream and fork, **options)
+            summary = one(pid, path, stream=stream and fork, **options)
         except StreamFailed:
             # The copy could not send its memory (e.g. a seccomp filter it inherited
             # forbids vmsplice) and is gone: take the dump again, reading the copy.
@@ -361,20 +370,23 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
                 # no longer reported, so the second attempt is a full core.
                 options["increment"] = None
                 note = "full dump: the incremental attempt had to be taken again"
-            summary = _dump(pid, path, stream=False, **options)
+            summary = one(pid, path, stream=False, **options)
         if note:
             summary.tracking = "; ".join(x for x in (note, summary.tracking) if x)
-        if kill:
+        if kill and summary.processes > 1:
+            from .dumptree import kill_tree
+            kill_tree(summary.identities)
+        elif kill:
             _kill_and_wait_dead(pid)
             if lock is not None:
                 lock.close_silently()
     except BaseException:
         if lock is not None:
             lock.release()          # the target lives on: its packets flow again
-        if stopped and run_state not in ("T", "t"):
+        for stopped_pid in stopped:
             # --stop (or --tcp-established with --kill) stopped it as the freeze
             # ended: a failed dump leaves it running
-            _continue(pid)
+            _continue(stopped_pid)
         raise
     finally:
         if lock is not None:
@@ -390,75 +402,153 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
 
 def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
           tcp_lock, stopped, track, increment):
-    options = seize_options(pid)
-    mem = LiveMemory(pid)
-    copy = None
-    writer = None
-    method = "frozen"
-    tracking, track_note = None, ""
+    one = ProcessDump(pid, path, full=full, fork=fork, stream=stream, progress=progress,
+                      unlinked_limit=unlinked_limit, run_state=run_state, tcp_lock=tcp_lock,
+                      track=track, increment=increment)
     try:
-        with signals_held(), FrozenProcess(pid, options) as frozen:
+        with signals_held(), FrozenProcess(pid, one.options) as frozen:
             t_freeze = time.monotonic()
-            mappings, files = capture_mappings(pid)
-            syscall_addr = inject.find_syscall_insn(pid, mappings)
-            safe = inject.SafeSites.find(pid, mappings)
-            rseq_areas = _read_rseq_areas(frozen, mem)
-            proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
-                                  unlinked_limit, tcp_lock, safe=safe)
+            one.capture(frozen)
             if tcp_lock is not None and not stop:
                 tcp_lock.release()      # the target runs on: no packet may be dropped
-            if _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):
-                proc.mappings, proc.mapped_files = capture_mappings(pid)
-            plan = [(m, plan_mapping(m, mem, full)) for m in proc.mappings
-                    if m.path != "[vsyscall]"]
-            for m, how in plan:
-                m.stored = "all" if how in (SPARSE, DENSE) else how
-            segments = [(m, {NOTHING: 0, HEADER: PAGE}.get(how, m.size)) for m, how in plan]
-            if increment:
-                rseq_pages = [(a - a % PAGE, a - a % PAGE + PAGE) for a in rseq_areas]
-                plan, segments = chain.increment_plan(plan, segments, increment,
-                                                      dirty.Written(pid), SPARSE, rseq_pages)
-            writer = CoreWriter(path, proc, segments, parent=increment and increment.parent)
-            writer.open()
-            total = sum(m.size if how != HEADER else PAGE for m, how in plan if how != NOTHING)
-            copier = _Copier(writer, progress, total)
-            now, later = [], []
-            for m, how in plan:
-                if how != NOTHING:
-                    (now if not fork or _from_original(m) else later).append((m, how))
-            copier.copy(mem, now)
-            if track:
-                tracking, track_note = dirty.arm(frozen, syscall_addr, proc.mappings, safe)
-            if later:
-                copy = _fork_copy(frozen, syscall_addr, safe)
-                if copy is None:
-                    copier.copy(mem, later)      # no code page for the fork: now
-                else:
-                    copy, copy_syscall = copy
-            if stop:
-                stopped.append(True)
+            one.prepare(frozen)
+            if stop and run_state not in ("T", "t"):
+                stopped.append(pid)
             frozen.release(signal.SIGSTOP if stop else 0)
             freeze = time.monotonic() - t_freeze
-        if copy:
-            method = _store_copy(copy, copy_syscall, copier, later, stream)
-        _put_back_rseq_areas(writer, rseq_areas)
-        writer.commit()
-        if tracking:
-            dirty.set_baseline(tracking, {"checkpoint_id": writer.checkpoint_id})
-    except OSError as err:
-        if err.errno == errno.ESRCH:
-            raise ProcessExited(pid) from err
-        raise _os_error(err, path) from err
+        one.store()
+        one.commit()
     finally:
-        mem.close()
+        one.close()
+    return one.summary(freeze)
+
+
+class ProcessDump:
+    """The dump of one process in steps: capture() and prepare() while it is
+    frozen (prepare opens the core, stores what cannot wait and forks the copy),
+    store() and commit() after its release, close() always (ends the copy,
+    removes an uncommitted core).  A tree dump (dumptree.py) runs the steps of
+    every process of the tree side by side."""
+
+    def __init__(self, pid, path, *, full=False, fork=True, stream=True, progress=None,
+                 unlinked_limit=UNLINKED_FILE_LIMIT, run_state=None, tcp_lock=None,
+                 track=False, increment=None):
+        self.pid, self.path = pid, path
+        self.full, self.fork, self.stream, self.progress = full, fork, stream, progress
+        self.unlinked_limit, self.run_state, self.tcp_lock = unlinked_limit, run_state, tcp_lock
+        self.track, self.increment = track, increment
+        self.options = seize_options(pid)
+        self.mem = LiveMemory(pid)
+        self.copy = self.writer = self.proc = self.tree = None
+        self.method = "frozen"
+        self.tracking, self.track_note = None, ""
+        self.later = []
+
+    def _errors(self):
+        return _OsErrors(self.pid, self.path)
+
+    def capture(self, frozen, also=None, kind_data=None):
+        """The process's state (self.proc).  also(inj, scratch): more injected
+        calls, run with the others; kind_data: descriptor capture data shared
+        across processes (fds.capture_files)."""
+        with self._errors():
+            pid = self.pid
+            mappings, files = capture_mappings(pid)
+            self.syscall_addr = inject.find_syscall_insn(pid, mappings)
+            self.safe = inject.SafeSites.find(pid, mappings)
+            self.rseq_areas = _read_rseq_areas(frozen, self.mem)
+            self.proc = capture_process(frozen, self.syscall_addr, mappings, files,
+                                        self.run_state, self.unlinked_limit, self.tcp_lock,
+                                        safe=self.safe, also=also, kind_data=kind_data)
+
+    def prepare(self, frozen):
+        """Open the core, store what a fork would not carry, fork the copy."""
+        with self._errors():
+            self._prepare(frozen)
+
+    def _prepare(self, frozen):
+        pid, proc, mem = self.pid, self.proc, self.mem
+        if _clean_up_after_dead_dumps(frozen, self.syscall_addr, self.safe, proc.mappings):
+            proc.mappings, proc.mapped_files = capture_mappings(pid)
+        plan = [(m, plan_mapping(m, mem, self.full)) for m in proc.mappings
+                if m.path != "[vsyscall]"]
+        for m, how in plan:
+            m.stored = "all" if how in (SPARSE, DENSE) else how
+        segments = [(m, {NOTHING: 0, HEADER: PAGE}.get(how, m.size)) for m, how in plan]
+        increment = self.increment
+        if increment:
+            rseq_pages = [(a - a % PAGE, a - a % PAGE + PAGE) for a in self.rseq_areas]
+            plan, segments = chain.increment_plan(plan, segments, increment,
+                                                  dirty.Written(pid), SPARSE, rseq_pages)
+        self.segments = segments
+        self.writer = CoreWriter(self.path, proc, segments,
+                                 parent=increment and increment.parent, tree=self.tree)
+        self.writer.open()
+        total = sum(m.size if how != HEADER else PAGE for m, how in plan if how != NOTHING)
+        self.copier = _Copier(self.writer, self.progress, total)
+        now, later = [], []
+        for m, how in plan:
+            if how != NOTHING:
+                (now if not self.fork or _from_original(m) else later).append((m, how))
+        self.copier.copy(mem, now)
+        if self.track:
+            self.tracking, self.track_note = dirty.arm(frozen, self.syscall_addr,
+                                                       proc.mappings, self.safe)
+        if later:
+            copy = _fork_copy(frozen, self.syscall_addr, self.safe)
+            if copy is None:
+                self.copier.copy(mem, later)      # no code page for the fork: now
+            else:
+                self.copy, self.copy_syscall = copy
+                self.later = later
+
+    def store(self):
+        """Store the copy's memory (the process runs again)."""
+        with self._errors():
+            if self.copy:
+                self.method = _store_copy(self.copy, self.copy_syscall, self.copier,
+                                          self.later, self.stream)
+            _put_back_rseq_areas(self.writer, self.rseq_areas)
+
+    def commit(self):
+        with self._errors():
+            self.writer.commit()
+            if self.tracking:
+                dirty.set_baseline(self.tracking,
+                                   {"checkpoint_id": self.writer.checkpoint_id})
+
+    def close(self):
+        self.mem.close()
+        copy, self.copy = self.copy, None
         if copy:
-            _end_copy(pid, copy, options, safe)
-        if writer:
-            writer.abort()
-    return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
-                       writer.size, freeze, 0.0, method,
-                       ([children_not_carried(proc)] if proc.children else [])
-                       + fds.dump_warnings(proc) + timers.warnings(proc.timers), track_note)
+            _end_copy(self.pid, copy, self.options, self.safe)
+        if self.writer:
+            self.writer.abort()
+
+    def summary(self, freeze):
+        proc = self.proc
+        return DumpSummary(self.path, self.pid, len(proc.threads), len(self.segments),
+                           self.copier.stored, self.writer.size, freeze, 0.0, self.method,
+                           ([children_not_carried(proc)] if proc.children else [])
+                           + fds.dump_warnings(proc) + timers.warnings(proc.timers),
+                           self.track_note, cores=[self.path])
+
+
+class _OsErrors:
+    """OSError of a dump step as rcore's errors: ESRCH is the process gone."""
+
+    def __init__(self, pid, path):
+        self.pid, self.path = pid, path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, err, tb):
+        if exc_type is not None and issubclass(exc_type, OSError):
+            if err.errno == errno.ESRCH:
+                raise ProcessExited(self.pid) from err
+            raise _os_error(err, self.path) from err
+        return False
 
 
 def _store_copy(copy, syscall_addr, copier, plan, stream):

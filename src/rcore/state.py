@@ -162,6 +162,8 @@ class FileDescriptor(_Record):
                                 # {"error": why} when that failed
     locks: list = field(default_factory=list)   # file locks and leases held through it,
                                 # on the lowest fd of its description (locks.py)
+    shared: list = None         # [pid, fd]: the same open file description as that
+                                # entry of an earlier process of the tree (tree.py)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """rcore dump PID [-o FILE]: write a core file of a running process."""
 
+import os
 import sys
 
 from ..progress import Progress
@@ -32,6 +33,9 @@ def add_parser(sub):
                    help="store only the pages written since checkpoint PARENT (made with "
                         "--track or --incremental): the core names PARENT, which must "
                         "stay in place; `rcore flatten` makes a standalone core")
+    p.add_argument("--no-children", action="store_true",
+                   help="checkpoint only PID, not its descendants (by default every "
+                        "process of the tree gets a core: FILE.PID beside FILE)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -44,7 +48,7 @@ def run(args):
         s = dump(args.pid, args.output, stop=args.stop, kill=args.kill, full=args.full,
                  fork=not args.no_fork, progress=bar,
                  tcp_established=args.tcp_established, track=args.track,
-                 incremental=args.incremental, **limit)
+                 incremental=args.incremental, children=not args.no_children, **limit)
     finally:
         bar.finish()
     for warning in s.warnings:
@@ -52,6 +56,12 @@ def run(args):
     if args.json:
         import json
         print(json.dumps(s.__dict__))
+    elif s.processes > 1:
+        zombies = f" and {s.zombies} zombie(s)" if s.zombies else ""
+        print(f"{s.path}: a tree of {s.processes} processes{zombies} ({s.processes} cores: "
+              f"{os.path.basename(s.path)} and {os.path.basename(s.path)}.PID), "
+              f"{s.threads} threads, {s.regions} regions, "
+              f"{s.bytes_stored / 1048576:.1f} MiB stored, frozen {s.freeze_seconds * 1000:.1f} ms")
     else:
         print(f"{s.path}: {s.threads} threads, {s.regions} regions, "
               f"{s.bytes_stored / 1048576:.1f} MiB stored, frozen {s.freeze_seconds * 1000:.1f} ms")

@@ -9,7 +9,7 @@ import functools
 import json
 import struct
 
-from .. import fds
+from .. import fds, tree
 from . import schema
 from ..state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmFields,
                      SigAction, ThreadState)
@@ -27,10 +27,11 @@ NT_RCORE_THREAD = 0x52430002    # one per thread, same order as NT_PRSTATUS
 NT_RCORE_MAPPINGS = 0x52430003  # every mapping with flags and file identity
 NT_RCORE_FILES = 0x52430004     # the file-descriptor table
 NT_RCORE_PARENT = 0x52430005    # incremental core: the checkpoint it builds on
+NT_RCORE_TREE = 0x52430006      # root core of a tree: every process of it (tree.py)
 
 NAMES = {NT_RCORE_PROCESS: "RCORE_PROCESS", NT_RCORE_THREAD: "RCORE_THREAD",
          NT_RCORE_MAPPINGS: "RCORE_MAPPINGS", NT_RCORE_FILES: "RCORE_FILES",
-         NT_RCORE_PARENT: "RCORE_PARENT"}
+         NT_RCORE_PARENT: "RCORE_PARENT", NT_RCORE_TREE: "RCORE_TREE"}
 
 _PROCESS_KEYS = ("pid", "arch", "ppid", "pgrp", "sid", "state", "comm", "cmdline", "cwd",
                  "root", "umask", "rlimits", "itimers", "personality", "creds", "dumpable",
@@ -122,7 +123,22 @@ def decode_mappings(desc):
 
 
 def encode_files(proc):
-    return _encode({"fds": [f.to_dict() for f in proc.files]})
+    return _encode({"fds": [_fd_dict(f) for f in proc.files]})
+
+
+def _fd_dict(f):
+    d = f.to_dict()
+    if d.get("shared") is None:     # only a tree member's entries may share (tree.py)
+        d.pop("shared", None)
+    return d
+
+
+def encode_tree(t):
+    return _encode(t.to_dict())
+
+
+def decode_tree(desc):
+    return tree.Tree.from_dict(_decode(desc, schema.TREE))
 
 
 def decode_files(desc):

@@ -37,6 +37,7 @@ class Segment:
 class CoreFile:
     """An opened core file.  `state` is the ProcessState it describes; `has_rcore`
     tells whether rcore's own notes were present (kernel and gdb cores lack them).
+    `tree` is the process tree (tree.Tree) of a tree's root core, else None.
     An incremental core (`parent` set: chain.py) is resolved through its chain
     of parents unless resolve=False; `resolved` then says so."""
 
@@ -179,6 +180,7 @@ class CoreFile:
         proc = ProcessState(pid=0, arch=self.arch.NAME)
         self._threads, self._rthreads, self._once = {}, {}, {}
         self._file_note, self._mappings = [], None
+        self.tree = None
         for owner, ntype, desc in self.notes:
             name = self._note_name(owner, ntype)
             try:
@@ -200,6 +202,8 @@ class CoreFile:
         proc.threads = threads
         if not proc.pid:
             proc.pid = threads[0].tid
+        if self.tree is not None:
+            self._check_tree(proc)
         proc.mappings = self._mappings if self._mappings is not None \
             else self._mappings_from_segments(self._file_note)
         return proc
@@ -261,6 +265,18 @@ class CoreFile:
                 proc.files = R.decode_files(desc)
             elif ntype == R.NT_RCORE_PARENT:
                 self.parent = R.decode_parent(desc)
+            elif ntype == R.NT_RCORE_TREE:
+                self.tree = R.decode_tree(desc)
+
+    def _check_tree(self, proc):
+        root = self.tree.processes[0]
+        if root.pid != proc.pid:
+            self._bad(f"the tree's root is process {root.pid}, the core's is {proc.pid}",
+                      "RCORE_TREE")
+        name = os.path.basename(self.path)
+        if root.core != name:
+            self._bad(f"the root's core is named {root.core!r}, this file is {name!r} "
+                      "(the cores of a tree keep the names dump gave them)", "RCORE_TREE")
 
     def require_complete(self):
         """What a core must hold for restore or restart to act on it, checked in

@@ -243,7 +243,8 @@ PROCESS = Record({
     "shared_pending": List(SIGINFO),
     "start_time": COUNT,
     "children": List(PID, max_len=1 << 16),
-}, optional=("start_time", "children"), rule=lambda v: _sigactions_rule(v["sigactions"]))
+    "tree_root": PID,                    # a tree member's core: the root of its tree
+}, optional=("start_time", "children", "tree_root"), rule=lambda v: _sigactions_rule(v["sigactions"]))
 
 
 def _altstack_rule(v):
@@ -321,7 +322,9 @@ FD = Record({
     # written since format 1 began (older cores lack them)
     "queued": Hex(1 << 30), "pipe_size": Int(0, 1 << 31), "contents": Hex(1 << 40),
     "contents_stored": Bool(), "ctime_ns": COUNT,
-}, optional=("queued", "pipe_size", "contents", "contents_stored", "ctime_ns"),
+    # a tree member's entry sharing its description with an earlier process's
+    "shared": List(Int(0, libc.PID_MAX_LIMIT), size=2),
+}, optional=("queued", "pipe_size", "contents", "contents_stored", "ctime_ns", "shared"),
     variants=("kind", FD_KINDS))
 
 
@@ -338,3 +341,63 @@ FILES = Record({"fds": List(FD, rule=distinct("fd"))}, rule=_descriptions_rule)
 
 # An incremental core's parent (chain.py): where it is and which checkpoint it is.
 PARENT = Record({"path": Str(), "checkpoint_id": Str(64)})
+
+
+# The root core of a tree (tree.py): every process, pre-order, the root first.
+TREE_LIMIT = 1 << 16                     # processes in one tree
+SIGNAL0 = Int(0, 64)                     # 0: none
+CORE_NAME = Str(255)
+
+TREE_MEMBER = Record({
+    "pid": PID, "ppid": PID0, "pgid": PID0, "sid": PID0, "exit_signal": SIGNAL0,
+    "pdeath_signal": SIGNAL0, "zombie": Bool(), "exit_status": Int(0, 0xFFFF),
+    "core": CORE_NAME, "tids": List(PID, max_len=1 << 22),
+}, rule=lambda v: _tree_member_rule(v))
+
+
+def _tree_member_rule(v):
+    if v["core"] in (".", "..") or "/" in v["core"]:
+        return f"core name {v['core'][:40]!r} is not a file name"
+    if v["zombie"]:
+        if v["core"]:
+            return "a zombie has no core"
+        if v["tids"] != [v["pid"]]:
+            return "a zombie's tids are [pid]"
+    elif not v["core"]:
+        return "a live process needs a core"
+    elif not v["tids"] or v["tids"][0] != v["pid"]:
+        return "tids must start with the pid"
+    elif v["exit_status"]:
+        return "a live process has no exit status"
+    return None
+
+
+def _tree_rule(v):
+    procs = v["processes"]
+    if not procs or procs[0]["pid"] != v["root"]:
+        return "the root must be the first process"
+    if procs[0]["zombie"]:
+        return "the root is a zombie"
+    seen, tids, cores = set(), set(), set()
+    for i, p in enumerate(procs):
+        if p["pid"] in seen:
+            return f"process {p['pid']} appears twice"
+        for t in p["tids"]:
+            if t in tids:
+                return f"thread {t} appears twice"
+            tids.add(t)
+        if p["core"] and p["core"] in cores:
+            return f"two processes have core {p['core'][:40]!r}"
+        cores.add(p["core"])
+        if i and p["ppid"] not in seen:
+            return f"the parent {p['ppid']} of process {p['pid']} is not an earlier process"
+        seen.add(p["pid"])
+    zombies = {p["pid"] for p in procs if p["zombie"]}
+    for p in procs[1:]:
+        if p["ppid"] in zombies:
+            return f"process {p['pid']} is the child of zombie {p['ppid']}"
+    return None
+
+
+TREE = Record({"root": PID, "processes": List(TREE_MEMBER, max_len=TREE_LIMIT)},
+              rule=_tree_rule)

@@ -21,9 +21,10 @@ def segment_flags(perms):
             | (S.PF_X if perms[2] == "x" else 0))
 
 
-def build_notes(proc, arch_mod, page_size, cursig=0, parent=None):
+def build_notes(proc, arch_mod, page_size, cursig=0, parent=None, tree=None):
     """Standard notes in the kernel's order (fs/binfmt_elf.c write_note_info), then
-    rcore's notes (with RCORE_PARENT for an incremental core: chain.py)."""
+    rcore's notes (with RCORE_PARENT for an incremental core: chain.py, and
+    RCORE_TREE for a tree's root: tree.py)."""
     out = []
     for i, t in enumerate(proc.threads):
         regs = t.user_regs(arch_mod)
@@ -48,6 +49,8 @@ def build_notes(proc, arch_mod, page_size, cursig=0, parent=None):
     out.append(N.encode_note(R.OWNER, R.NT_RCORE_FILES, R.encode_files(proc)))
     if parent:
         out.append(N.encode_note(R.OWNER, R.NT_RCORE_PARENT, R.encode_parent(parent)))
+    if tree:
+        out.append(N.encode_note(R.OWNER, R.NT_RCORE_TREE, R.encode_tree(tree)))
     return b"".join(out)
 
 
@@ -99,15 +102,17 @@ class CoreWriter:
     parent: the RCORE_PARENT identity of an incremental core (chain.py).
     Every core gets a checkpoint_id (in RCORE_PROCESS): random for a new
     checkpoint, kept from proc.extra when the state already has one (a
-    flattened core is the same checkpoint)."""
+    flattened core is the same checkpoint).  tree: the tree.Tree a tree's root
+    core holds (RCORE_TREE)."""
 
-    def __init__(self, path, proc, segments, arch_mod=None, parent=None):
+    def __init__(self, path, proc, segments, arch_mod=None, parent=None, tree=None):
         self.path = os.path.abspath(path)
         self.arch = arch_mod or arch.host()
         self.page = self.arch.PAGE_SIZE
         self.proc = proc
         self.segments = segments
         self.parent = parent
+        self.tree = tree            # tree.Tree: the root core of a tree holds it
         self.checkpoint_id = proc.extra.setdefault("checkpoint_id", os.urandom(16).hex())
         self.fd = None
         self.tmp = None
@@ -144,7 +149,8 @@ class CoreWriter:
         self._write_head()
 
     def _write_head(self):
-        note_data = build_notes(self.proc, self.arch, self.page, parent=self.parent)
+        note_data = build_notes(self.proc, self.arch, self.page, parent=self.parent,
+                                tree=self.tree)
         phnum = 1 + len(self.segments)
         ph_size = ctypes.sizeof(S.Elf64_Phdr)
         notes_off = ctypes.sizeof(S.Elf64_Ehdr) + phnum * ph_size

@@ -131,6 +131,7 @@ class Stat:
     start_time: int = 0  # 22: clock ticks after boot; with the boot ID, tells a process
                          # from a later one that got its PID
     exit_signal: int = 0    # 38: sent to the parent at exit (0: none, as rcore's copy)
+    exit_code: int = 0      # 52: a zombie's wait status, as waitpid reports it
 
 
 def parse_stat(data):
@@ -141,7 +142,7 @@ def parse_stat(data):
     n = lambda i: int(f[i - 3])   # proc(5) field i; f[0] is field 3
     return Stat(int(data[:lpar]), comm, f[0].decode(), n(4), n(5), n(6), n(14), n(15),
                 n(16), n(17), n(19), n(20), n(26), n(27), n(28), n(45), n(46), n(47),
-                n(48), n(49), n(50), n(51), n(7), n(8), n(22), n(38))
+                n(48), n(49), n(50), n(51), n(7), n(8), n(22), n(38), n(52))
 
 
 @_wrap

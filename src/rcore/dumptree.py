@@ -1,0 +1,238 @@
+"""dump of a process tree: a process and all its descendants, one core each,
+frozen at one instant.
+
+    seize and stop every process (the descendants listed again until no new one
+    appears: a stopped process cannot fork) -> capture each -> the tree note,
+    descriptions shared across processes -> each forks its copy -> release all
+    together -> stream each copy's memory -> commit every core, or none.
+
+Any failure before the release leaves every process as it was (each
+FrozenProcess detaches on the way out, each copy is ended); a SIGKILL of rcore
+leaves each process to the guards of the single-process dump (dump.py)."""
+
+import contextlib
+import os
+import signal
+import struct
+import time
+
+from . import fds, timers, tree
+from .dump import DumpSummary, ProcessDump
+from .errors import NoSuchProcess, ProcessExited, RcoreError
+from .interrupts import signals_held
+from .linux import libc, procfs
+from .linux.ptrace import FrozenProcess
+
+
+def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
+              tcp_lock, stopped, track, increment):
+    """dump.dump's tree case (same options): the root's core at path, every
+    other live process's at tree.member_path.  Returns a DumpSummary of the
+    whole tree (processes, cores, identities: for --kill)."""
+    if track or increment:
+        raise RcoreError(f"process {root} has child processes: --track and --incremental "
+                         "checkpoint a single process (add --no-children)")
+    if os.getpid() in tree.descendants(root):
+        raise RcoreError(f"rcore itself is a descendant of process {root}: it cannot "
+                         "checkpoint a tree it is part of (add --no-children)")
+    dumps = {}                  # pid -> ProcessDump of each live process, pre-order
+    try:
+        with signals_held(), contextlib.ExitStack() as frozen_all:
+            frozen, members, t_freeze = _freeze(root, run_state, frozen_all, dumps, path,
+                                                full=full, fork=fork, stream=stream,
+                                                progress=progress,
+                                                unlinked_limit=unlinked_limit,
+                                                tcp_lock=tcp_lock)
+            ordered = {pid: dumps.pop(pid) for pid in members if pid in dumps}
+            dumps.update(ordered)       # pre-order
+            pdeath = {}
+            shared_kinds = {"pipes": set()}     # a pipe's queued bytes: once per tree
+            for pid, one in dumps.items():
+                one.capture(frozen[pid], also=_pdeath_reader(pid, pdeath),
+                            kind_data=shared_kinds)
+            if tcp_lock is not None and not stop:
+                tcp_lock.release()
+            t = _tree(root, members, dumps, pdeath, path)
+            mark_shared(t, {pid: one.proc for pid, one in dumps.items()})
+            for pid, one in dumps.items():
+                if pid == root:
+                    one.tree = t
+                else:
+                    one.proc.extra["tree_root"] = root
+                one.prepare(frozen[pid])
+            for pid in dumps:
+                if stop and dumps[pid].run_state not in ("T", "t"):
+                    stopped.append(pid)
+            for pid in dumps:
+                frozen[pid].release(signal.SIGSTOP if stop else 0)
+            freeze = time.monotonic() - t_freeze
+        for one in dumps.values():
+            one.store()
+        _commit_all(list(dumps.values()))
+    finally:
+        for one in dumps.values():
+            one.close()
+    return _summary(t, dumps, freeze)
+
+
+def _commit_all(ones):
+    """Every core under its name, or none: the root's last (a tree is found
+    through it), and those already renamed removed again if one fails."""
+    done = []
+    try:
+        for one in reversed(ones):
+            one.commit()
+            done.append(one.path)
+    except BaseException:
+        for path in done:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+
+
+def _freeze(root, run_state, stack, dumps, path, **options):
+    """Seize and stop root and every descendant.  Returns ({pid: FrozenProcess},
+    the members' pids in pre-order (zombies too), the monotonic time of the first
+    seize).  dumps gets a ProcessDump of each live member."""
+    frozen, zombies = {}, set()
+    t_freeze = None
+    while True:
+        order = tree.descendants(root)
+        new = [p for p in order if p not in frozen and p not in zombies]
+        if not new:
+            return frozen, order, t_freeze
+        for pid in new:
+            try:
+                state = run_state if pid == root else procfs.read_stat(pid).state
+                if state == "Z":
+                    zombies.add(pid)
+                    continue
+                one = ProcessDump(pid, path if pid == root else tree.member_path(path, pid),
+                                  run_state=state, **options)
+                dumps[pid] = one
+                if t_freeze is None:
+                    t_freeze = time.monotonic()
+                frozen[pid] = stack.enter_context(FrozenProcess(pid, one.options))
+            except (NoSuchProcess, ProcessExited):
+                if pid == root:
+                    raise
+                if pid in dumps:
+                    dumps.pop(pid).close()
+                # it ended meanwhile: a zombie now, or reaped (the next listing says)
+                if tree.is_zombie(pid):
+                    zombies.add(pid)
+
+
+def _pdeath_reader(pid, into):
+    """An injected call (capture_process `also`) reading pid's parent-death signal."""
+    def also(inj, scratch):
+        inj.call("prctl", libc.PR_GET_PDEATHSIG, scratch, 0, 0, 0)
+        (into[pid],) = struct.unpack("<i", libc.read_memory(pid, scratch, 4))
+    return also
+
+
+def _tree(root, order, dumps, pdeath, path):
+    members = []
+    for pid in order:
+        try:
+            m = tree.read_member(pid, pdeath.get(pid, 0))
+        except NoSuchProcess:
+            if pid in dumps:
+                raise ProcessExited(pid) from None
+            continue                    # a zombie reaped meanwhile: not in the tree
+        if pid in dumps:
+            m.zombie, m.exit_status = False, 0
+            m.tids = [t.tid for t in dumps[pid].proc.threads]
+            m.core = os.path.basename(dumps[pid].path)
+        members.append(m)
+    # the zombies of a parent outside what is kept cannot be placed: drop them
+    kept, out = set(), []
+    for m in members:
+        if m.pid == root or m.ppid in kept:
+            kept.add(m.pid)
+            out.append(m)
+    return tree.Tree(root, out)
+
+
+def mark_shared(t, procs):
+    """Set `shared` = [pid, fd] on each descriptor entry whose open file
+    description is one an earlier process of the tree holds (kcmp KCMP_FILE,
+    compared only for entries of the same file), naming that process's master
+    entry of it.  procs: pid -> ProcessState."""
+    earlier = {}                    # (dev, inode) -> [(pid, master fd)]
+    for m in t.processes:
+        proc = procs.get(m.pid)
+        if proc is None:
+            continue
+        mine = {}
+        for f in proc.files:
+            key = (f.dev, f.inode)
+            if f.description == f.fd:
+                for pid, fd in earlier.get(key, ()):
+                    if _same_description(pid, m.pid, fd, f.fd):
+                        mine[f.fd] = [pid, fd]
+                        break
+        for f in proc.files:
+            f.shared = mine.get(f.description)
+        for f in proc.files:
+            if f.description == f.fd and f.shared is None:
+                earlier.setdefault((f.dev, f.inode), []).append((m.pid, f.fd))
+
+
+def _same_description(pid1, pid2, fd1, fd2):
+    try:
+        return libc.kcmp_file(pid1, pid2, fd1, fd2) == 0
+    except OSError:
+        return False
+
+
+def _summary(t, dumps, freeze):
+    ones = list(dumps.values())
+    root = ones[0]
+    warnings = []
+    held = _inodes_by_process(dumps)
+    for one in ones:
+        elsewhere = set().union(*(v for p, v in held.items() if p != one.pid))
+        prefix = "" if one is root else f"process {one.pid}: "
+        warnings += [prefix + w for w in fds.dump_warnings(one.proc, elsewhere)
+                     + timers.warnings(one.proc.timers)]
+    zombies = sum(m.zombie for m in t.processes)
+    s = DumpSummary(root.path, root.pid, sum(len(o.proc.threads) for o in ones),
+                    sum(len(o.segments) for o in ones), sum(o.copier.stored for o in ones),
+                    sum(o.writer.size for o in ones), freeze, 0.0, root.method, warnings)
+    s.processes = len(ones)
+    s.zombies = zombies
+    s.cores = [o.path for o in ones]
+    s.identities = [(o.pid, o.proc.start_time) for o in ones]
+    return s
+
+
+def _inodes_by_process(dumps):
+    """pid -> the inodes of its descriptors and of their peers (unix sockets)."""
+    out = {}
+    for pid, one in dumps.items():
+        out[pid] = {f.inode for f in one.proc.files} | {
+            f.kind_state.get("peer_ino") for f in one.proc.files
+            if isinstance(f.kind_state, dict) and f.kind_state.get("peer_ino")}
+    return out
+
+
+def kill_tree(identities, timeout=5.0):
+    """SIGKILL every process of a dumped tree that is still the same process
+    (PID and start time), children before parents, then wait until each is dead."""
+    alive = [(pid, start) for pid, start in identities if procfs.identity_alive(pid, start)]
+    for pid, start in reversed(alive):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid, start in alive:
+        while time.monotonic() < deadline:
+            try:
+                st = procfs.read_stat(pid)
+            except NoSuchProcess:
+                break
+            if st.state in ("Z", "X") or st.start_time != start:
+                break
+            time.sleep(0.002)

@@ -1,0 +1,132 @@
+"""Process trees: the model of the RCORE_TREE note, the names of member cores,
+and the discovery of a process's descendants.
+
+A tree checkpoint is one ordinary core per live process: the root's at the
+path the user gave, every other one beside it as PATH.PID.  The root's core
+holds the tree (RCORE_TREE, elf/rcore_notes.py): every process in pre-order (a
+parent before its children, siblings by PID), zombies included (they have no
+core)."""
+
+import os
+from dataclasses import dataclass, field
+
+from . import arch
+from .errors import NoSuchProcess, RcoreError
+from .linux import procfs
+from .state import _Record
+
+COPY_NAME = arch.host().COPY_NAME.decode()
+
+
+@dataclass
+class Member(_Record):
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    exit_signal: int = 17       # sent to the parent when it exits (17 SIGCHLD, 0 none)
+    pdeath_signal: int = 0      # prctl(PR_SET_PDEATHSIG)
+    zombie: bool = False
+    exit_status: int = 0        # a zombie's raw wait status; 0 for live processes
+    core: str = ""              # its core's file name, beside the root's; "" for zombies
+    tids: list = field(default_factory=list)
+
+
+@dataclass
+class Tree(_Record):
+    root: int
+    processes: list = field(default_factory=list)   # Member, pre-order, root first
+
+    def member(self, pid):
+        for m in self.processes:
+            if m.pid == pid:
+                return m
+        raise KeyError(pid)
+
+    def children(self, pid):
+        """The members whose parent is pid, by PID."""
+        return [m for m in self.processes if m.ppid == pid and m.pid != self.root]
+
+    def to_dict(self):
+        return {"root": self.root, "processes": [m.to_dict() for m in self.processes]}
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(data["root"], [Member.from_dict(m) for m in data["processes"]])
+
+
+def member_name(root_name, pid):
+    """The file name of process pid's core in the tree whose root core is root_name."""
+    return f"{root_name}.{pid}"
+
+
+def member_path(root_path, member):
+    """The path of member's core (a Member, or a PID) beside the root core
+    root_path; the root's is root_path itself."""
+    directory = os.path.dirname(root_path)
+    if isinstance(member, Member):
+        return os.path.join(directory, member.core) if member.core else ""
+    return os.path.join(directory, member_name(os.path.basename(root_path), member))
+
+
+# --- discovery ---------------------------------------------------------------------
+
+def children(pid):
+    """Child processes of pid (of every thread), by PID, but a dump's own fork
+    copies (named COPY_NAME: never the program's).  Reliable only while pid is
+    stopped (a running process may fork between two reads)."""
+    kids = set()
+    try:
+        tids = os.listdir(procfs.path(pid, "task"))
+    except FileNotFoundError:
+        return []
+    for tid in tids:
+        try:
+            with open(procfs.path(pid, "task", tid, "children")) as f:
+                kids.update(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return sorted(k for k in kids if _comm(k) != COPY_NAME)
+
+
+def descendants(root):
+    """root and all its descendants, pre-order, siblings by ascending PID."""
+    out = []
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(reversed(children(pid)))
+    return out
+
+
+def _comm(pid):
+    try:
+        return procfs.read_comm(pid)
+    except (OSError, RcoreError):
+        return ""
+
+
+def read_member(pid, pdeath_signal=0):
+    """A Member of process pid as /proc shows it now (its core name is set by
+    the dump).  Raises NoSuchProcess when it is gone (reaped)."""
+    st = procfs.read_stat(pid)
+    zombie = st.state == "Z"
+    if zombie:
+        tids = [pid]
+    else:
+        try:
+            tids = [pid] + sorted(t for t in map(int, os.listdir(procfs.path(pid, "task")))
+                                  if t != pid)
+        except FileNotFoundError:
+            raise NoSuchProcess(pid) from None
+    return Member(pid=pid, ppid=st.ppid, pgid=st.pgrp, sid=st.session,
+                  exit_signal=st.exit_signal, pdeath_signal=pdeath_signal, zombie=zombie,
+                  exit_status=st.exit_code if zombie else 0, tids=tids)
+
+
+def is_zombie(pid):
+    try:
+        return procfs.read_stat(pid).state == "Z"
+    except NoSuchProcess:
+        return False

@@ -351,7 +351,11 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
         from .dumptree import dump_tree as one
     increment, note = chain.prepare_increment(pid, incremental) if incremental else (None, "")
     lock = tcp_repair.NetworkLock() if tcp_established else None
-    held_stopped = kill and lock is not None and not stop
+    # --kill: what the program does after the checkpoint is undone by the restart,
+    # so it is held stopped until killed: running on, it could write files or
+    # pipes, and in a tree, a member killed before another lets that one see end
+    # of file and act on it.
+    held_stopped = kill and not stop
     stopped = []               # _dump notes there that it sent SIGSTOP
     options = dict(stop=stop or held_stopped, full=full, fork=fork,
                    progress=progress, unlinked_limit=unlinked_limit, run_state=run_state,

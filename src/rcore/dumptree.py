@@ -54,6 +54,9 @@ def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit,
                 tcp_lock.release()
             t = _tree(root, members, dumps, pdeath, path)
             mark_shared(t, {pid: one.proc for pid, one in dumps.items()})
+            # A pipe between members is no longer one with an end outside.
+            fds.pipe.find_other_ends([f for one in dumps.values() for f in one.proc.files],
+                                     set(dumps))
             for pid, one in dumps.items():
                 if pid == root:
                     one.tree = t

@@ -172,7 +172,7 @@ def _check_fd_identities(proc, trusted):
             identity.require_recorded(f"fd {f.fd} ({f.path})", f, trusted)
 
 
-def _creds_to_take(proc):
+def creds_to_take(proc):
     """The uid/gid/groups the new process must take, or None (rcore's own)."""
     creds = proc.creds
     if not creds or not creds.get("uid"):
@@ -185,7 +185,7 @@ def _creds_to_take(proc):
 
 
 def _check_creds(proc):
-    want = _creds_to_take(proc)
+    want = creds_to_take(proc)
     if want and os.geteuid() != 0:
         raise Incompatible(f"the checkpointed process ran as uid {want['uid'][0]} gid "
                            f"{want['gid'][0]}; only root can restart it with other "
@@ -256,12 +256,12 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
         with owner.as_owner(speaker):
             plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported,
                                   core.read, inherit, tcp_established)
-            _plan_cwd(proc, plan)
+            plan_cwd(proc, plan)
         try:
             with signals_held():
                 if proc.children:
                     plan.warnings.append(children_not_carried(proc))
-                clocks = _clocks(proc, host_clocks, plan.warnings)
+                clocks = clocks_for(proc, host_clocks, plan.warnings)
                 pid, same_tids = _spawn(proc, plan, detach, any_pid, clocks)
                 pidfd = None
                 try:
@@ -288,7 +288,7 @@ def _cwd_deleted(proc):
     return proc.cwd.endswith(fds.ghost.DELETED)
 
 
-def _plan_cwd(proc, plan):
+def plan_cwd(proc, plan):
     """A working directory deleted at the checkpoint comes back as an empty
     directory, made in a private place and removed before the process runs
     (fds/ghost.py): the process's cwd is a deleted directory again."""
@@ -302,7 +302,7 @@ def _plan_cwd(proc, plan):
         os.chmod(os.path.dirname(proc.cwd), 0o711)
 
 
-def _clocks(proc, host_clocks, warnings):
+def clocks_for(proc, host_clocks, warnings):
     """The clocks the process goes on from, or None: the host's."""
     if host_clocks or not proc.clocks:
         return None
@@ -319,7 +319,7 @@ def _spawn(proc, plan, detach, any_pid, clocks):
     argv = proc.cmdline or [proc.exe.path]
     tids = [t.tid for t in proc.threads]
     same = not (any_pid and any(spawn.pid_in_use(t) for t in tids))
-    creds = _creds_to_take(proc)
+    creds = creds_to_take(proc)
     try:
         thread = spawn.spawn_stopped(proc.exe.path, argv, pid=proc.pid if same else None,
                                      fds=plan.fds, detach=detach, creds=creds,
@@ -336,10 +336,10 @@ def _spawn(proc, plan, detach, any_pid, clocks):
 def _build(pid, core, plan, lazy, same_tids, progress):
     """Make the stopped, freshly executed process pid the checkpoint's, and let
     it run."""
-    _release(build_stopped(pid, core, plan, lazy, same_tids, progress), core.state, plan)
+    release_built(build_stopped(pid, core, plan, lazy, same_tids, progress), core.state, plan)
 
 
-def _release(frozen, proc, plan):
+def release_built(frozen, proc, plan):
     # A process checkpointed while stopped (SIGSTOP, Ctrl-Z) comes back stopped.
     frozen.release(signal.SIGSTOP if proc.state == "T" else 0)
     plan.released(frozen.pid)

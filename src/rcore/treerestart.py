@@ -12,7 +12,7 @@ parent so that the links are the kernel's (treespawn.py).
                description (one offset)
     spawn      the tree of placeholders: PIDs, parents, sessions, groups, exit
                and parent-death signals, zombies (treespawn.py)
-    build      each process as restart.build_stopped does; then groups whose
+    build      each process as build_stopped does; then groups whose
                leader was made after a member are joined (injected setpgid)
     release    every plan committed, every process let go, children first
 
@@ -22,7 +22,9 @@ import os
 import signal
 from dataclasses import replace
 
-from . import fds, identity, owner, restart, spawn, treespawn
+from . import fds, identity, owner, spawn, treespawn
+from .restart import (CoreFile, Restarted, build_stopped, check_restartable, clocks_for,
+                      creds_to_take, plan_cwd, release_built)
 from .errors import Unsupported
 from .interrupts import signals_held
 from .linux import inject, procfs
@@ -34,13 +36,13 @@ def restart_tree(core, path, *, detach=False, lazy=False, stdin=None, stdout=Non
                  stderr=None, skip_unsupported=False, host_clocks=False, inherit=None,
                  progress=None, tcp_established=False, pid_namespace=False):
     """Restart the tree whose root's core is `core` (opened from `path`); returns
-    the root's restart.Restarted handle once every process runs."""
+    the root's Restarted handle once every process runs."""
     tree = core.tree
     cores = {tree.root: core}
     try:
         for m in tree.processes:
             if not m.zombie and m.pid != tree.root:
-                cores[m.pid] = restart.CoreFile(member_path(path, m))
+                cores[m.pid] = CoreFile(member_path(path, m))
         speakers = {pid: _check_member(c, tree.member(pid)) for pid, c in cores.items()}
         if not pid_namespace:
             spawn.check_pids_free([t for m in tree.processes for t in m.tids])
@@ -58,7 +60,7 @@ def restart_tree(core, path, *, detach=False, lazy=False, stdin=None, stdout=Non
                         proc, (stdin, stdout, stderr) if root else (None, None, None),
                         skip_unsupported, cores[m.pid].read, inherit if root else None,
                         tcp_established, tree=files)
-                    restart._plan_cwd(proc, plans[m.pid])
+                    plan_cwd(proc, plans[m.pid])
                 nodes[m.pid].fds = plans[m.pid].fds
             with signals_held():
                 return _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks,
@@ -73,7 +75,7 @@ def restart_tree(core, path, *, detach=False, lazy=False, stdin=None, stdout=Non
 
 
 def _check_member(core, member):
-    speaker = restart.check_restartable(core, any_pid=True)
+    speaker = check_restartable(core, any_pid=True)
     proc = core.state
     if proc.pid != member.pid or sorted(t.tid for t in proc.threads) != sorted(member.tids):
         raise Unsupported(f"{core.path} is not the core of process {member.pid} of the tree "
@@ -107,7 +109,7 @@ def _nodes(tree, cores):
             proc = cores[m.pid].state
             node.exe = proc.exe.path
             node.argv = proc.cmdline or [proc.exe.path]
-            node.creds = restart._creds_to_take(proc)
+            node.creds = creds_to_take(proc)
         nodes[m.pid] = node
         if m.pid != tree.root:
             nodes[m.ppid].children.append(node)
@@ -132,7 +134,7 @@ def _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks, pid_na
     root_proc = cores[tree.root].state
     root_plan = plans[tree.root]
     warnings = list(warnings_of(tree))
-    clocks = restart._clocks(root_proc, host_clocks, warnings)
+    clocks = clocks_for(root_proc, host_clocks, warnings)
     root = nodes[tree.root]
     waited = treespawn.spawn_tree(root, detach=detach, clocks=clocks,
                                   pid_namespace=pid_namespace)
@@ -156,7 +158,7 @@ def _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks, pid_na
                 continue
             node, plan = nodes[m.pid], plans[m.pid]
             # Thread IDs are kept in a namespace too (set_tid is per namespace).
-            frozen[m.pid] = restart.build_stopped(node.host_pid, cores[m.pid], plan, lazy,
+            frozen[m.pid] = build_stopped(node.host_pid, cores[m.pid], plan, lazy,
                                                   True, progress if m.pid == tree.root else None,
                                                   commit=False)
             prefix = "" if m.pid == tree.root else f"process {m.pid}: "
@@ -173,8 +175,8 @@ def _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks, pid_na
         raise
     for m in reversed(tree.processes):
         if m.pid in frozen:
-            restart._release(frozen[m.pid], cores[m.pid].state, plans[m.pid])
-    return restart.Restarted(root.host_pid, pidfd, detach, warnings, waiter)
+            release_built(frozen[m.pid], cores[m.pid].state, plans[m.pid])
+    return Restarted(root.host_pid, pidfd, detach, warnings, waiter)
 
 
 def _join_late_groups(tree, nodes, pid_namespace):

@@ -97,8 +97,10 @@ def find_other_ends(files, inside):
         if f.kind == "pipe":
             ends.setdefault(f.inode, set()).add(f.flags & os.O_ACCMODE == os.O_WRONLY)
     for f in files:
-        if f.kind == "pipe" and len(ends[f.inode]) == 1:
-            lonely.setdefault(f.inode, []).append(f)
+        if f.kind == "pipe":
+            f.kind_state.pop("other_end", None)
+            if len(ends[f.inode]) == 1:
+                lonely.setdefault(f.inode, []).append(f)
     if not lonely:
         return
     holders = pipes.holders({f"pipe:[{ino}]" for ino in lonely}, inside)

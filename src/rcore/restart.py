@@ -234,11 +234,14 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                   PID whatever the host's PIDs in use; wait() gives the root's
                   status once every process in it has ended"""
     core = CoreFile(path)
-    tree = getattr(core, "tree", None)
+    tree = core.tree
+    if pid_namespace and (tree is None or without_children):
+        from .tree import alone
+        tree = alone(core.state, os.path.basename(path))
     if tree and not without_children and (len(tree.processes) > 1 or pid_namespace):
         from .treerestart import restart_tree
         try:
-            return restart_tree(core, path, detach=detach, lazy=lazy, stdin=stdin,
+            return restart_tree(core, tree, path, detach=detach, lazy=lazy, stdin=stdin,
                                 stdout=stdout, stderr=stderr,
                                 skip_unsupported=skip_unsupported, host_clocks=host_clocks,
                                 inherit=inherit, progress=progress,

@@ -47,10 +47,10 @@ assert ctypes.sizeof(CloneArgs) == 88
 
 
 class PidTaken(RcoreError):
-    def __init__(self, pid, what="PID"):
+    def __init__(self, pid, what="PID", hint="restart with --any-pid"):
         self.pid = pid
         super().__init__(f"{what} {pid} is in use by another process; end it first, "
-                         "or restart with --any-pid")
+                         f"or {hint}")
 
 
 class PidNotSettable(RcoreError):

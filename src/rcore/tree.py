@@ -55,6 +55,13 @@ class Tree(_Record):
         return cls(data["root"], [Member.from_dict(m) for m in data["processes"]])
 
 
+def alone(proc, core_name):
+    """The tree of one process (ProcessState) restarted on its own (restart
+    --pid-namespace of a core without RCORE_TREE, or --without-children)."""
+    return Tree(proc.pid, [Member(pid=proc.pid, ppid=proc.ppid, pgid=proc.pgrp, sid=proc.sid,
+                                  core=core_name, tids=[t.tid for t in proc.threads])])
+
+
 def member_name(root_name, pid):
     """The file name of process pid's core in the tree whose root core is root_name."""
     return f"{root_name}.{pid}"

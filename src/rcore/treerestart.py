@@ -32,12 +32,12 @@ from .linux.inject import Injector
 from .tree import member_path
 
 
-def restart_tree(core, path, *, detach=False, lazy=False, stdin=None, stdout=None,
+def restart_tree(core, tree, path, *, detach=False, lazy=False, stdin=None, stdout=None,
                  stderr=None, skip_unsupported=False, host_clocks=False, inherit=None,
                  progress=None, tcp_established=False, pid_namespace=False):
     """Restart the tree whose root's core is `core` (opened from `path`); returns
-    the root's Restarted handle once every process runs."""
-    tree = core.tree
+    the root's Restarted handle once every process runs.  tree: the core's
+    (tree.Tree), or one of the root alone (tree.alone)."""
     cores = {tree.root: core}
     try:
         for m in tree.processes:
@@ -45,7 +45,10 @@ def restart_tree(core, path, *, detach=False, lazy=False, stdin=None, stdout=Non
                 cores[m.pid] = CoreFile(member_path(path, m))
         speakers = {pid: _check_member(c, tree.member(pid)) for pid, c in cores.items()}
         if not pid_namespace:
-            spawn.check_pids_free([t for m in tree.processes for t in m.tids])
+            try:
+                spawn.check_pids_free([t for m in tree.processes for t in m.tids])
+            except spawn.PidTaken as err:
+                raise spawn.PidTaken(err.pid, hint="restart with --pid-namespace") from None
         nodes = _nodes(tree, cores)
         files = fds.TreeFiles([c.state for c in cores.values()])
         plans = {}
@@ -138,6 +141,9 @@ def _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks, pid_na
     root = nodes[tree.root]
     waited = treespawn.spawn_tree(root, detach=detach, clocks=clocks,
                                   pid_namespace=pid_namespace)
+    if pid_namespace and not treespawn.has_own_proc(root.host_pid):
+        warnings.append("the processes see the host's /proc (a mount namespace could not "
+                        "be made): /proc/PID of their own PIDs names other processes")
     pidfd = waiter = None
     frozen = {}
     try:

@@ -155,6 +155,12 @@ def spawn_tree(root, *, detach=False, clocks=None, pid_namespace=False, env=None
         pipes.close()
 
 
+def has_own_proc(host_pid):
+    """Whether process host_pid runs in another mount namespace than rcore (its
+    init mounted the namespace's own /proc there)."""
+    return os.readlink(f"/proc/{host_pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+
+
 def kill_tree(root, init_pid=None):
     """End every process made so far, children first, and reap what rcore may."""
     for n in reversed(list(walk(root))):
@@ -240,6 +246,14 @@ def _init(root, pipes, env):
     status = None
     try:
         libc.prctl(libc.PR_SET_NAME, b"rcore-init")
+        try:
+            # Its own /proc, so that a process's /proc/PID is its own (getpid()
+            # gives the namespace's PIDs); mounts made in there stay in there.
+            libc.unshare(CLONE_NEWNS)
+            libc.mount("none", "/", None, libc.MS_REC | libc.MS_PRIVATE)
+            libc.mount("proc", "/proc", "proc")
+        except OSError:
+            pass        # the host's /proc then: said by restart (proc_not_mounted)
         got = spawn._clone_with_pid(root.pid, 0)
         if got == 0:
             _placeholder(root, pipes.ready[1], pipes, env)

@@ -110,6 +110,14 @@ def unshare(flags):
     syscall("unshare", flags)     # os.unshare only from Python 3.12
 
 
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
+
+
+def mount(source, target, fstype, flags=0):
+    _check(_libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
+                       ctypes.c_ulong(flags), None), f"mount {target}")
+
+
 def pidfd_getfd(pidfd, fd):
     """A duplicate of another process's descriptor fd (close-on-exec)."""
     return syscall("pidfd_getfd", pidfd, fd, 0)

@@ -292,7 +292,10 @@ def _placeholder(node, ready_w, pipes, env, parents_ready_w=None):
     made = []
     try:
         for fd in {pipes.ready[1], parents_ready_w} - {ready_w, None}:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass        # a grandparent's, closed by the parent already
         signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals())
         if node.session_leader:
             os.setsid()

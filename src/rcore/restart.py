@@ -64,6 +64,7 @@ class Restarted:
         # (pid, pidfd) of what wait() waits for instead: a PID namespace's init
         # (treespawn.py), which ends with the root's status once all have ended.
         self._waiter = waiter
+        self.at_end = []            # called once it has ended (the terminal back)
 
     def send_signal(self, sig):
         if self._pidfd is not None and self.returncode is None:
@@ -94,6 +95,9 @@ class Restarted:
                 except InterruptedError:
                     continue
             self.returncode = os.waitstatus_to_exitcode(status)
+        for step in self.at_end:
+            step()
+        self.at_end = []
         self.close()
         return self.returncode
 

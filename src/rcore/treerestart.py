@@ -179,10 +179,49 @@ def _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks, pid_na
             if fd is not None:
                 os.close(fd)
         raise
+    terminal = _terminal_to_give(tree, cores, plans, nodes)
+    if terminal is not None:
+        _set_foreground(terminal, root.host_pid)
     for m in reversed(tree.processes):
         if m.pid in frozen:
             release_built(frozen[m.pid], cores[m.pid].state, plans[m.pid])
-    return Restarted(root.host_pid, pidfd, detach, warnings, waiter)
+    handle = Restarted(root.host_pid, pidfd, detach, warnings, waiter)
+    if terminal is not None:
+        handle.at_end.append(lambda: _set_foreground(terminal, os.getpgrp(), close=True))
+    return handle
+
+
+def _terminal_to_give(tree, cores, plans, nodes):
+    """The root leads a process group of its own again (a shell's job), so it is
+    not in rcore's: when it had its terminal in the foreground and rcore has
+    it now, the root's group gets it, and rcore takes it back at the end, as a
+    shell does.  Returns rcore's descriptor of that terminal, or None."""
+    node = nodes[tree.root]
+    if node.session_leader or node.group != tree.root:
+        return None
+    for f in cores[tree.root].state.files:
+        tty = f.kind_state.get("tty") if f.kind == "chr" else None
+        if tty and tty.get("foreground") and f.fd in plans[tree.root].fds:
+            fd = plans[tree.root].fds[f.fd]
+            try:
+                if os.tcgetpgrp(fd) == os.getpgrp():
+                    return os.dup(fd)
+            except OSError:
+                return None
+    return None
+
+
+def _set_foreground(fd, pgid, close=False):
+    # A background process group calling tcsetpgrp gets SIGTTOU unless blocked.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTTOU])
+    try:
+        os.tcsetpgrp(fd, pgid)
+    except OSError:
+        pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if close:
+            os.close(fd)
 
 
 def _join_late_groups(tree, nodes, pid_namespace):

@@ -239,6 +239,15 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                   status once every process in it has ended"""
     core = CoreFile(path)
     tree = core.tree
+    root = core.state.extra.get("tree_root")
+    if root and not without_children:
+        core.close()
+        name = os.path.basename(path)
+        suffix = f".{core.state.pid}"
+        root_name = name[: -len(suffix)] if name.endswith(suffix) else f"the core of process {root}"
+        raise Unsupported(f"{path} is process {core.state.pid} of the tree checkpointed in "
+                          f"{root_name}; restart that core (or this process alone with "
+                          "--without-children)")
     if pid_namespace and (tree is None or without_children):
         from .tree import alone
         tree = alone(core.state, os.path.basename(path))

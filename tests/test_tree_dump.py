@@ -2,6 +2,7 @@
 root's holding the tree (RCORE_TREE), every process frozen together and left as
 it was whatever happens."""
 
+import json
 import os
 import signal
 import subprocess
@@ -253,3 +254,24 @@ def test_a_process_without_children_is_dumped_as_before(procs, tmp_path):
 def test_discovery_lists_descendants_in_pre_order(family):
     f = family
     assert tree.descendants(f["root"]) == [f["root"], f["a"], f["b"], f["z"], f["c"]]
+
+
+def test_info_shows_the_tree_and_a_member_names_its_root(family, tmp_path):
+    core = tmp_path / "job.core"
+    rcore.dump(family["root"], str(core))
+    r = rcore_cmd("info", core)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "tree:     4 processes and 1 zombie(s), root %d" % family["root"] in lines, r.stdout
+    row = {int(x.split()[0]): x for x in lines if x.startswith("  ") and x.split()[0].isdigit()}
+    a, z, c = (row[family[k]].split() for k in "azc")
+    assert a[:3] == [str(family["a"]), str(family["root"]), str(family["a"])]
+    assert f"job.core.{family['a']}" in a and "parent-death signal 9" in row[family["a"]]
+    assert "zombie, exit 3" in row[family["z"]] and "exit signal 0" in row[family["c"]]
+    r = rcore_cmd("info", f"{core}.{family['a']}")
+    assert f"of the tree of process {family['root']}: its root core job.core" in r.stdout
+    assert f"shared with process {family['root']} fd 1" in r.stdout, r.stdout
+    r = rcore_cmd("info", "--json", core)
+    t = json.loads(r.stdout)["tree"]
+    assert [m["pid"] for m in t["processes"]][0] == family["root"]
+    assert all(m["present"] for m in t["processes"] if m["core"])

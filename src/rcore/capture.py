@@ -99,13 +99,12 @@ def capture_thread(thread):
 
 
 def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None,
-                    unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None, safe=None, also=None,
-                    kind_data=None):
+                    unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None, safe=None, also=None):
     """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
     run_state: the state letter read before freezing (frozen, it reads "t").
     safe (inject.SafeSites): guard the injected calls against rcore's death.
     also(inj, scratch): more calls to inject with the others (a tree's
-    pdeath signal); kind_data: descriptor data shared by the processes of a tree."""
+    pdeath signal)."""
     pid = frozen.pid
     clocks = timens.capture_clocks(pid)
     st = procfs.read_stat(pid)
@@ -121,8 +120,7 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         comm=st.comm, cmdline=cmdline, exe=capture_exe(pid),
         mm=MmFields(st.start_code, st.end_code, st.start_data, st.end_data, st.start_brk, 0,
                     st.start_stack, st.arg_start, st.arg_end, st.env_start, st.env_end),
-        mappings=mappings, mapped_files=mapped_files or {}, files=capture_files(pid, unlinked_limit, tcp_lock=tcp_lock,
-                                                                         kind_data=kind_data),
+        mappings=mappings, mapped_files=mapped_files or {}, files=capture_files(pid, unlinked_limit, tcp_lock=tcp_lock),
         auxv=procfs.read_bytes(pid, "auxv"), cwd=procfs.read_link(pid, "cwd"),
         root=procfs.read_link(pid, "root"), umask=int(status.get("Umask", "0022"), 8),
         rlimits=procfs.read_rlimits(pid),

@@ -443,18 +443,17 @@ class ProcessDump:
         self.track, self.increment = track, increment
         self.options = seize_options(pid)
         self.mem = LiveMemory(pid)
-        self.copy = self.writer = self.proc = self.tree = None
+        self.copy = self.writer = self.proc = None
         self.method = "frozen"
         self.tracking, self.track_note = None, ""
-        self.later = []
+        self.now, self.later = [], []
 
     def _errors(self):
         return _OsErrors(self.pid, self.path)
 
-    def capture(self, frozen, also=None, kind_data=None):
+    def capture(self, frozen, also=None):
         """The process's state (self.proc).  also(inj, scratch): more injected
-        calls, run with the others; kind_data: descriptor capture data shared
-        across processes (fds.capture_files)."""
+        calls, run with the others."""
         with self._errors():
             pid = self.pid
             mappings, files = capture_mappings(pid)
@@ -463,14 +462,23 @@ class ProcessDump:
             self.rseq_areas = _read_rseq_areas(frozen, self.mem)
             self.proc = capture_process(frozen, self.syscall_addr, mappings, files,
                                         self.run_state, self.unlinked_limit, self.tcp_lock,
-                                        safe=self.safe, also=also, kind_data=kind_data)
+                                        safe=self.safe, also=also)
 
-    def prepare(self, frozen):
-        """Open the core, store what a fork would not carry, fork the copy."""
+    def prepare(self, frozen, now=True):
+        """Plan the core, store what a fork would not carry (unless now is
+        false: then store_frozen() must follow before the release), fork the
+        copy."""
         with self._errors():
-            self._prepare(frozen)
+            self._prepare(frozen, now)
 
-    def _prepare(self, frozen):
+    def store_frozen(self):
+        """Store what a fork would not carry (prepare with now=False)."""
+        with self._errors():
+            if self.now:
+                self._open()
+                self.copier.copy(self.mem, self.now)
+
+    def _prepare(self, frozen, store_now):
         pid, proc, mem = self.pid, self.proc, self.mem
         if _clean_up_after_dead_dumps(frozen, self.syscall_addr, self.safe, proc.mappings):
             proc.mappings, proc.mapped_files = capture_mappings(pid)
@@ -486,29 +494,38 @@ class ProcessDump:
                                                   dirty.Written(pid), SPARSE, rseq_pages)
         self.segments = segments
         self.writer = CoreWriter(self.path, proc, segments,
-                                 parent=increment and increment.parent, tree=self.tree)
-        self.writer.open()
+                                 parent=increment and increment.parent)
         total = sum(m.size if how != HEADER else PAGE for m, how in plan if how != NOTHING)
         self.copier = _Copier(self.writer, self.progress, total)
         now, later = [], []
         for m, how in plan:
             if how != NOTHING:
                 (now if not self.fork or _from_original(m) else later).append((m, how))
-        self.copier.copy(mem, now)
+        self.now = now
+        if store_now:
+            self.store_frozen()
         if self.track:
             self.tracking, self.track_note = dirty.arm(frozen, self.syscall_addr,
                                                        proc.mappings, self.safe)
         if later:
             copy = _fork_copy(frozen, self.syscall_addr, self.safe)
             if copy is None:
+                self._open()
                 self.copier.copy(mem, later)      # no code page for the fork: now
             else:
                 self.copy, self.copy_syscall = copy
                 self.later = later
 
+    def _open(self):
+        # The core is created when data must be written while the process is
+        # frozen, else after its release: the freeze does not wait for the file.
+        if self.writer.fd is None:
+            self.writer.open()
+
     def store(self):
         """Store the copy's memory (the process runs again)."""
         with self._errors():
+            self._open()
             if self.copy:
                 self.method = _store_copy(self.copy, self.copy_syscall, self.copier,
                                           self.later, self.stream)

@@ -2,7 +2,7 @@
 
 import os
 
-from . import fds, settings, timens, timers
+from . import fds, settings, timens, timers, tree
 
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 12: "USR2",
@@ -32,6 +32,10 @@ def describe(core):
         stored = sum(_stored_bytes(core, g) for g in segs if g is not None and g.filesz)
         d["regions"].append({"start": m.start, "end": m.end, "size": m.size, "perms": m.perms,
                              "path": m.path, "offset": m.offset, "stored": stored})
+    if core.tree is not None:
+        d["tree"] = _describe_tree(core)
+    if "tree_root" in proc.extra:
+        d["tree_root"] = {"pid": proc.extra["tree_root"], "core": _root_core_name(core)}
     if core.parent:
         from .chain import describe_chain
         d["parent"] = core.parent
@@ -47,6 +51,32 @@ def describe(core):
                          "sigaltstack": t.sigaltstack} for t in proc.threads],
         }
     return d
+
+
+def _describe_tree(core):
+    t = core.tree
+    out = {"root": t.root, "processes": []}
+    for m in t.processes:
+        entry = m.to_dict()
+        path = tree.member_path(core.path, m)
+        entry["present"] = bool(path) and os.path.isfile(path)
+        out["processes"].append(entry)
+    return out
+
+
+def _root_core_name(core):
+    """The root core's file name, as the dump named a member core (ROOT.PID)."""
+    name, _, pid = os.path.basename(core.path).rpartition(".")
+    return name if pid == str(core.state.pid) else ""
+
+
+def _member_state(m):
+    if not m["zombie"]:
+        return "live"
+    status = m["exit_status"]
+    if status & 0x7F:
+        return f"zombie, killed by signal {status & 0x7F}"
+    return f"zombie, exit {status >> 8}"
 
 
 def _stored_bytes(core, seg):
@@ -81,6 +111,13 @@ def format_text(d):
              f"threads:  {len(d['threads'])}"]
     for t in d["threads"]:
         lines.append(f"  tid {t['tid']:<8} rip {t['rip']:#018x}  rsp {t['rsp']:#018x}  {t['comm']}")
+    if d.get("tree"):
+        lines += _tree_lines(d["tree"])
+    if d.get("tree_root"):
+        root = d["tree_root"]
+        lines.append(f"tree:     process {d['pid']} of the tree of process {root['pid']}: "
+                     f"its root core {root['core'] or '(renamed)'} holds the tree; "
+                     "restart that core")
     total = sum(r["stored"] for r in d["regions"])
     lines.append(f"regions:  {len(d['regions'])} ({_size(total)} stored)")
     for r in d["regions"]:
@@ -98,6 +135,9 @@ def format_text(d):
             state = f.get("state") or (f"pos {f['pos']}" if f["kind"] == "file" else "")
             lines.append(f"  fd {f['fd']:<3} {f['kind']:<8} {f['path']}"
                          + (f"  {state}" if state else ""))
+            if f.get("shared"):
+                lines.append(f"  {'':<12} shared with process {f['shared'][0]} fd "
+                             f"{f['shared'][1]} (one open file description)")
             if f.get("restart"):
                 lines.append(f"  {'':<12} restart: {f['restart']}")
     if "rcore" in d:
@@ -114,3 +154,24 @@ def format_text(d):
             lines.append(f"timers:   {len(r['timers'])} POSIX timers")
             lines += [f"  {timers.describe(t)}" for t in r["timers"]]
     return "\n".join(lines)
+
+
+def _tree_lines(t):
+    procs = t["processes"]
+    zombies = sum(m["zombie"] for m in procs)
+    lines = [f"tree:     {len(procs) - zombies} processes"
+             + (f" and {zombies} zombie(s)" if zombies else "") + f", root {t['root']}",
+             f"  {'pid':<8} {'ppid':<8} {'pgid':<8} {'sid':<8} {'state':<28} core"]
+    for m in procs:
+        core = m["core"] or "-"
+        if m["core"] and not m["present"]:
+            core += " (missing)"
+        extra = []
+        if m["exit_signal"] != 17:
+            extra.append(f"exit signal {m['exit_signal']}")
+        if m["pdeath_signal"]:
+            extra.append(f"parent-death signal {m['pdeath_signal']}")
+        lines.append(f"  {m['pid']:<8} {m['ppid']:<8} {m['pgid']:<8} {m['sid']:<8} "
+                     f"{_member_state(m):<28} {core}"
+                     + (f"  ({', '.join(extra)})" if extra else ""))
+    return lines

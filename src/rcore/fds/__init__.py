@@ -75,16 +75,13 @@ def kind_of(f):
 
 # --- dump ------------------------------------------------------------------------
 
-def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True, tcp_lock=None,
-                  kind_data=None):
+def capture_files(pid, unlinked_limit=UNLINKED_FILE_LIMIT, with_data=True, tcp_lock=None):
     """The descriptor table of (frozen) process pid, each entry captured by its
     kind.  with_data: also what only the process holds (queued pipe bytes,
     contents of unlinked files up to unlinked_limit bytes...) for a restart.
     tcp_lock: a tcp_repair.NetworkLock to capture established TCP connections
-    alive (dump --tcp-established); the caller releases it.  kind_data: what
-    the kinds keep across the processes of a tree (the pipes whose queued bytes
-    are already captured: once per tree)."""
-    with Capture(pid, with_data, unlinked_limit, tcp_lock, kind_data) as ctx:
+    alive (dump --tcp-established); the caller releases it."""
+    with Capture(pid, with_data, unlinked_limit, tcp_lock) as ctx:
         return _capture_table(ctx)
 
 
@@ -127,10 +124,10 @@ def _capture_table(ctx):
 class Capture:
     """What the kinds' capture() share over one walk of a descriptor table."""
 
-    def __init__(self, pid, with_data, unlinked_limit, tcp_lock=None, kind_data=None):
+    def __init__(self, pid, with_data, unlinked_limit, tcp_lock=None):
         self.pid, self.with_data, self.unlinked_limit = pid, with_data, unlinked_limit
         self.tcp_lock = tcp_lock
-        self.kind_data = dict(kind_data or {})
+        self.kind_data = {}
         self._pidfd = None
 
     def copy_fd(self, fd):

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import arch, chain, dirty, fds, timers
+from . import arch, chain, dirty, fds, sysvipc, timers
 from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
 from .elf.writer import CoreWriter
@@ -405,6 +405,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             rseq_areas = _read_rseq_areas(frozen, mem)
             proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
                                   unlinked_limit, tcp_lock, safe=safe)
+            proc.sysvipc, ipc_warnings = sysvipc.capture(pid, [proc])
             if tcp_lock is not None and not stop:
                 tcp_lock.release()      # the target runs on: no packet may be dropped
             if _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):
@@ -458,7 +459,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
     return DumpSummary(path, pid, len(proc.threads), len(segments), copier.stored,
                        writer.size, freeze, 0.0, method,
                        ([children_not_carried(proc)] if proc.children else [])
-                       + fds.dump_warnings(proc) + timers.warnings(proc.timers), track_note)
+                       + fds.dump_warnings(proc) + timers.warnings(proc.timers) + ipc_warnings,
+                       track_note)
 
 
 def _store_copy(copy, syscall_addr, copier, plan, stream):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
 from os import O_CLOEXEC, O_RDONLY, O_RDWR
 
-from . import arch
+from . import arch, shm
 from .errors import Incompatible, RcoreError
 from .linux import libc, procfs
 from .linux.libc import (AT_FDCWD, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN,
@@ -414,7 +414,9 @@ class AddressSpaceBuilder:
 
     def _map(self, m, addr, size, offset):
         prot = prot_of(m.perms)
-        if is_file_mapping(m):
+        if shm.is_sysv(m):
+            shm.attach(self.inj, m)
+        elif is_file_mapping(m):
             fd = self._open_in_target(m)
             try:
                 self.inj.call("mmap", addr, size, prot,

@@ -261,6 +261,8 @@ class CoreFile:
                 proc.files = R.decode_files(desc)
             elif ntype == R.NT_RCORE_PARENT:
                 self.parent = R.decode_parent(desc)
+            elif ntype == R.NT_RCORE_SYSVIPC:
+                proc.sysvipc = R.decode_sysvipc(desc)
 
     def require_complete(self):
         """What a core must hold for restore or restart to act on it, checked in

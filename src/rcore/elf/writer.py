@@ -48,6 +48,8 @@ def build_notes(proc, arch_mod, page_size, cursig=0, parent=None):
     out.append(N.encode_note(R.OWNER, R.NT_RCORE_FILES, R.encode_files(proc)))
     if parent:
         out.append(N.encode_note(R.OWNER, R.NT_RCORE_PARENT, R.encode_parent(parent)))
+    if proc.sysvipc:
+        out.append(N.encode_note(R.OWNER, R.NT_RCORE_SYSVIPC, R.encode_sysvipc(proc.sysvipc)))
     return b"".join(out)
 
 

@@ -3,10 +3,16 @@ program under tests/progs/shm_*.c and sysv_ipc.c sets up its objects, is
 checkpointed, killed and restarted, then checks them itself and prints a
 verdict."""
 
+import glob
 import os
+import random
+import subprocess
+import sys
 
 import pytest
 
+import rcore
+from conftest import rcore_cmd, read_lines, restart, wait_lines
 from test_fd_kinds import restarted_verdict
 
 
@@ -25,3 +31,106 @@ def test_posix_shm_and_named_semaphores(procs, build, tmp_path):
                 if os.path.exists(path):
                     os.unlink(path)
     assert not h.warnings, h.warnings
+
+
+def _ipc_key():
+    return 0x5c000000 | (os.getpid() & 0xffff) << 8 | random.randrange(0, 256, 4)
+
+
+def _remove_ipc(ids):
+    """Remove SysV objects a failed test left: (shmid, semid, msqid)."""
+    for flag, ident in zip(("-m", "-s", "-q"), ids):
+        subprocess.run(["ipcrm", flag, str(ident)], capture_output=True)
+
+
+def _ids(lines):
+    return [int(x) for x in lines[0].split()[1:]]
+
+
+def test_sysv_objects_still_there_are_kept(procs, build, tmp_path):
+    ids = ()
+    try:
+        lines, summary, h = restarted_verdict(procs, build, tmp_path, "sysv_ipc",
+                                              hex(_ipc_key()))
+        ids = _ids(lines)
+    finally:
+        _remove_ipc(ids)
+    assert any("SEM_UNDO" in w for w in summary.warnings), summary.warnings
+    assert not any("made again" in w for w in h.warnings), h.warnings
+
+
+def test_sysv_objects_removed_are_made_again_with_their_ids(procs, build, tmp_path):
+    go = tmp_path / "go"
+    p = procs.start([build("sysv_ipc"), str(go), hex(_ipc_key())])
+    ids = _ids(wait_lines(p.out_path, 2))
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+        p.wait(timeout=10)
+        _remove_ipc(ids)
+        h = restart(procs, tmp_path / "core")
+        go.touch()
+        assert h.wait(30) == 0
+        lines = read_lines(p.out_path)
+        assert lines[-1] == "verdict: ok", "\n".join(lines)
+        made = [w for w in h.warnings if "was gone: made again" in w]
+        assert len(made) == 3, h.warnings
+    finally:
+        _remove_ipc(ids)
+
+
+LOCKS = """
+import multiprocessing, os, sys, time
+lock = multiprocessing.Lock()
+sem = multiprocessing.Semaphore(3)
+sem.acquire()
+with lock:
+    pass
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+checks = {
+    "lock taken": lock.acquire(timeout=5),
+    "lock held": not lock.acquire(block=False),
+    "semaphore value": sem.get_value() == 2,
+}
+lock.release()
+sem.release()
+checks["semaphore released"] = sem.get_value() == 3
+checks["lock free again"] = lock.acquire(block=False)
+bad = [name for name, ok in checks.items() if not ok]
+print("verdict:", "FAIL " + ", ".join(bad) if bad else "ok", flush=True)
+"""
+
+
+def test_multiprocessing_lock_and_semaphore_of_one_process(procs, tmp_path):
+    """Python's multiprocessing.Lock and Semaphore are POSIX named semaphores
+    mapped from /dev/shm and unlinked at once: restart refused them before."""
+    go = tmp_path / "go"
+    p = procs.start([sys.executable, "-c", LOCKS, str(go)])
+    wait_lines(p.out_path, 1)
+    rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+    p.wait(timeout=10)
+    h = restart(procs, tmp_path / "core")
+    go.touch()
+    assert h.wait(30) == 0
+    assert read_lines(p.out_path)[-1] == "verdict: ok", read_lines(p.out_path)
+
+
+@pytest.mark.parametrize("prog", ["shm_anon", "shm_posix", "sysv_ipc"])
+def test_restore_in_place_keeps_shared_memory(procs, build, tmp_path, prog):
+    """rcore restore (the same live process) leaves these mappings in place."""
+    arg = f"rcore-test-{tmp_path.name}" if prog == "shm_posix" else hex(_ipc_key())
+    p = procs.start([build(prog), str(tmp_path / "go"), arg])
+    lines = wait_lines(p.out_path, 2 if prog == "sysv_ipc" else 1)
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"))
+        res = rcore_cmd("restore", p.pid, tmp_path / "core")
+        assert res.returncode == 0, res.stderr
+        (tmp_path / "go").touch()
+        assert p.wait(timeout=30) == 0
+        assert read_lines(p.out_path)[-1] == "verdict: ok", read_lines(p.out_path)
+    finally:
+        if prog == "sysv_ipc":
+            _remove_ipc(_ids(lines))
+        for path in glob.glob(f"/dev/shm/{arg}-*"):
+            os.unlink(path)

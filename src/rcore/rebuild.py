@@ -67,7 +67,7 @@ def is_shared_anon(m):
 
 
 def is_file_mapping(m):
-    return m.file_backed and not is_shared_anon(m)
+    return (m.file_backed or shm.is_sysv(m)) and not is_shared_anon(m)
 
 
 def check_rebuild(pid, mappings):

@@ -64,14 +64,18 @@ def kind_of(m):
         return None
     if rebuild.is_shared_anon(m):
         return "anon"
+    if is_sysv(m):
+        return "sysv"
     if not m.deleted or not m.file_backed or m.path.startswith("/memfd:"):
         return None
-    return "sysv" if is_sysv(m) else "deleted"
+    return "deleted"
 
 
 def is_sysv(m):
-    """A SysV segment shows as "/SYSV" and its key in 8 hex digits, deleted."""
-    return m.shared and m.deleted and m.file_backed and SYSV_PATH.fullmatch(m.path) is not None
+    """A SysV segment shows as "/SYSV" and its key in 8 hex digits, deleted,
+    with its id as inode: 0 for the first segment, so that Mapping.file_backed
+    does not tell it."""
+    return m.shared and m.deleted and SYSV_PATH.fullmatch(m.path) is not None
 
 
 def rebuildable(m):

@@ -30,6 +30,7 @@ fills the parts of it that its own mappings cover and no earlier process
 filled, and every process maps the same object."""
 
 import ctypes
+import errno
 import mmap
 import os
 import re
@@ -45,6 +46,7 @@ CHUNK = 1 << 20
 SYSV_PATH = re.compile(r"/SYSV[0-9a-f]{8}")
 FALLBACK_NAME = "rcore-shared-anonymous"
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+NOT_FILES = {"ht", "io", "pf"}      # VmFlags of hugetlb and device mappings
 SEGSZ = arch.host().SHMID64_SEGSZ
 
 
@@ -55,6 +57,7 @@ class Shared:
     fd: int = None
     size: int = 0
     filled: list = field(default_factory=list)     # (start, end) file offsets
+    removed: bool = False       # SysV: marked for removal (IPC_RMID) at the checkpoint
 
 
 def kind_of(m):
@@ -66,8 +69,9 @@ def kind_of(m):
         return "anon"
     if is_sysv(m):
         return "sysv"
-    if not m.deleted or not m.file_backed or m.path.startswith("/memfd:"):
-        return None
+    if not m.deleted or not m.file_backed or m.path.startswith("/memfd:") \
+            or NOT_FILES & set(m.vmflags) or os.path.basename(m.path).startswith("["):
+        return None     # hugetlb ("/anon_hugepage"), device memory, "/[aio]"...
     return "deleted"
 
 
@@ -165,17 +169,24 @@ def _deleted_file(plan, m):
     if ghost is not None:
         return plan.own(os.open(ghost, os.O_RDWR | os.O_CLOEXEC))
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    where = os.path.dirname(m.path) or "/"
     try:
         fd = os.open(m.path, flags, 0o600)
         made = m.path
-    except FileExistsError:
-        fd, made = tempfile.mkstemp(prefix=os.path.basename(m.path) + ".rcore-", dir=where)
-        plan.warnings.append(f"the deleted {m.path} mapped at {m.start:#x} comes back deleted "
-                             f"as {made}: another file has its name now")
     except OSError as err:
-        raise Incompatible(f"cannot make the deleted {m.path} (mapped at {m.start:#x}) "
-                           f"again: {err.strerror}") from None
+        why = "another file has its name now" if err.errno == errno.EEXIST else err.strerror
+        fd, made = None, None
+        for where in (os.path.dirname(m.path) or "/", tempfile.gettempdir()):
+            try:
+                fd, made = tempfile.mkstemp(prefix=os.path.basename(m.path) + ".rcore-",
+                                            dir=where)
+                break
+            except OSError:
+                continue
+        if fd is None:
+            raise Incompatible(f"cannot make the deleted {m.path} (mapped at {m.start:#x}) "
+                               f"again: {err.strerror}") from None
+        plan.warnings.append(f"the deleted {m.path} mapped at {m.start:#x} comes back deleted "
+                             f"as {made} ({why})")
     os.unlink(made)
     return plan.own(fd)
 
@@ -220,6 +231,11 @@ def _sysv_source(plan, m, mappings, read_memory, registry):
                              "now (the core does not record its key and owner to compare)")
         registry[sysv_key(shmid)] = Shared(size=size, filled=[(0, size)])
         return
+    if obj.removed:
+        # Marked for removal at the checkpoint: again once this process has
+        # attached it (the others of a tree attach it by id all the same).
+        obj.removed = False
+        plan.at_commit.append(lambda: libc.syscall("shmctl", shmid, libc.IPC_RMID, 0))
     if obj.filled == [(0, obj.size)]:
         return
     addr = libc.syscall("shmat", shmid, 0, 0)

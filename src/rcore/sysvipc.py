@@ -32,6 +32,7 @@ from .linux import libc
 from .linux.libc import GETALL, IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC64_PERM, MSG_COPY, SETALL
 
 ARCH = arch.host()
+SHM_DEST = 0o1000           # in a segment's mode: IPC_RMID done, gone at its last detach
 
 KINDS = {   # note key: (the /proc/sysvipc file, the id column, get, ctl, next_id file, words)
     "shm": ("shm", "shmid", "shmget", "shmctl", "shm_next_id", "shared memory segment"),
@@ -98,7 +99,8 @@ def capture(pid, states):
 
 def _contents(kind, r):
     if kind == "shm":
-        return {"size": r["size"]}      # the bytes are in the process's mappings of it
+        # the bytes are in the process's mappings of it
+        return {"size": r["size"], "removed": bool(r["perms"] & SHM_DEST)}
     if kind == "sem":
         values = (ctypes.c_ushort * r["nsems"])()
         libc.syscall("semctl", r["semid"], 0, GETALL, values)
@@ -149,7 +151,8 @@ def restore(objects, registry, warnings_out):
                 warnings_out.append(f"SysV {KINDS[kind][5]} {obj['id']} (key {obj['key']:#x}) "
                                     "was gone: made again with its contents")
                 if kind == "shm":
-                    registry[sysv_key(obj["id"])] = Shared(size=obj["size"])
+                    registry[sysv_key(obj["id"])] = Shared(size=obj["size"],
+                                                           removed=obj.get("removed", False))
     except BaseException:
         undo(made)
         raise

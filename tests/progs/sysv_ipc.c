@@ -1,5 +1,6 @@
-/* SysV IPC: a shared memory segment attached with a pattern, a semaphore set
-   with values, a message queue with two messages.  Prints their ids, then
+/* SysV IPC: a shared memory segment attached with a pattern, another attached
+   and removed (IPC_RMID: gone at its last detach), a semaphore set with
+   values, a message queue with two messages.  Prints their ids, then
    "ready"; after the restart checks every one by the ids it kept (they must
    be the same objects or recreated with the same ids), that shmdt() detaches
    the segment (a real attachment), and removes them. */
@@ -20,6 +21,10 @@ int main(int argc, char **argv)
     int semid = semget(key + 1, 3, IPC_CREAT | IPC_EXCL | 0600);
     int msqid = msgget(key + 2, IPC_CREAT | IPC_EXCL | 0620);
     unsigned char *p = shmat(shmid, NULL, 0);
+    int rmid = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+    char *r = shmat(rmid, NULL, 0);
+    shmctl(rmid, IPC_RMID, NULL);
+    strcpy(r, "removed but attached");
     unsigned short values[3] = {1, 5, 9};
     semctl(semid, 0, SETALL, values);
     struct msg first = {1, "first"}, second = {7, "second"};
@@ -40,6 +45,11 @@ int main(int argc, char **argv)
           "segment: nattch %lu size %zu key %#x mode %o", (unsigned long)ds.shm_nattch,
           ds.shm_segsz, ds.shm_perm.__key, ds.shm_perm.mode & 0777);
     CHECK(shmdt(p) == 0, "shmdt of the segment");
+    CHECK(!strcmp(r, "removed but attached"), "removed segment: %s", r);
+    CHECK(shmctl(rmid, IPC_STAT, &ds) == 0 && (ds.shm_perm.mode & SHM_DEST) && ds.shm_nattch == 1,
+          "removed segment: mode %o nattch %lu", ds.shm_perm.mode, (unsigned long)ds.shm_nattch);
+    CHECK(shmdt(r) == 0 && shmctl(rmid, IPC_STAT, &ds) == -1 && errno == EINVAL,
+          "the removed segment outlived its last detach");
     unsigned short now[3] = {0};
     CHECK(semctl(semid, 0, GETALL, now) == 0 && now[0] == 1 && now[1] == 5 && now[2] == 9,
           "semaphores %u %u %u", now[0], now[1], now[2]);

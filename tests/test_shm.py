@@ -6,13 +6,15 @@ verdict."""
 import glob
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 import rcore
-from conftest import rcore_cmd, read_lines, restart, wait_lines
+from conftest import SRC, rcore_cmd, read_lines, restart, wait_for, wait_lines
 from test_fd_kinds import restarted_verdict
 
 
@@ -162,3 +164,37 @@ def test_restart_refuses_when_another_object_holds_an_id(procs, build, tmp_path)
         _remove_ipc(ids)
         if other is not None:
             subprocess.run(["ipcrm", "-s", str(other)], capture_output=True)
+
+
+def test_shared_anonymous_memory_without_privilege_is_a_memfd(procs, build):
+    """Without CAP_CHECKPOINT_RESTORE, /proc/self/map_files is closed to rcore:
+    the object is a memfd, still one object for every mapping, and restart
+    says so.  All of it as the user nobody, in a directory it may use."""
+    public = tempfile.mkdtemp(prefix="rcore-test-")
+    try:
+        os.chmod(public, 0o777)
+        prog = shutil.copy(build("shm_anon"), public)
+        out = os.path.join(public, "out")
+        go = os.path.join(public, "go")
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        env = dict(os.environ, PYTHONPATH=SRC)
+        with open(out, "w") as f:
+            p = procs.start([*nobody, prog, go, "memfd"], stdout=f)
+        os.chmod(out, 0o666)            # the restart reopens it as nobody
+        wait_lines(out, 1)
+        cli = [*nobody, sys.executable, "-m", "rcore"]
+        core = os.path.join(public, "c")
+        res = subprocess.run([*cli, "dump", str(p.pid), "-o", core, "--kill"], env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        p.wait(timeout=10)
+        res = subprocess.run([*cli, "restart", core, "--any-pid", "--detach"], env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        procs.adopt(int(res.stdout.split()[-1]))
+        assert "shared anonymous memory comes back as a memfd" in res.stderr, res.stderr
+        open(go, "w").close()
+        wait_for(lambda: read_lines(out)[-1].startswith("verdict"), what="the verdict")
+        assert read_lines(out)[-1] == "verdict: ok", read_lines(out)
+    finally:
+        shutil.rmtree(public, ignore_errors=True)

@@ -1,7 +1,8 @@
 /* Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS, "/dev/zero (deleted)"):
    a pattern written before the checkpoint must be there after the restart,
    and a second mapping of the same object (mremap with old size 0, as a
-   fork would share it) must still be the same memory. */
+   fork would share it) must still be the same memory.  argv[2] "memfd": the
+   restart ran without CAP_CHECKPOINT_RESTORE and made it a memfd. */
 #include "fd_kind_check.h"
 #include <sys/mman.h>
 
@@ -48,7 +49,9 @@ int main(int argc, char **argv)
     char name_q[256];
     unsigned long now = inode_at(p, name, sizeof name), now_q = inode_at(q, name_q, sizeof name_q);
     CHECK(now != 0 && now == now_q, "inodes %lu and %lu", now, now_q);
-    CHECK(!strcmp(name, "/dev/zero (deleted)"), "named %s", name);
+    const char *want = argc > 2 && !strcmp(argv[2], "memfd")
+        ? "/memfd:rcore-shared-anonymous (deleted)" : "/dev/zero (deleted)";
+    CHECK(!strcmp(name, want), "named %s", name);
     printf("inode before %lu after %lu\n", before, now);
     return verdict();
 }

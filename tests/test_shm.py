@@ -58,6 +58,10 @@ def test_sysv_objects_still_there_are_kept(procs, build, tmp_path):
     finally:
         _remove_ipc(ids)
     assert any("SEM_UNDO" in w for w in summary.warnings), summary.warnings
+    info = rcore_cmd("info", tmp_path / "core").stdout
+    assert f"semaphore set {ids[1]}  key " in info and "mode 600  values 1 5 9" in info, info
+    assert f"message queue {ids[2]}  key " in info and "2 messages, 13 bytes" in info, info
+    assert "mode 640  12188 bytes" in info and "4096 bytes, removed" in info, info
     # only the segment removed (IPC_RMID) while attached, which died with the process
     made = [w for w in h.warnings if "made again" in w]
     assert len(made) == 1 and "(key 0x0)" in made[0], h.warnings
@@ -198,3 +202,26 @@ def test_shared_anonymous_memory_without_privilege_is_a_memfd(procs, build):
         assert read_lines(out)[-1] == "verdict: ok", read_lines(out)
     finally:
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_posix_shm_file_written_since_the_checkpoint_is_refused(procs, build, tmp_path):
+    """A /dev/shm object that still exists is mapped again by path as it is now:
+    written since the checkpoint, its bytes are not the checkpoint's, and the
+    restart refuses it by its identity (tmpfs sets mtime at a page's first
+    write fault, and write(2) does too)."""
+    name = f"rcore-test-{tmp_path.name}"
+    p = procs.start([build("shm_posix"), str(tmp_path / "go"), name])
+    wait_lines(p.out_path, 1)
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+        p.wait(timeout=10)
+        with open(f"/dev/shm/{name}-kept", "r+b") as f:
+            f.seek(100)
+            f.write(b"changed")
+        res = rcore_cmd("restart", tmp_path / "core")
+        assert res.returncode != 0
+        assert f"the mapped file /dev/shm/{name}-kept changed since the checkpoint" \
+            in res.stderr, res.stderr
+    finally:
+        for path in glob.glob(f"/dev/shm/{name}-*"):
+            os.unlink(path)

@@ -24,7 +24,8 @@ left behind (PTRACE_O_EXITKILL covers rcore itself dying).
 Not carried over (README, restart): child processes (a restarted process
 waiting for one gets ECHILD), sockets and pidfds of other processes (refused,
 or disconnected with skip_unsupported; see fds/), events queued in an inotify,
-pipes to other processes except on fds 0-2 (those get rcore's own), SysV IPC, seccomp filters, namespaces and chroot,
+pipes to other processes except on fds 0-2 (those get rcore's own), SysV semaphore undo
+adjustments (sysvipc.py), seccomp filters, namespaces and chroot,
 the process group and session (the process joins rcore's; detached, a session
 of its own).  Time: CLOCK_MONOTONIC and BOOTTIME go on from their checkpointed
 values in a time namespace (timens.py), unless host_clocks; relative timers and

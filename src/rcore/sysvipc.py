@@ -123,6 +123,21 @@ def _messages(msqid, count):
     return out
 
 
+def describe(objects):
+    """One line per object, for rcore info."""
+    out = []
+    for kind, (*_, words) in KINDS.items():
+        for obj in objects.get(kind, []):
+            what = {"shm": lambda: f"{obj['size']} bytes" + (", removed" if obj.get("removed")
+                                                              else ""),
+                    "sem": lambda: "values " + " ".join(map(str, obj["values"])),
+                    "msg": lambda: f"{len(obj['messages'])} messages, "
+                                   f"{sum(len(t) // 2 for _, t in obj['messages'])} bytes"}[kind]()
+            out.append(f"{words} {obj['id']}  key {obj['key'] & 0xffffffff:#010x}  uid "
+                       f"{obj['uid']} gid {obj['gid']} mode {obj['mode']:o}  {what}")
+    return out
+
+
 def warnings(objects):
     """What dump and restart say is not carried of a checkpoint's SysV objects."""
     return [WHAT_IS_LOST] if objects.get("sem") else []

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import arch, chain, dirty, fds, timers, tree
+from . import arch, chain, dirty, fds, sysvipc, timers, tree
 from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
 from .elf.writer import CoreWriter
@@ -413,6 +413,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
         with signals_held(), FrozenProcess(pid, one.options) as frozen:
             t_freeze = time.monotonic()
             one.capture(frozen)
+            one.proc.sysvipc, one.ipc_warnings = sysvipc.capture(pid, [one.proc])
             if tcp_lock is not None and not stop:
                 tcp_lock.release()      # the target runs on: no packet may be dropped
             one.prepare(frozen)
@@ -447,6 +448,7 @@ class ProcessDump:
         self.method = "frozen"
         self.tracking, self.track_note = None, ""
         self.now, self.later = [], []
+        self.ipc_warnings = []      # what of SysV IPC the core lacks (sysvipc.py)
 
     def _errors(self):
         return _OsErrors(self.pid, self.path)
@@ -551,7 +553,8 @@ class ProcessDump:
         return DumpSummary(self.path, self.pid, len(proc.threads), len(self.segments),
                            self.copier.stored, self.writer.size, freeze, 0.0, self.method,
                            ([children_not_carried(proc)] if proc.children else [])
-                           + fds.dump_warnings(proc) + timers.warnings(proc.timers),
+                           + fds.dump_warnings(proc) + timers.warnings(proc.timers)
+                           + self.ipc_warnings,
                            self.track_note, cores=[self.path])
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import fds, timers, tree
+from . import fds, sysvipc, timers, tree
 from .dump import DumpSummary, ProcessDump
 from .errors import NoSuchProcess, ProcessExited, RcoreError
 from .interrupts import signals_held
@@ -58,6 +58,9 @@ def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit,
             queue_pipes_once(t, procs)
             # A pipe between members is no longer one with an end outside.
             fds.pipe.find_other_ends([f for p in procs.values() for f in p.files], set(procs))
+            # SysV objects are the tree's, not one process's: in the root's core.
+            top = work.dumps[root]
+            top.proc.sysvipc, top.ipc_warnings = sysvipc.capture(root, list(procs.values()))
             for pid, one in work.dumps.items():
                 if pid == root:
                     one.writer.tree = t
@@ -292,7 +295,9 @@ def _summary(t, dumps, freeze):
         elsewhere = set().union(*(v for p, v in held.items() if p != one.pid))
         prefix = "" if one is root else f"process {one.pid}: "
         warnings += [prefix + w for w in fds.dump_warnings(one.proc, elsewhere)
-                     + timers.warnings(one.proc.timers)]
+                     + timers.warnings(one.proc.timers) + one.ipc_warnings]
+    from .treerestart import warnings_of        # what a restart of the tree changes
+    warnings += warnings_of(t)
     zombies = sum(m.zombie for m in t.processes)
     s = DumpSummary(root.path, root.pid, sum(len(o.proc.threads) for o in ones),
                     sum(len(o.segments) for o in ones), sum(o.copier.stored for o in ones),

@@ -2,7 +2,7 @@
 
 import os
 
-from . import fds, settings, timens, timers, tree
+from . import fds, settings, sysvipc, timens, timers, tree
 
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 12: "USR2",
@@ -45,6 +45,7 @@ def describe(core):
             "cwd": proc.cwd, "umask": oct(proc.umask), "brk": proc.mm.brk,
             "rlimits": proc.rlimits, "itimers": proc.itimers, "creds": proc.creds,
             "clocks": proc.clocks, "timers": proc.timers, "settings": proc.settings,
+            "sysvipc": proc.sysvipc,
             "handlers": {s.signo: s.handler for s in proc.sigactions if s.handler},
             "threads": [{"tid": t.tid, "sigmask": t.sigmask, "pending": len(t.pending),
                          "rseq": t.rseq, "clear_child_tid": t.clear_child_tid,
@@ -153,6 +154,9 @@ def format_text(d):
         if r.get("timers"):
             lines.append(f"timers:   {len(r['timers'])} POSIX timers")
             lines += [f"  {timers.describe(t)}" for t in r["timers"]]
+        if r.get("sysvipc"):
+            lines.append("sysvipc:  SysV IPC objects (restart keeps them, or makes them again)")
+            lines += [f"  {line}" for line in sysvipc.describe(r["sysvipc"])]
     return "\n".join(lines)
 
 

@@ -122,6 +122,26 @@ def as_owner(owner):
         libc.prctl(PR_SET_DUMPABLE, dumpable)
 
 
+@contextmanager
+def as_rcore():
+    """Inside as_owner: rcore's own effective ids (and with root's, its
+    capabilities) for one step that opens no path the core names, such as
+    /proc/self/map_files of rcore's own mapping (shm.py).  A no-op when the
+    thread runs as itself."""
+    ruid, euid, _ = os.getresuid()
+    rgid, egid, _ = os.getresgid()
+    if (ruid, rgid) == (euid, egid):
+        yield
+        return
+    libc.thread_setresuid(-1, ruid, -1)
+    libc.thread_setresgid(-1, rgid, -1)
+    try:
+        yield
+    finally:
+        libc.thread_setresgid(-1, egid, -1)
+        libc.thread_setresuid(-1, euid, -1)
+
+
 def check_target(owner, pid):
     """restore writes the core into live process pid: it must be a process the
     owner could write into with ptrace (same uids and gids, no capability the

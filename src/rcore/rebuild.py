@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
 from os import O_CLOEXEC, O_RDONLY, O_RDWR
 
-from . import arch
+from . import arch, shm
 from .errors import Incompatible, RcoreError
 from .linux import libc, procfs
 from .linux.libc import (AT_FDCWD, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN,
@@ -67,7 +67,7 @@ def is_shared_anon(m):
 
 
 def is_file_mapping(m):
-    return m.file_backed and not is_shared_anon(m)
+    return (m.file_backed or shm.is_sysv(m)) and not is_shared_anon(m)
 
 
 def check_rebuild(pid, mappings):
@@ -414,7 +414,9 @@ class AddressSpaceBuilder:
 
     def _map(self, m, addr, size, offset):
         prot = prot_of(m.perms)
-        if is_file_mapping(m):
+        if shm.is_sysv(m):
+            shm.attach(self.inj, m)
+        elif is_file_mapping(m):
             fd = self._open_in_target(m)
             try:
                 self.inj.call("mmap", addr, size, prot,

@@ -24,7 +24,8 @@ left behind (PTRACE_O_EXITKILL covers rcore itself dying).
 Not carried over (README, restart): child processes (a restarted process
 waiting for one gets ECHILD), sockets and pidfds of other processes (refused,
 or disconnected with skip_unsupported; see fds/), events queued in an inotify,
-pipes to other processes except on fds 0-2 (those get rcore's own), SysV IPC, seccomp filters, namespaces and chroot,
+pipes to other processes except on fds 0-2 (those get rcore's own), SysV semaphore undo
+adjustments (sysvipc.py), seccomp filters, namespaces and chroot,
 the process group and session (the process joins rcore's; detached, a session
 of its own).  Time: CLOCK_MONOTONIC and BOOTTIME go on from their checkpointed
 values in a time namespace (timens.py), unless host_clocks; relative timers and
@@ -36,7 +37,7 @@ import signal
 from dataclasses import replace
 
 from . import (apply, arch, attrs, fds, identity, mm, owner, rebuild, rseq, settings,
-               spawn, timens, timers, validate, vdso)
+               shm, spawn, sysvipc, timens, timers, validate, vdso)
 from .capture import children_not_carried
 from .elf.reader import CoreFile
 from .errors import CoreFormatError, Incompatible, Unsupported
@@ -158,7 +159,8 @@ def _check_mapped_files(proc, trusted):
         if not rebuild.is_file_mapping(m):
             continue
         if m.deleted and not (m.stored == "all" and (not m.shared
-                                                    or fds.memfd.is_memfd_mapping(m))):
+                                                    or fds.memfd.is_memfd_mapping(m)
+                                                    or shm.rebuildable(m))):
             raise Unsupported(f"the mapping {m.start:#x}-{m.end:#x} of the deleted file "
                               f"{m.path} cannot be rebuilt")
     identity.require_mappings_recorded(proc)
@@ -269,10 +271,22 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                               "it all the same")
         # Descriptors, FIFOs, ghosts of deleted files, redirections and inherited
         # paths are opened as the core's owner; the process itself is its owner (spawn).
+        made = []
         with owner.as_owner(speaker):
             plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported,
                                   core.read, inherit, tcp_established)
-            plan_cwd(proc, plan)
+            made = []
+            try:
+                plan_cwd(proc, plan)
+                # SysV objects first: a segment recreated there is filled from
+                # the mappings.  One registry per tree (a single process here).
+                registry = {}
+                made = sysvipc.restore(proc.sysvipc, registry, plan.warnings)
+                plan.mappings = shm.map_sources(plan, plan.mappings, core.read, registry)
+            except BaseException:
+                sysvipc.undo(made)
+                plan.close()
+                raise
         try:
             with signals_held():
                 if proc.children:
@@ -293,6 +307,9 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                     if pidfd is not None:
                         os.close(pidfd)
                     raise
+        except BaseException:
+            sysvipc.undo(made)
+            raise
         finally:
             plan.close()
     finally:

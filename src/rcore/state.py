@@ -230,6 +230,7 @@ class ProcessState:
     timers: list = field(default_factory=list)           # POSIX timers (timers.py)
     settings: dict = field(default_factory=dict)         # prctls, oom_score_adj, guards (settings.py)
     children: list = field(default_factory=list)         # PIDs of its children: not in the checkpoint
+    sysvipc: dict = field(default_factory=dict)          # SysV objects (sysvipc.py): RCORE_SYSVIPC
     start_time: int = 0         # /proc/PID/stat field 22 (ticks after boot); 0: not recorded
     boot_id: str = ""           # the boot it counts from; "": not recorded
     extra: dict = field(default_factory=dict)            # forward-compatible leftovers

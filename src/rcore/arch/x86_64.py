@@ -86,7 +86,16 @@ SYS = dict(
     inotify_init1=294, open_by_handle_at=304, unshare=272, flock=73,
     timer_create=222, timer_settime=223, timer_gettime=224, timer_getoverrun=225,
     timer_delete=226, mlock=149,
+    shmget=29, shmat=30, shmctl=31, shmdt=67, semget=64, semctl=66, msgget=68,
+    msgsnd=69, msgrcv=70, msgctl=71,
 )
+
+# SysV IPC: where fields lie in the *id64_ds structures IPC_STAT fills and IPC_SET
+# reads (arch/x86/include/uapi/asm/{shm,sem,msg}buf.h; each starts with the
+# generic 48-byte ipc64_perm).
+SHMID64_SEGSZ = 48          # shmid64_ds.shm_segsz
+SEMID64_NSEMS = 80          # semid64_ds.sem_nsems, after otime, pad, ctime, pad
+MSQID64_QBYTES = 88         # msqid64_ds.msg_qbytes, after stime, rtime, ctime, cbytes, qnum
 
 # struct epoll_event {u32 events; u64 data}: packed on x86-64 only (EPOLL_PACKED).
 EPOLL_EVENT = struct.Struct("<IQ")

@@ -28,10 +28,12 @@ NT_RCORE_MAPPINGS = 0x52430003  # every mapping with flags and file identity
 NT_RCORE_FILES = 0x52430004     # the file-descriptor table
 NT_RCORE_PARENT = 0x52430005    # incremental core: the checkpoint it builds on
 NT_RCORE_TREE = 0x52430006      # root core of a tree: every process of it (tree.py)
+NT_RCORE_SYSVIPC = 0x52430007   # SysV semaphore sets, message queues, shm segments (sysvipc.py)
 
 NAMES = {NT_RCORE_PROCESS: "RCORE_PROCESS", NT_RCORE_THREAD: "RCORE_THREAD",
          NT_RCORE_MAPPINGS: "RCORE_MAPPINGS", NT_RCORE_FILES: "RCORE_FILES",
-         NT_RCORE_PARENT: "RCORE_PARENT", NT_RCORE_TREE: "RCORE_TREE"}
+         NT_RCORE_PARENT: "RCORE_PARENT", NT_RCORE_TREE: "RCORE_TREE",
+         NT_RCORE_SYSVIPC: "RCORE_SYSVIPC"}
 
 _PROCESS_KEYS = ("pid", "arch", "ppid", "pgrp", "sid", "state", "comm", "cmdline", "cwd",
                  "root", "umask", "rlimits", "itimers", "personality", "creds", "dumpable",
@@ -114,6 +116,14 @@ def encode_parent(parent):
 
 def decode_parent(desc):
     return _decode(desc, schema.PARENT)
+
+
+def encode_sysvipc(objects):
+    return _encode(objects)
+
+
+def decode_sysvipc(desc):
+    return _decode(desc, schema.SYSVIPC)
 
 
 def decode_mappings(desc):

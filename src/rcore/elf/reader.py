@@ -268,6 +268,9 @@ class CoreFile:
             elif ntype == R.NT_RCORE_TREE:
                 self.tree = R.decode_tree(desc)
 
+            elif ntype == R.NT_RCORE_SYSVIPC:
+                proc.sysvipc = R.decode_sysvipc(desc)
+
     def _check_tree(self, proc):
         root = self.tree.processes[0]
         if root.pid != proc.pid:

@@ -401,3 +401,32 @@ def _tree_rule(v):
 
 TREE = Record({"root": PID, "processes": List(TREE_MEMBER, max_len=TREE_LIMIT)},
               rule=_tree_rule)
+
+# SysV IPC objects of the checkpoint (sysvipc.py): ids are ints >= 0, keys
+# signed 32-bit (key_t), mode the 9 permission bits, a semaphore 0..32767
+# (SEMVMX), a message's type a positive long.
+IPC_ID = Int(0, (1 << 31) - 1)
+MSG_TYPE = Int(1, (1 << 63) - 1)
+MSG_TEXT = Hex(1 << 16)
+
+
+class Message:
+    """A SysV message: [type, text as hex]."""
+
+    def check(self, v, where):
+        if type(v) is not list or len(v) != 2:
+            _fail(where, "expected [type, text]")
+        MSG_TYPE.check(v[0], f"{where}[0]")
+        MSG_TEXT.check(v[1], f"{where}[1]")
+
+
+IPC_COMMON = {"id": IPC_ID, "key": Int(-(1 << 31), (1 << 31) - 1), "mode": Int(0, 0o777),
+              "uid": Int(0, U32), "gid": Int(0, U32), "cuid": Int(0, U32), "cgid": Int(0, U32)}
+SYSVIPC = Record({
+    "shm": List(Record(dict(IPC_COMMON, size=Int(1, 1 << 47), removed=Bool()),
+                       optional=("removed",)), rule=distinct("id")),
+    "sem": List(Record(dict(IPC_COMMON, values=List(Int(0, 32767), max_len=65536))),
+                rule=distinct("id")),
+    "msg": List(Record(dict(IPC_COMMON, qbytes=COUNT, messages=List(Message()))),
+                rule=distinct("id")),
+}, optional=("shm", "sem", "msg"))

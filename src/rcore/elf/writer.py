@@ -51,6 +51,8 @@ def build_notes(proc, arch_mod, page_size, cursig=0, parent=None, tree=None):
         out.append(N.encode_note(R.OWNER, R.NT_RCORE_PARENT, R.encode_parent(parent)))
     if tree:
         out.append(N.encode_note(R.OWNER, R.NT_RCORE_TREE, R.encode_tree(tree)))
+    if proc.sysvipc:
+        out.append(N.encode_note(R.OWNER, R.NT_RCORE_SYSVIPC, R.encode_sysvipc(proc.sysvipc)))
     return b"".join(out)
 
 

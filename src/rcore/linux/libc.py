@@ -6,6 +6,7 @@ ptrace has its own raw call site in ptrace.py that adds pid and request."""
 import ctypes
 import ctypes.util
 import os
+import struct
 
 from .. import arch
 
@@ -320,3 +321,40 @@ def attach_filter(fd, program):
 
 # A socket filter that drops every packet before the protocol sees it.
 DROP_FILTER = bytes(SockFilter(BPF_RET_K, 0, 0, 0))
+
+
+# SysV IPC (include/uapi/linux/ipc.h, shm.h, sem.h, msg.h)
+IPC_CREAT = 0o1000
+IPC_EXCL = 0o2000
+IPC_NOWAIT = 0o4000
+IPC_RMID = 0
+IPC_SET = 1
+IPC_STAT = 2
+SHM_RDONLY = 0o10000
+SHM_REMAP = 0o40000
+SHM_EXEC = 0o100000
+GETALL = 13
+SETALL = 17
+MSG_COPY = 0o40000                  # msgrcv: copy the message at index msgtyp (CHECKPOINT_RESTORE)
+IPC_STAT_SIZE = 256                 # room for any of shmid64_ds/semid64_ds/msqid64_ds
+# struct ipc64_perm, the start of every *id64_ds: key, uid, gid, cuid, cgid,
+# mode (then seq and padding)
+IPC64_PERM = struct.Struct("<iIIIIH")     # the *id64_ds fields: arch (x86_64.py)
+
+
+def ipc_stat(call, ident):
+    """IPC_STAT of a SysV object (call: "shmctl", "semctl" or "msgctl"):
+    the raw *id64_ds bytes."""
+    buf = ctypes.create_string_buffer(IPC_STAT_SIZE)
+    if call == "semctl":
+        syscall(call, ident, 0, IPC_STAT, buf)
+    else:
+        syscall(call, ident, IPC_STAT, buf)
+    return buf
+
+
+def ipc_set(call, ident, buf):
+    if call == "semctl":
+        syscall(call, ident, 0, IPC_SET, buf)
+    else:
+        syscall(call, ident, IPC_SET, buf)

@@ -1,0 +1,227 @@
+"""Shared memory and SysV IPC across a checkpoint, kill and restart: each C
+program under tests/progs/shm_*.c and sysv_ipc.c sets up its objects, is
+checkpointed, killed and restarted, then checks them itself and prints a
+verdict."""
+
+import glob
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import rcore
+from conftest import SRC, rcore_cmd, read_lines, restart, wait_for, wait_lines
+from test_fd_kinds import restarted_verdict
+
+
+def test_shared_anonymous_memory_is_one_object_again(procs, build, tmp_path):
+    lines, _, h = restarted_verdict(procs, build, tmp_path, "shm_anon")
+    assert not h.warnings, h.warnings
+
+
+def test_posix_shm_and_named_semaphores(procs, build, tmp_path):
+    name = f"rcore-test-{tmp_path.name}"
+    try:
+        lines, _, h = restarted_verdict(procs, build, tmp_path, "shm_posix", name)
+    finally:
+        for leftover in ("sem", "gone", "kept", "held"):
+            for path in (f"/dev/shm/{name}-{leftover}", f"/dev/shm/sem.{name}-{leftover}"):
+                if os.path.exists(path):
+                    os.unlink(path)
+    assert not h.warnings, h.warnings
+
+
+def _ipc_key():
+    return 0x5c000000 | (os.getpid() & 0xffff) << 8 | random.randrange(0, 256, 4)
+
+
+def _remove_ipc(ids):
+    """Remove SysV objects a failed test left: (shmid, semid, msqid)."""
+    for flag, ident in zip(("-m", "-s", "-q"), ids):
+        subprocess.run(["ipcrm", flag, str(ident)], capture_output=True)
+
+
+def _ids(lines):
+    return [int(x) for x in lines[0].split()[1:]]
+
+
+def test_sysv_objects_still_there_are_kept(procs, build, tmp_path):
+    ids = ()
+    try:
+        lines, summary, h = restarted_verdict(procs, build, tmp_path, "sysv_ipc",
+                                              hex(_ipc_key()))
+        ids = _ids(lines)
+    finally:
+        _remove_ipc(ids)
+    assert any("SEM_UNDO" in w for w in summary.warnings), summary.warnings
+    info = rcore_cmd("info", tmp_path / "core").stdout
+    assert f"semaphore set {ids[1]}  key " in info and "mode 600  values 1 5 9" in info, info
+    assert f"message queue {ids[2]}  key " in info and "2 messages, 13 bytes" in info, info
+    assert "mode 640  12188 bytes" in info and "4096 bytes, removed" in info, info
+    # only the segment removed (IPC_RMID) while attached, which died with the process
+    made = [w for w in h.warnings if "made again" in w]
+    assert len(made) == 1 and "(key 0x0)" in made[0], h.warnings
+
+
+def test_sysv_objects_removed_are_made_again_with_their_ids(procs, build, tmp_path):
+    go = tmp_path / "go"
+    p = procs.start([build("sysv_ipc"), str(go), hex(_ipc_key())])
+    ids = _ids(wait_lines(p.out_path, 2))
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+        p.wait(timeout=10)
+        _remove_ipc(ids)
+        h = restart(procs, tmp_path / "core")
+        go.touch()
+        assert h.wait(30) == 0
+        lines = read_lines(p.out_path)
+        assert lines[-1] == "verdict: ok", "\n".join(lines)
+        made = [w for w in h.warnings if "was gone: made again" in w]
+        assert len(made) == 4, h.warnings
+    finally:
+        _remove_ipc(ids)
+
+
+LOCKS = """
+import multiprocessing, os, sys, time
+lock = multiprocessing.Lock()
+sem = multiprocessing.Semaphore(3)
+sem.acquire()
+with lock:
+    pass
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+checks = {
+    "lock taken": lock.acquire(timeout=5),
+    "lock held": not lock.acquire(block=False),
+    "semaphore value": sem.get_value() == 2,
+}
+lock.release()
+sem.release()
+checks["semaphore released"] = sem.get_value() == 3
+checks["lock free again"] = lock.acquire(block=False)
+bad = [name for name, ok in checks.items() if not ok]
+print("verdict:", "FAIL " + ", ".join(bad) if bad else "ok", flush=True)
+"""
+
+
+def test_multiprocessing_lock_and_semaphore_of_one_process(procs, tmp_path):
+    """Python's multiprocessing.Lock and Semaphore are POSIX named semaphores
+    mapped from /dev/shm and unlinked at once: restart refused them before."""
+    go = tmp_path / "go"
+    p = procs.start([sys.executable, "-c", LOCKS, str(go)])
+    wait_lines(p.out_path, 1)
+    rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+    p.wait(timeout=10)
+    h = restart(procs, tmp_path / "core")
+    go.touch()
+    assert h.wait(30) == 0
+    assert read_lines(p.out_path)[-1] == "verdict: ok", read_lines(p.out_path)
+
+
+@pytest.mark.parametrize("prog", ["shm_anon", "shm_posix", "sysv_ipc"])
+def test_restore_in_place_keeps_shared_memory(procs, build, tmp_path, prog):
+    """rcore restore (the same live process) leaves these mappings in place."""
+    arg = f"rcore-test-{tmp_path.name}" if prog == "shm_posix" else hex(_ipc_key())
+    p = procs.start([build(prog), str(tmp_path / "go"), arg])
+    lines = wait_lines(p.out_path, 2 if prog == "sysv_ipc" else 1)
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"))
+        res = rcore_cmd("restore", p.pid, tmp_path / "core")
+        assert res.returncode == 0, res.stderr
+        (tmp_path / "go").touch()
+        assert p.wait(timeout=30) == 0
+        assert read_lines(p.out_path)[-1] == "verdict: ok", read_lines(p.out_path)
+    finally:
+        if prog == "sysv_ipc":
+            _remove_ipc(_ids(lines))
+        for path in glob.glob(f"/dev/shm/{arg}-*"):
+            os.unlink(path)
+
+
+def test_restart_refuses_when_another_object_holds_an_id(procs, build, tmp_path):
+    go = tmp_path / "go"
+    p = procs.start([build("sysv_ipc"), str(go), hex(_ipc_key())])
+    ids = _ids(wait_lines(p.out_path, 2))
+    other = None
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+        p.wait(timeout=10)
+        _remove_ipc(ids)
+        with open("/proc/sys/kernel/sem_next_id", "w") as f:
+            f.write(str(ids[1]))
+        other = int(subprocess.run(["ipcmk", "-S", "2"], capture_output=True, text=True,
+                                   check=True).stdout.split()[-1])
+        assert other == ids[1]
+        res = rcore_cmd("restart", tmp_path / "core")
+        assert res.returncode != 0
+        assert f"SysV semaphore set {ids[1]} is another object now" in res.stderr, res.stderr
+        # nothing made before the refusal is left behind
+        with open("/proc/sysvipc/shm") as f:
+            assert ids[0] not in [int(line.split()[1]) for line in f.readlines()[1:]]
+    finally:
+        _remove_ipc(ids)
+        if other is not None:
+            subprocess.run(["ipcrm", "-s", str(other)], capture_output=True)
+
+
+def test_shared_anonymous_memory_without_privilege_is_a_memfd(procs, build):
+    """Without CAP_CHECKPOINT_RESTORE, /proc/self/map_files is closed to rcore:
+    the object is a memfd, still one object for every mapping, and restart
+    says so.  All of it as the user nobody, in a directory it may use."""
+    public = tempfile.mkdtemp(prefix="rcore-test-")
+    try:
+        os.chmod(public, 0o777)
+        prog = shutil.copy(build("shm_anon"), public)
+        out = os.path.join(public, "out")
+        go = os.path.join(public, "go")
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        env = dict(os.environ, PYTHONPATH=SRC)
+        with open(out, "w") as f:
+            p = procs.start([*nobody, prog, go, "memfd"], stdout=f)
+        os.chmod(out, 0o666)            # the restart reopens it as nobody
+        wait_lines(out, 1)
+        cli = [*nobody, sys.executable, "-m", "rcore"]
+        core = os.path.join(public, "c")
+        res = subprocess.run([*cli, "dump", str(p.pid), "-o", core, "--kill"], env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        p.wait(timeout=10)
+        res = subprocess.run([*cli, "restart", core, "--any-pid", "--detach"], env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        procs.adopt(int(res.stdout.split()[-1]))
+        assert "shared anonymous memory comes back as a memfd" in res.stderr, res.stderr
+        open(go, "w").close()
+        wait_for(lambda: read_lines(out)[-1].startswith("verdict"), what="the verdict")
+        assert read_lines(out)[-1] == "verdict: ok", read_lines(out)
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+
+
+def test_posix_shm_file_written_since_the_checkpoint_is_refused(procs, build, tmp_path):
+    """A /dev/shm object that still exists is mapped again by path as it is now:
+    written since the checkpoint, its bytes are not the checkpoint's, and the
+    restart refuses it by its identity (tmpfs sets mtime at a page's first
+    write fault, and write(2) does too)."""
+    name = f"rcore-test-{tmp_path.name}"
+    p = procs.start([build("shm_posix"), str(tmp_path / "go"), name])
+    wait_lines(p.out_path, 1)
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+        p.wait(timeout=10)
+        with open(f"/dev/shm/{name}-kept", "r+b") as f:
+            f.seek(100)
+            f.write(b"changed")
+        res = rcore_cmd("restart", tmp_path / "core")
+        assert res.returncode != 0
+        assert f"the mapped file /dev/shm/{name}-kept changed since the checkpoint" \
+            in res.stderr, res.stderr
+    finally:
+        for path in glob.glob(f"/dev/shm/{name}-*"):
+            os.unlink(path)

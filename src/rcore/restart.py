@@ -271,7 +271,6 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                               "it all the same")
         # Descriptors, FIFOs, ghosts of deleted files, redirections and inherited
         # paths are opened as the core's owner; the process itself is its owner (spawn).
-        made = []
         with owner.as_owner(speaker):
             plan = fds.plan_files(proc, (stdin, stdout, stderr), skip_unsupported,
                                   core.read, inherit, tcp_established)

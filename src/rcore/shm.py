@@ -95,7 +95,8 @@ def map_sources(plan, mappings, read_memory, registry):
     ones stay and are attached by rebuild (attach()).  read_memory(addr,
     length): the core's bytes.  Call it with the core owner's identity
     (owner.as_owner), after fds.plan_files."""
-    numbers = plan.kind_data.setdefault("shm", {})
+    # Numbers of this process's descriptors (kind_data is the whole tree's).
+    numbers = plan.kind_data.setdefault(("shm", plan.pid), {})
     spare = max([2, *plan.fds, *plan.spare, *(f.fd for f in plan.files)]) + 1
     out = []
     for m in mappings:

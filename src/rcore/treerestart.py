@@ -22,7 +22,7 @@ import os
 import signal
 from dataclasses import replace
 
-from . import fds, identity, owner, spawn, treespawn
+from . import fds, identity, owner, shm, spawn, sysvipc, treespawn
 from .restart import (CoreFile, Restarted, build_stopped, check_restartable, clocks_for,
                       creds_to_take, plan_cwd, release_built)
 from .errors import Unsupported
@@ -52,6 +52,7 @@ def restart_tree(core, tree, path, *, detach=False, lazy=False, stdin=None, stdo
         nodes = _nodes(tree, cores)
         files = fds.TreeFiles([c.state for c in cores.values()])
         plans = {}
+        made = []
         try:
             for m in tree.processes:
                 if m.zombie:
@@ -65,9 +66,21 @@ def restart_tree(core, tree, path, *, detach=False, lazy=False, stdin=None, stdo
                         tcp_established, tree=files)
                     plan_cwd(proc, plans[m.pid])
                 nodes[m.pid].fds = plans[m.pid].fds
+            # Shared memory objects once for the tree (shm.py): SysV ones first,
+            # since a segment recreated there is filled from the mappings.
+            registry = {}
+            with owner.as_owner(speakers[tree.root]):
+                made = sysvipc.restore(core.state.sysvipc, registry, plans[tree.root].warnings)
+            for pid, plan in plans.items():
+                with owner.as_owner(speakers[pid]):
+                    plan.mappings = shm.map_sources(plan, plan.mappings, cores[pid].read,
+                                                    registry)
             with signals_held():
                 return _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks,
                              pid_namespace, progress)
+        except BaseException:
+            sysvipc.undo(made)
+            raise
         finally:
             for plan in plans.values():
                 plan.close()

@@ -162,12 +162,17 @@ def has_own_proc(host_pid):
 
 
 def kill_tree(root, init_pid=None):
-    """End every process made so far, children first, and reap what rcore may."""
-    for n in reversed(list(walk(root))):
-        if n.host_pid:
-            spawn.kill_and_reap(n.host_pid)
-    if init_pid:
-        spawn.kill_and_reap(init_pid)
+    """End every process made so far and reap what rcore may.  All are killed
+    before any is waited for: a killed child stays a zombie until its parent,
+    stopped under rcore, is gone too."""
+    pids = [n.host_pid for n in walk(root) if n.host_pid] + ([init_pid] if init_pid else [])
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        spawn.kill_and_reap(pid)
 
 
 def _read_why(fd):

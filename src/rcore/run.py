@@ -8,6 +8,11 @@
                            flattened in place (it keeps its checkpoint id, so its
                            children still accept it), the older ones deleted
 
+A job that has child processes at a checkpoint (a shell script, make) gets a full
+checkpoint of its tree (DIR/ckpt-NNNNNN.core and one ckpt-NNNNNN.core.PID per
+other process, dumptree.py): incremental checkpoints are of single processes, so
+the next single-process one is full again.
+
 A checkpoint is written under a temporary name and renamed when complete, so a
 checkpoint interrupted halfway (rcore killed) never carries a checkpoint's
 name; latest_checkpoint() also skips any that cannot be read with its chain.
@@ -34,14 +39,19 @@ def checkpoints(directory):
 
 
 def latest_checkpoint(directory):
-    """The newest checkpoint of DIR that reads whole (its chain included)."""
+    """The newest checkpoint of DIR that reads whole (its chain, or the cores of
+    every process of its tree, included)."""
     from .chain import open_chain
     from .elf.reader import CoreFile
+    from .tree import member_path
     for path in reversed(checkpoints(directory)):
         try:
             with CoreFile(path, resolve=False) as core:
                 for parent in open_chain(core):
                     parent.close()
+                for m in core.tree.processes[1:] if core.tree else []:
+                    if m.core:
+                        CoreFile(member_path(path, m), resolve=False).close()
             return path
         except (CoreFormatError, OSError):
             continue
@@ -85,8 +95,14 @@ class Job:
     def checkpoint(self):
         """Write the next checkpoint; returns the DumpSummary."""
         from .dump import dump
+        from .tree import children
         path = os.path.join(self.directory, f"ckpt-{self.next:06d}.core")
-        if self.last is None:
+        if children(self.pid):
+            summary = dump(self.pid, path)
+            summary.tracking = "full checkpoint of the job's process tree (incremental " \
+                               "checkpoints are of single processes)"
+            path = None
+        elif self.last is None:
             summary = dump(self.pid, path, track=True)
         else:
             summary = dump(self.pid, path, incremental=self.last)
@@ -108,4 +124,15 @@ class Job:
                 flatten(core, flat)
                 os.rename(flat, oldest)
         for path in paths[:-keep]:
-            os.unlink(path)
+            _remove_checkpoint(path)
+
+
+def _remove_checkpoint(path):
+    """A checkpoint and the cores of the other processes of its tree (also
+    those a checkpoint cut short left without their root)."""
+    directory, name = os.path.split(path)
+    member = re.compile(re.escape(name) + r"\.\d+$")
+    for other in os.listdir(directory):
+        if member.match(other):
+            os.unlink(os.path.join(directory, other))
+    os.unlink(path)

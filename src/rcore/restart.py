@@ -95,6 +95,12 @@ class Restarted:
                     break
                 except InterruptedError:
                     continue
+                except ChildProcessError:
+                    # Reaped by the ptrace wait of a checkpoint taken as it ended.
+                    status = ptrace.EXITED.pop(pid, None)
+                    if status is None:
+                        raise
+                    break
             self.returncode = os.waitstatus_to_exitcode(status)
         for step in self.at_end:
             step()

@@ -58,7 +58,34 @@ def latest_checkpoint(directory):
     raise RcoreError(f"no complete checkpoint in {directory}")
 
 
+SETTINGS = "run.json"       # interval and --keep, for `rcore restart DIR` to go on
+
+
+def save_settings(directory, interval, keep):
+    import json
+    with open(os.path.join(directory, SETTINGS), "w") as f:
+        json.dump({"interval": interval, "keep": keep}, f)
+
+
+def load_settings(directory):
+    """(interval, keep) `rcore run` left in DIR, or None."""
+    import json
+    try:
+        with open(os.path.join(directory, SETTINGS)) as f:
+            d = json.load(f)
+        interval, keep = d["interval"], d["keep"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(interval, (int, float)) or not 0 < interval < 1e9 or \
+            not (keep is None or isinstance(keep, int) and keep >= 1):
+        return None
+    return float(interval), keep
+
+
 class Job:
+    """popen: the job (subprocess.Popen, or restart's Restarted handle when
+    `rcore restart DIR` goes on checkpointing a restarted job)."""
+
     def __init__(self, popen, directory):
         self.popen = popen
         self.pid = popen.pid
@@ -82,7 +109,7 @@ class Job:
         still runs after timeout seconds."""
         try:
             code = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, TimeoutError):
             return None
         from .linux.ptrace import EXITED
         if self.popen.pid in EXITED:     # reaped by a checkpoint's ptrace wait

@@ -79,10 +79,14 @@ def _inherit_fd(text):
 def run(args):
     import os
     from ..restart import restart
+    resume = None
     if os.path.isdir(args.file):
-        from ..run import latest_checkpoint
-        args.file = latest_checkpoint(args.file)
+        from ..run import latest_checkpoint, load_settings
+        directory = args.file
+        args.file = latest_checkpoint(directory)
         print(f"rcore: restarting from {args.file}", file=sys.stderr)
+        # A job `rcore run` checkpointed goes on being checkpointed there.
+        resume = None if args.detach else load_settings(directory)
     bar = Progress("restarting")
     try:
         proc = restart(args.file, detach=args.detach, any_pid=args.any_pid, lazy=args.lazy,
@@ -101,6 +105,13 @@ def run(args):
         print(proc.pid, flush=True)
         proc.close()
         return 0
+    if resume:
+        from ..run import Job
+        from .run import checkpoint_periodically
+        interval, keep = resume
+        print(f"rcore: checkpointing it every {interval:g} s into {directory} again",
+              file=sys.stderr)
+        return checkpoint_periodically(Job(proc, directory), interval, keep)
     return _foreground(proc)
 
 

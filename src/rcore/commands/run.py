@@ -28,25 +28,33 @@ def add_parser(sub):
 
 
 def run(args):
-    from ..errors import ProcessExited, NoSuchProcess, RcoreError
-    from ..run import Job
-    from .restart import exit_code, forward_signals
+    from ..errors import RcoreError
+    from ..run import Job, save_settings
     if args.keep is not None and args.keep < 1:
         raise RcoreError("--keep needs at least 1")
     job = Job.start(args.cmd, args.dir)
+    save_settings(args.dir, args.interval, args.keep)
+    return checkpoint_periodically(job, args.interval, args.keep)
+
+
+def checkpoint_periodically(job, interval, keep):
+    """Wait for the job, checkpointing it every `interval` seconds; returns
+    rcore's exit code for its status."""
+    from ..errors import ProcessExited, NoSuchProcess, RcoreError
+    from .restart import exit_code, forward_signals
     forward_signals(job)
-    deadline = time.monotonic() + args.interval
+    deadline = time.monotonic() + interval
     while True:
         status = job.wait(max(0.0, deadline - time.monotonic()))
         if status is not None:
             return exit_code(status)
-        deadline = time.monotonic() + args.interval
+        deadline = time.monotonic() + interval
         try:
             s = job.checkpoint()
             if s.tracking.startswith("full dump"):
                 print(f"rcore: {s.tracking}", file=sys.stderr)
-            if args.keep:
-                job.prune(args.keep)
+            if keep:
+                job.prune(keep)
         except (ProcessExited, NoSuchProcess):
             continue                    # the job ended meanwhile: wait() says how
         except (RcoreError, OSError) as err:

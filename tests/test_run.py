@@ -137,3 +137,73 @@ def test_sigkill_of_rcore_leaves_the_job_running(procs, tmp_path, job):
     assert got == want, (f"{len(got.splitlines())} lines of {len(want.splitlines())}; "
                          f"first difference at line "
                          f"{next((i for i, (a, b) in enumerate(zip(got.splitlines(), want.splitlines())) if a != b), None)}")
+
+
+
+TREE_JOB = r"""#!/bin/bash
+# a shell script whose pipeline is killed mid-run: the output must not change
+for round in $(seq 1 14); do
+    seq 1 400000 | awk -v r=$round '{s+=$1*r} END {print r, s}' | sha256sum >> "$1"
+    sleep 0.3
+done
+"""
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += children(p)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def kill_job_tree(procs, pid):
+    """What a crash of the whole job does: every process stopped, then killed
+    (stopped first, so that no member sees another's end and acts on it)."""
+    tree = descendants(pid)
+    for p in tree:
+        procs.adopt(p)
+        os.kill(p, signal.SIGSTOP)
+    for p in tree:
+        os.kill(p, signal.SIGKILL)
+
+
+def test_tree_job_killed_twice_restarts_from_dir_and_goes_on(procs, tmp_path):
+    """A job with children gets tree checkpoints; restarted from DIR it is
+    checkpointed there again, so a second crash loses nothing either."""
+    script = tmp_path / "job.sh"
+    script.write_text(TREE_JOB)
+    script.chmod(0o755)
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    subprocess.run([str(script), str(ref)], check=True)
+    d = tmp_path / "ckpt"
+    runner = rcore_popen(procs, "run", "-i", "0.3", "-d", d, "--keep", 2, "--", script, out)
+    wait_for(lambda: len(checkpoints(str(d))) >= 3 and job_pid(runner.pid), timeout=60,
+             what="three checkpoints")
+    kill_job_tree(procs, job_pid(runner.pid))
+    assert runner.wait(timeout=30) == 128 + signal.SIGKILL
+    roots = checkpoints(str(d))
+    assert len(roots) == 2
+    # --keep removed the member cores of the checkpoints it removed
+    kept = {os.path.basename(r) for r in roots}
+    assert all(n.split(".core")[0] + ".core" in kept for n in os.listdir(d) if ".core" in n)
+    with CoreFile(roots[-1]) as newest:
+        assert newest.tree is not None and len(newest.tree.processes) > 1
+    before = set(roots)
+    runner = rcore_popen(procs, "restart", d, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: set(checkpoints(str(d))) - before and job_pid(runner.pid),
+                 timeout=60, what="a checkpoint of the restarted job")
+    except AssertionError:
+        runner.kill()
+        raise AssertionError(runner.stderr.read().decode()) from None
+    kill_job_tree(procs, job_pid(runner.pid))
+    assert runner.wait(timeout=30) == 128 + signal.SIGKILL
+    assert b"checkpointing it every" in runner.stderr.read()
+    r = rcore_cmd("restart", d)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == ref.read_bytes()

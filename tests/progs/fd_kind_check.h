@@ -14,14 +14,21 @@ static int failures;
 #define CHECK(cond, ...) do { if (!(cond)) { failures++; printf("FAIL %s: ", #cond); \
     printf(__VA_ARGS__); printf(" (errno %s)\n", strerror(errno)); } } while (0)
 
-static void ready_then_wait(const char *go)
+/* Wait until the test creates the file go (also used by the children of the
+   tree_*.c programs, which do not print "ready"). */
+static void wait_go(const char *go)
 {
-    printf("ready\n");
-    fflush(stdout);
     while (access(go, F_OK) != 0) {
         struct timespec ts = {0, 10000000};
         nanosleep(&ts, NULL);           /* EINTR after the restart: loop again */
     }
+}
+
+static void ready_then_wait(const char *go)
+{
+    printf("ready\n");
+    fflush(stdout);
+    wait_go(go);
 }
 
 static int verdict(void)

@@ -25,7 +25,7 @@ import sys
 import pytest
 
 import corefuzz
-from conftest import SRC, rcore_cmd, read_lines, wait_for, wait_lines
+from conftest import SRC, children, rcore_cmd, read_lines, wait_for, wait_lines
 
 INFO_CASES = int(os.environ.get("RCORE_FUZZ_CASES", "300"))
 PROCESS_CASES = max(1, INFO_CASES * 2 // 15)
@@ -175,6 +175,7 @@ def info_bases(target, build, tmp_path_factory):
         p.kill()
         p.wait()
     bases["rcore"] = (d / "rcore.core").read_bytes()
+    bases["tree"] = _tree_root_core(d / "tree")
     pattern = open("/proc/sys/kernel/core_pattern").read().strip()
     if not pattern.startswith("|") and "/" not in pattern:
         subprocess.run(["sh", "-c", f"ulimit -c unlimited; exec {build('crasher')}"], cwd=d)
@@ -185,6 +186,24 @@ def info_bases(target, build, tmp_path_factory):
         if f.startswith(("core", "gdb")) or f.endswith(".core"):
             os.unlink(d / f)
     return bases
+
+
+def _tree_root_core(d):
+    """The root core of a small tree (RCORE_TREE): a shell and its two children,
+    in a session of their own (ended by process group)."""
+    d.mkdir()
+    p = subprocess.Popen(["sh", "-c", "sleep 1000 & sleep 1000 & echo ready; wait"],
+                         stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        p.stdout.readline()
+        wait_for(lambda: len(children(p.pid)) == 2, what="the shell's two children")
+        r = rcore_cmd("dump", p.pid, "-o", d / "root.core")
+        assert r.returncode == 0 and "a tree of 3 processes" in r.stdout, r.stderr
+        return (d / "root.core").read_bytes()
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
 
 
 BATCH = 100                     # info cases per child process

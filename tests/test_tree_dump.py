@@ -24,16 +24,20 @@ from conftest import HERE, proc_status, rcore_cmd, wait_lines
 FAMILY = os.path.join(HERE, "data", "dumptree_family.py")
 
 
-@pytest.fixture
-def family(procs, tmp_path):
+def start_family(procs, tmp_path, mib=0):
     """The tree of tests/data/dumptree_family.py: {"root", "a", "b", "z", "c": pid},
-    every one ended by the procs fixture."""
-    p = procs.start([sys.executable, FAMILY, str(tmp_path / "held")])
-    line = wait_lines(p.out_path, 1, timeout=20)[0]
+    every one ended by the procs fixture; each live one fills mib MiB."""
+    p = procs.start([sys.executable, FAMILY, str(tmp_path / "held"), str(mib)])
+    line = wait_lines(p.out_path, 1, timeout=60)[0]
     pids = dict(zip(("root", "a", "b", "z", "c"), map(int, line.split())))
     for pid in pids.values():
         procs.adopt(pid)
     return pids
+
+
+@pytest.fixture
+def family(procs, tmp_path):
+    return start_family(procs, tmp_path)
 
 
 def untouched(pids):
@@ -166,9 +170,11 @@ def _children_names(pid):
     return names
 
 
-def test_rcore_killed_mid_tree_dump_leaves_no_process_stopped(family, tmp_path):
+def test_rcore_killed_mid_tree_dump_leaves_no_process_stopped(procs, tmp_path):
+    # 48 MiB each: the dump lasts long enough for the kills to land in each step
+    family = start_family(procs, tmp_path, mib=48)
     env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(HERE), "src"))
-    for delay in (0.02, 0.05, 0.08, 0.12, 0.2):
+    for delay in (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8):
         p = subprocess.Popen([sys.executable, "-m", "rcore", "dump", str(family["root"]),
                               "-o", str(tmp_path / "job.core")], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -186,6 +192,18 @@ def test_rcore_killed_mid_tree_dump_leaves_no_process_stopped(family, tmp_path):
                 time.sleep(0.05)
     s = rcore.dump(family["root"], str(tmp_path / "job.core"))   # and a dump still works
     assert s.processes == 4
+    for pid in family.values():     # the next dump had the killed dumps' copies reaped
+        if proc_status(pid)["State"][0] != "Z":
+            assert "rcore-dump-copy" not in _children_names(pid)
+
+
+def test_stop_leaves_every_process_of_the_tree_stopped(family, tmp_path):
+    rcore.dump(family["root"], str(tmp_path / "job.core"), stop=True)
+    for k in ("root", "a", "b", "c"):
+        pid = family[k]
+        st = proc_status(pid)
+        assert st["State"][0] == "T" and st["TracerPid"] == "0", (k, st["State"])
+        os.kill(pid, signal.SIGCONT)
 
 
 def test_rcore_is_no_member_of_the_tree_it_dumps(tmp_path):

@@ -225,3 +225,27 @@ def test_posix_shm_file_written_since_the_checkpoint_is_refused(procs, build, tm
     finally:
         for path in glob.glob(f"/dev/shm/{name}-*"):
             os.unlink(path)
+
+
+@pytest.mark.parametrize("prog", ["shm_anon", "shm_posix", "sysv_ipc"])
+def test_restarted_shared_memory_checkpoints_again(procs, build, tmp_path, prog):
+    """What a restart made is what a dump finds again: a second checkpoint,
+    kill and restart of the restarted process."""
+    arg = f"rcore-test-{tmp_path.name}" if prog == "shm_posix" else hex(_ipc_key())
+    p = procs.start([build(prog), str(tmp_path / "go"), arg])
+    lines = wait_lines(p.out_path, 2 if prog == "sysv_ipc" else 1)
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+        p.wait(timeout=10)
+        h = restart(procs, tmp_path / "core", detach=True)
+        rcore.dump(h.pid, str(tmp_path / "core2"), kill=True)
+        wait_for(lambda: not os.path.exists(f"/proc/{h.pid}"), what="the first restart gone")
+        h = restart(procs, tmp_path / "core2")
+        (tmp_path / "go").touch()
+        assert h.wait(30) == 0
+        assert read_lines(p.out_path)[-1] == "verdict: ok", read_lines(p.out_path)
+    finally:
+        if prog == "sysv_ipc":
+            _remove_ipc(_ids(lines))
+        for path in glob.glob(f"/dev/shm/{arg}-*"):
+            os.unlink(path)

@@ -14,6 +14,8 @@ import tempfile
 import pytest
 
 import rcore
+from rcore import fds, shm
+from rcore.state import Mapping, ProcessState
 from conftest import SRC, rcore_cmd, read_lines, restart, wait_for, wait_lines
 from test_fd_kinds import restarted_verdict
 
@@ -225,3 +227,66 @@ def test_posix_shm_file_written_since_the_checkpoint_is_refused(procs, build, tm
     finally:
         for path in glob.glob(f"/dev/shm/{name}-*"):
             os.unlink(path)
+
+
+@pytest.mark.parametrize("prog", ["shm_anon", "shm_posix", "sysv_ipc"])
+def test_restarted_shared_memory_checkpoints_again(procs, build, tmp_path, prog):
+    """What a restart made is what a dump finds again: a second checkpoint,
+    kill and restart of the restarted process."""
+    arg = f"rcore-test-{tmp_path.name}" if prog == "shm_posix" else hex(_ipc_key())
+    p = procs.start([build(prog), str(tmp_path / "go"), arg])
+    lines = wait_lines(p.out_path, 2 if prog == "sysv_ipc" else 1)
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+        p.wait(timeout=10)
+        h = restart(procs, tmp_path / "core", detach=True)
+        rcore.dump(h.pid, str(tmp_path / "core2"), kill=True)
+        wait_for(lambda: not os.path.exists(f"/proc/{h.pid}"), what="the first restart gone")
+        h = restart(procs, tmp_path / "core2")
+        (tmp_path / "go").touch()
+        assert h.wait(30) == 0
+        assert read_lines(p.out_path)[-1] == "verdict: ok", read_lines(p.out_path)
+    finally:
+        if prog == "sysv_ipc":
+            _remove_ipc(_ids(lines))
+        for path in glob.glob(f"/dev/shm/{arg}-*"):
+            os.unlink(path)
+
+
+def _plan(mappings):
+    return fds.FdPlan(ProcessState(pid=1, mappings=mappings))
+
+
+def test_registry_makes_each_object_once_for_a_tree(tmp_path):
+    """The contract for a tree: one registry, map_sources per process.  Two
+    processes map one shared anonymous object and one deleted file, the second
+    further than the first: one object each, the first process's bytes where
+    it mapped them, the second's only beyond."""
+    gone = str(tmp_path / "gone")
+    page = 4096
+
+    def maps(base, pages, offset):
+        return [Mapping(base, base + pages * page, "rw-s", offset * page, "00:01", 777,
+                        "/dev/zero", True, stored="all"),
+                Mapping(base + 0x100000, base + 0x100000 + pages * page, "rw-s", offset * page,
+                        "fe:00", 888, gone, True, stored="all")]
+
+    def memory(fill):
+        return lambda addr, n: bytes([fill]) * n
+
+    registry = {}
+    first, second = _plan(maps(0x10000000, 2, 0)), _plan(maps(0x20000000, 2, 1))
+    try:
+        out1 = shm.map_sources(first, first.mappings, memory(1), registry)
+        out2 = shm.map_sources(second, second.mappings, memory(2), registry)
+        assert len(registry) == 2 and not os.path.exists(gone)
+        for i in range(2):
+            fd1 = first.fds[int(out1[i].path.rsplit("/", 1)[1])]
+            fd2 = second.fds[int(out2[i].path.rsplit("/", 1)[1])]
+            assert fd1 == fd2 and not out1[i].deleted
+            data = os.pread(fd1, 3 * page, 0)
+            assert data == bytes([1]) * 2 * page + bytes([2]) * page
+        assert os.readlink(f"/proc/self/fd/{fd1}") == gone + " (deleted)"
+    finally:
+        first.close()
+        second.close()

@@ -5,7 +5,12 @@ process but its use.  Which ones a checkpoint holds (the rule, README):
 - shared memory segments the process has attached (its "/SYSV%08x (deleted)"
   mappings, inode = shmid): their metadata; their bytes are in those mappings;
 - semaphore sets and message queues whose owner or creator is one of the
-  process's user IDs (real or effective) — of every process of a tree.
+  process's user IDs (real or effective) — of every process of a tree — and
+  that the checkpoint's processes made or used: changed (ctime) since the
+  oldest of them started, or last operated by one of them (a message queue's
+  lspid/lrpid, a semaphore's sempid).  Without that second half, a root dump
+  would carry every root-owned object of the machine, and a restart would
+  make again those other programs had removed.
 
 capture() reads them while the processes are frozen (/proc/sysvipc for the
 metadata, semctl GETALL for the values, msgrcv MSG_COPY for the messages
@@ -71,6 +76,8 @@ def capture(pid, states):
     when there are none; what could not be captured, in words)."""
     attached = {m.inode for s in states for m in s.mappings if is_sysv(m)}
     uids = {u for s in states for u in (s.creds.get("uid") or [])[:2]}
+    pids = {s.pid for s in states}
+    since = _started(states)
     problems = []
     try:
         if os.readlink(f"/proc/{pid}/ns/ipc") != os.readlink("/proc/self/ns/ipc"):
@@ -85,7 +92,8 @@ def capture(pid, states):
         for r in tables[kind]:
             if kind == "shm" and r["shmid"] not in attached:
                 continue
-            if kind != "shm" and not uids & {r["uid"], r["cuid"]}:
+            if kind != "shm" and not (uids & {r["uid"], r["cuid"]}
+                                      and _made_or_used(kind, r, pids, since)):
                 continue
             try:
                 found.append(dict(_record(kind, r), **_contents(kind, r)))
@@ -95,6 +103,29 @@ def capture(pid, states):
         if found:
             out[kind] = found
     return out, problems + warnings(out)
+
+
+def _started(states):
+    """When the oldest process of states started, in seconds since the epoch
+    (/proc/sysvipc's times), or 0 when unknown."""
+    ticks = [s.start_time for s in states if s.start_time]
+    if not ticks:
+        return 0
+    with open("/proc/stat") as f:
+        btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    return btime + min(ticks) // os.sysconf("SC_CLK_TCK")
+
+
+def _made_or_used(kind, r, pids, since):
+    if since and r["ctime"] >= since:
+        return True
+    if kind == "msg":
+        return bool(pids & {r["lspid"], r["lrpid"]})
+    try:
+        return any(libc.syscall("semctl", r["semid"], n, libc.GETPID, 0) in pids
+                   for n in range(r["nsems"]))
+    except OSError:
+        return False
 
 
 def _contents(kind, r):

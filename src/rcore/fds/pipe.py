@@ -4,6 +4,7 @@ import os
 import stat
 from dataclasses import replace
 
+from .. import arch
 from ..errors import Incompatible, Unsupported
 from ..linux import pipes
 from . import ghost
@@ -103,7 +104,9 @@ def find_other_ends(files, inside):
                 lonely.setdefault(f.inode, []).append(f)
     if not lonely:
         return
-    holders = pipes.holders({f"pipe:[{ino}]" for ino in lonely}, inside)
+    # A dump's fork copies hold the process's descriptors too: never the program's.
+    holders = pipes.holders({f"pipe:[{ino}]" for ino in lonely}, inside,
+                            arch.host().COPY_NAME.decode())
     for ino, entries in lonely.items():
         found = holders.get(f"pipe:[{ino}]", [])[:4]
         for f in entries:

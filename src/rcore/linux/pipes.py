@@ -76,10 +76,11 @@ def fill_pipe(wfd, data, capacity=0):
         view = view[os.write(wfd, view):]
 
 
-def holders(targets, exclude):
+def holders(targets, exclude, ignore_comm=None):
     """{"pipe:[INODE]": [{"pid", "comm"}]}: which processes, other than those in
-    `exclude`, hold a descriptor whose link is one of `targets`.  Reads every
-    process's /proc/PID/fd: only called for pipes with one end in the dump."""
+    `exclude` and those named ignore_comm, hold a descriptor whose link is one
+    of `targets`.  Reads every process's /proc/PID/fd: only called for pipes
+    with one end in the dump."""
     found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) in exclude:
@@ -102,6 +103,8 @@ def holders(targets, exclude):
                     comm = f.read().strip()
             except OSError:
                 comm = "?"
+            if comm == ignore_comm:
+                continue
             for link in hit:
                 found.setdefault(link, []).append({"pid": int(name), "comm": comm})
     return found

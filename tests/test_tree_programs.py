@@ -50,7 +50,9 @@ PIPELINE_FILES = ["log", "out", "tail7", "letters", "sizes"]
 
 def pipeline_running(cwd):
     """The first pipeline is running: seq, awk and sha256sum are bash's children."""
-    return lambda p: read_lines(os.path.join(cwd, "log")) == ["started"] and len(all_children(p.pid)) == 3
+    log = os.path.join(cwd, "log")
+    return lambda p: os.path.exists(log) and read_lines(log) == ["started"] \
+        and len(all_children(p.pid)) == 3
 
 
 def check_pipeline_midway(cwd):

@@ -262,6 +262,10 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
     if tree and not without_children and (len(tree.processes) > 1 or pid_namespace):
         from .treerestart import restart_tree
         try:
+            if any_pid:
+                raise Unsupported(f"{path} is a tree of {len(tree.processes)} processes, which "
+                                  "keep their PIDs (--any-pid is for one process): restart it "
+                                  "with --pid-namespace when a PID is taken")
             return restart_tree(core, tree, path, detach=detach, lazy=lazy, stdin=stdin,
                                 stdout=stdout, stderr=stderr,
                                 skip_unsupported=skip_unsupported, host_clocks=host_clocks,

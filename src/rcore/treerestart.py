@@ -25,7 +25,7 @@ from dataclasses import replace
 from . import fds, identity, owner, shm, spawn, sysvipc, treespawn
 from .restart import (CoreFile, Restarted, build_stopped, check_restartable, clocks_for,
                       creds_to_take, plan_cwd, release_built)
-from .errors import Unsupported
+from .errors import NotPermitted, Unsupported
 from .interrupts import signals_held
 from .linux import inject, procfs
 from .linux.inject import Injector
@@ -38,6 +38,9 @@ def restart_tree(core, tree, path, *, detach=False, lazy=False, stdin=None, stdo
     """Restart the tree whose root's core is `core` (opened from `path`); returns
     the root's Restarted handle once every process runs.  tree: the core's
     (tree.Tree), or one of the root alone (tree.alone)."""
+    if os.geteuid() != 0:
+        raise NotPermitted("restarting a process tree needs root: every process is made "
+                           "with its PID (clone3 set_tid, CAP_CHECKPOINT_RESTORE)")
     cores = {tree.root: core}
     try:
         for m in tree.processes:

@@ -21,8 +21,11 @@
 Any failure after spawning kills the half-built process and reaps it: nothing is
 left behind (PTRACE_O_EXITKILL covers rcore itself dying).
 
-Not carried over (README, restart): child processes (a restarted process
-waiting for one gets ECHILD), sockets and pidfds of other processes (refused,
+A core with a tree (RCORE_TREE) restarts the whole tree: treerestart.py.
+
+Not carried over (README, restart): child processes of a core dumped with
+--no-children (a restarted process waiting for one gets ECHILD), sockets and
+pidfds of other processes (refused,
 or disconnected with skip_unsupported; see fds/), events queued in an inotify,
 pipes to other processes except on fds 0-2 (those get rcore's own), SysV semaphore undo
 adjustments (sysvipc.py), seccomp filters, namespaces and chroot,

@@ -3,6 +3,7 @@
 import os
 
 from . import fds, settings, sysvipc, timens, timers, tree
+from .errors import RcoreError
 
 
 SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 6: "ABRT", 9: "KILL", 10: "USR1", 12: "USR2",
@@ -22,7 +23,7 @@ def describe(core):
         "files": [f.to_dict() for f in proc.files],
     }
     if core.has_rcore:
-        described = fds.describe(proc)
+        described = fds.describe(proc, _tree_files(core))
         for f in d["files"]:
             f["state"], f["restart"] = described[f["fd"]]
     for m in proc.mappings:
@@ -52,6 +53,34 @@ def describe(core):
                          "sigaltstack": t.sigaltstack} for t in proc.threads],
         }
     return d
+
+
+def _tree_files(core):
+    """The descriptors of every process of the tree core belongs to (the root's
+    or a member's core), for what restart does with each; None: not a tree, or
+    a core of it is missing."""
+    from .elf.reader import CoreFile
+    root_path = core.path
+    if core.tree is None:
+        name = _root_core_name(core) if "tree_root" in core.state.extra else ""
+        if not name:
+            return None
+        root_path = os.path.join(os.path.dirname(core.path), name)
+    procs = []
+    try:
+        with CoreFile(root_path, resolve=False) as root:
+            for m in root.tree.processes if root.tree else []:
+                path = tree.member_path(root_path, m)
+                if m.zombie:
+                    continue
+                if path == core.path:
+                    procs.append(core.state)
+                    continue
+                with CoreFile(path, resolve=False) as member:
+                    procs.append(member.state)
+    except (OSError, RcoreError):
+        return None
+    return fds.TreeFiles(procs) if procs else None
 
 
 def _describe_tree(core):

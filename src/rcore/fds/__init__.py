@@ -501,9 +501,11 @@ def finish(inj, ws, plan, tids=None):
 
 # --- info -------------------------------------------------------------------------
 
-def describe(proc):
-    """rcore info: {fd: (the kind's state, what restart does with it)}."""
-    plan = FdPlan(proc)
+def describe(proc, tree=None):
+    """rcore info: {fd: (the kind's state, what restart does with it)}.  tree:
+    the TreeFiles of the tree proc is part of (a pipe to another member is no
+    pipe to the outside)."""
+    plan = FdPlan(proc, tree)
     out = {}
     for f in plan.files:
         if f.description != f.fd:

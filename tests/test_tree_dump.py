@@ -19,7 +19,7 @@ from rcore.elf import rcore_notes as R
 from rcore.elf.reader import CoreFile
 from rcore.errors import CoreFormatError, RcoreError
 
-from conftest import HERE, proc_status, rcore_cmd, wait_lines
+from conftest import HERE, proc_status, rcore_cmd, wait_for, wait_lines
 
 FAMILY = os.path.join(HERE, "data", "dumptree_family.py")
 
@@ -201,8 +201,10 @@ def test_stop_leaves_every_process_of_the_tree_stopped(family, tmp_path):
     rcore.dump(family["root"], str(tmp_path / "job.core"), stop=True)
     for k in ("root", "a", "b", "c"):
         pid = family[k]
-        st = proc_status(pid)
-        assert st["State"][0] == "T" and st["TracerPid"] == "0", (k, st["State"])
+        # The SIGSTOP is sent as each is let go: it stops as it leaves the ptrace stop.
+        wait_for(lambda: proc_status(pid)["State"][0] == "T", what=f"{k} stopped")
+        assert proc_status(pid)["TracerPid"] == "0", k
+    for pid in family.values():
         os.kill(pid, signal.SIGCONT)
 
 

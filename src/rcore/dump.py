@@ -264,18 +264,6 @@ def _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):
     return bool(leftovers)
 
 
-def _read_rseq_areas(frozen, mem):
-    """The rseq areas as they are at the freeze.  The kernel rewrites a thread's
-    area (cpu_id...) whenever it returns to user space, which the injected system
-    calls make it do; the core must hold the values of the frozen instant."""
-    areas = {}
-    for thread in frozen.threads.values():
-        conf = thread.rseq_config()
-        if conf and conf.rseq_abi_pointer:
-            areas[conf.rseq_abi_pointer] = mem.read(conf.rseq_abi_pointer, conf.rseq_abi_size)
-    return areas
-
-
 def _put_back_rseq_areas(writer, areas):
     for addr, data in areas.items():
         offset = writer.stored_offset(addr)
@@ -402,9 +390,9 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
             mappings, files = capture_mappings(pid)
             syscall_addr = inject.find_syscall_insn(pid, mappings)
             safe = inject.SafeSites.find(pid, mappings)
-            rseq_areas = _read_rseq_areas(frozen, mem)
+            rseq_areas = {}
             proc = capture_process(frozen, syscall_addr, mappings, files, run_state,
-                                  unlinked_limit, tcp_lock, safe=safe)
+                                  unlinked_limit, tcp_lock, safe=safe, rseq_areas=rseq_areas)
             if tcp_lock is not None and not stop:
                 tcp_lock.release()      # the target runs on: no packet may be dropped
             if _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):

@@ -70,8 +70,7 @@ def _children(pid):
     kids = []
     for tid in os.listdir(procfs.path(pid, "task")):
         try:
-            with open(procfs.path(pid, "task", tid, "children")) as f:
-                kids += [int(c) for c in f.read().split()]
+            kids += [int(c) for c in procfs.read_bytes(pid, f"task/{tid}/children").split()]
         except FileNotFoundError:
             continue
     return sorted(k for k in kids if _comm(k) != ARCH.COPY_NAME.decode())

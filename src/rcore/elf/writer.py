@@ -154,23 +154,23 @@ class CoreWriter:
         """Each segment's data offset; the headers and notes are written by commit()."""
         phnum = 1 + len(self.segments)
         off = self._align(ctypes.sizeof(S.Elf64_Ehdr) + phnum * ctypes.sizeof(S.Elf64_Phdr))
-        self._loads = []
         for m, filesz in self.segments:
             if filesz >= LARGE_ALIGN:
                 off += (m.start - off) % LARGE_ALIGN
-            data_off = off if filesz else 0
             if filesz:
                 self.offsets[m.start] = off
                 off = self._align(off + filesz)
-            self._loads.append(S.Elf64_Phdr(S.PT_LOAD, segment_flags(m.perms), data_off,
-                                            m.start, 0, filesz, m.size, self.page))
         self.size = off
         os.ftruncate(self.fd, self.size)
 
     def _write_head(self):
         note_data = build_notes(self.proc, self.arch, self.page, parent=self.parent)
         notes_off = self.size
-        phdrs = [S.Elf64_Phdr(S.PT_NOTE, 0, notes_off, 0, 0, len(note_data), 0, 4)] + self._loads
+        phdrs = [S.Elf64_Phdr(S.PT_NOTE, 0, notes_off, 0, 0, len(note_data), 0, 4)]
+        for m, filesz in self.segments:
+            phdrs.append(S.Elf64_Phdr(S.PT_LOAD, segment_flags(m.perms),
+                                      self.offsets[m.start] if filesz else 0,
+                                      m.start, 0, filesz, m.size, self.page))
         eh = S.Elf64_Ehdr()
         eh.e_ident[:7] = list(S.ELFMAG) + [S.ELFCLASS64, S.ELFDATA2LSB, S.EV_CURRENT]
         eh.e_type, eh.e_machine, eh.e_version = S.ET_CORE, self.arch.ELF_MACHINE, S.EV_CURRENT

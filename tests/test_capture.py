@@ -129,3 +129,30 @@ def test_captured_mappings_are_the_processes_own(build, procs, tmp_path, mode):
     assert got == own
     os.kill(p.pid, signal.SIGCONT)
     _still_handles_usr1(p)
+
+
+def _blocked(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("SigBlk:"))
+
+
+def test_many_threads_read_at_once(build, procs, tmp_path):
+    """The per-thread injected run goes to every thread at once, in batches
+    (capture._PARALLEL): each thread's own answer lands in its own slot, and
+    each thread gets its own mask and registers back."""
+    n = capture._PARALLEL + 44
+    p = procs.start([build("many_altstacks"), str(n)])
+    lines = wait_lines(p.out_path, n, timeout=30)
+    want = {int(tid): int(size) for tid, size in (line.split() for line in lines)}
+    masks = {tid: _blocked(p.pid, tid) for tid in want}
+    core = tmp_path / "threads.core"
+    dump(p.pid, str(core))
+    with CoreFile(str(core)) as c:
+        got = {t.tid: t for t in c.state.threads}
+    assert set(want) <= set(got)
+    assert {tid: got[tid].sigaltstack["ss_size"] for tid in want} == want
+    assert all(got[tid].sigaltstack["ss_sp"] for tid in want)
+    ctids = [t.clear_child_tid for t in got.values()]
+    assert all(ctids) and len(set(ctids)) == len(ctids)     # each its own (glibc: its TCB)
+    assert {tid: _blocked(p.pid, tid) for tid in want} == masks
+    assert p.poll() is None

@@ -315,13 +315,32 @@ class ChainData:
                 piece[2].readinto(view[at:at + n], piece[3] + (pos - piece[0]), n)
 
     def extents(self, offset, length, sparse):
+        """As CoreBytes.extents, adjacent data merged whatever file holds it: a
+        reader then reads (readinto) and writes a big range at once rather than
+        each of the thousands of pieces an old chain is cut into."""
+        run = None                                          # [offset, length] of data
         for pos, n, piece in self._overlapping(offset, length):
             if piece is None:
-                yield pos, n, False
-                continue
-            shift = piece[3] + (pos - piece[0]) - pos      # virtual -> the piece's file
-            for off, k, has in piece[2].extents(pos + shift, n, sparse):
-                yield off - shift, k, has
+                parts = [(pos, n, False)]
+            elif n <= CHUNK:        # pages written since a parent: no holes to look for
+                parts = [(pos, n, True)]
+            else:
+                shift = piece[3] + (pos - piece[0]) - pos  # virtual -> the piece's file
+                parts = [(off - shift, k, has)
+                         for off, k, has in piece[2].extents(pos + shift, n, sparse)]
+            for off, k, has in parts:
+                if has and run is not None and run[0] + run[1] == off:
+                    run[1] += k
+                    continue
+                if run is not None:
+                    yield run[0], run[1], True
+                    run = None
+                if has:
+                    run = [off, k]
+                else:
+                    yield off, k, False
+        if run is not None:
+            yield run[0], run[1], True
 
 
 def _copy_data(src, src_off, writer, dst_off, length):

@@ -156,3 +156,29 @@ def test_many_threads_read_at_once(build, procs, tmp_path):
     assert all(ctids) and len(set(ctids)) == len(ctids)     # each its own (glibc: its TCB)
     assert {tid: _blocked(p.pid, tid) for tid in want} == masks
     assert p.poll() is None
+
+
+def test_failed_run_in_one_thread_gives_every_thread_back(build, procs, tmp_path, monkeypatch):
+    """One thread's run failing (here: its wait raises) fails the dump, after
+    every other thread started was waited for and given back its mask and
+    registers: the process runs on, untraced, as before."""
+    n = 40
+    p = procs.start([build("many_altstacks"), str(n)])
+    lines = wait_lines(p.out_path, n, timeout=30)
+    tids = [int(line.split()[0]) for line in lines]
+    masks = {tid: _blocked(p.pid, tid) for tid in tids}
+    finish = inject.Injector.finish_to_signal
+
+    def failing(self, **kwargs):
+        finish(self, **kwargs)
+        if self.thread.tid == tids[5]:
+            raise RuntimeError("injected failure")
+    monkeypatch.setattr(inject.Injector, "finish_to_signal", failing)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        dump(p.pid, str(tmp_path / "fail.core"))
+    assert {tid: _blocked(p.pid, tid) for tid in tids} == masks
+    # running on, untraced (it may be "R" for an instant on its way back to pause())
+    wait_for(lambda: proc_status(p.pid)["State"][0] == "S", what="asleep in pause()")
+    assert proc_status(p.pid)["TracerPid"] == "0"
+    os.kill(p.pid, signal.SIGUSR2)          # default action: the process ends
+    assert p.wait(timeout=10) == -signal.SIGUSR2

@@ -338,13 +338,9 @@ class _Runner:
             finally:
                 error = None
                 for i, tinj in enumerate(made):
-                    try:
-                        if i in running:
-                            tinj.finish_to_signal(end=end, sig=self.sig)
-                    except BaseException as err:   # re-raised once all are restored
-                        error = error or err
-                    finally:
-                        tinj.restore()
+                    if i in running:
+                        error = _first_error(error, tinj.finish_to_signal, end=end, sig=self.sig)
+                    error = _first_error(error, tinj.restore)
                 if error is not None:
                     raise error
             data = libc.read_memory(self.pid, base, len(batch) * _RESULT_SLOT)
@@ -357,6 +353,16 @@ class _Runner:
             if -4096 < ret < 0:
                 raise InjectedSyscallError(self.pid, name, -ret)
         _set_thread_info(ts, data)
+
+
+def _first_error(error, step, **kwargs):
+    """Run step; returns error, or the exception step raised when error is None
+    (the caller goes on giving the other threads back before raising it)."""
+    try:
+        step(**kwargs)
+    except BaseException as err:
+        return error or err
+    return error
 
 
 # Where each thread's thread_info results go (8-byte aligned) and how many

@@ -106,7 +106,7 @@ def capture_thread(thread, known=None):
     sigmask = thread.get_sigmask()
     head, length = libc.get_robust_list(thread.tid)
     if known is not None:
-        known[thread.tid] = (regs, sigmask, rseq)
+        known[thread.tid] = (regs, sigmask, rseq)     # (capture_process adds the rseq area)
     return ThreadState(
         tid=thread.tid, regs=regs.as_dict(), xstate=thread.get_xstate(),
         sigmask=sigmask, pending=thread.peek_siginfo(shared=False),
@@ -154,8 +154,11 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
     known = {}
     proc.threads = [capture_thread(frozen.threads[t], known) for t in tids]
     proc.shared_pending = leader.peek_siginfo(shared=True)
+    areas = read_rseq_areas(pid, proc.threads)
     if rseq_areas is not None:
-        rseq_areas.update(read_rseq_areas(pid, proc.threads))
+        rseq_areas.update(areas)
+    for ts in proc.threads:
+        known[ts.tid] += (areas.get(ts.rseq.get("ptr")) if ts.rseq else None,)
     _capture_injected(frozen, syscall_addr, proc, status, safe, known)
     return proc
 
@@ -222,10 +225,10 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None)
             proc.timers = timers.capture(inj, scratch, frozen.pid)
             proc.settings = settings.capture(inj, scratch, frozen.pid, proc.mappings)
             runner.thread_info(inj, proc.threads[0])
-            others = [(ts, lambda ts=ts: Injector(
+            others = [(ts, lambda frames, ts=ts: Injector(
                 frozen.threads[ts.tid], syscall_addr, block_signals=True, safe=safe,
                 frame_at=scratch + slots[ts.tid], xstate=ts.xstate,
-                known=(known or {}).get(ts.tid))) for ts in proc.threads[1:]]
+                known=(known or {}).get(ts.tid), frames=frames)) for ts in proc.threads[1:]]
             runner.threads_info(others, scratch + results_at)
         finally:
             if code is not None:
@@ -321,7 +324,7 @@ class _Runner:
         waited for and restored, whatever fails."""
         if self.code is None:
             for ts, make in threads:
-                with make() as tinj:
+                with make(None) as tinj:
                     self.thread_info(tinj, ts)
             return
         code = self.code + _THREAD_CODE_OFFSET
@@ -329,11 +332,13 @@ class _Runner:
         for first in range(0, len(threads), _PARALLEL):
             batch = threads[first:first + _PARALLEL]
             base = results_at + first * _RESULT_SLOT
-            made, running = [], set()
+            made, running, frames = [], set(), []
             try:
-                for i, (ts, make) in enumerate(batch):
-                    made.append(make())
-                    made[-1].start_to_signal(code, base + i * _RESULT_SLOT, sig=self.sig)
+                for ts, make in batch:
+                    made.append(make(frames))
+                _write_all(self.pid, frames)
+                for i, tinj in enumerate(made):
+                    tinj.start_to_signal(code, base + i * _RESULT_SLOT, sig=self.sig)
                     running.add(i)
             finally:
                 error = None
@@ -353,6 +358,20 @@ class _Runner:
             if -4096 < ret < 0:
                 raise InjectedSyscallError(self.pid, name, -ret)
         _set_thread_info(ts, data)
+
+
+def _write_all(pid, pieces):
+    """Write each (address, bytes) of pieces into pid, in one process_vm_writev."""
+    if not pieces:
+        return
+    buf = bytearray(b"".join(data for _, data in pieces))
+    base, local, remote, off = libc.buffer_address(buf), [], [], 0
+    for addr, data in pieces:
+        local.append((base + off, len(data)))
+        remote.append((addr, len(data)))
+        off += len(data)
+    if libc.process_vm_writev(pid, local, remote) != len(buf):
+        raise RcoreError(f"cannot write the threads' signal frames into process {pid}")
 
 
 def _first_error(error, step, **kwargs):

@@ -29,7 +29,8 @@ def _wrap(func):
 
 
 def path(pid, *parts, proc=PROC):
-    return os.path.join(proc, str(pid), *parts)
+    # joined by hand: os.path.join costs more, a few per thread of a dump
+    return "/".join((proc, str(pid)) + parts)
 
 
 def _read(pid, name, proc=PROC):

@@ -130,7 +130,7 @@ def main():
         t = time.monotonic()
         restarted = restart(last, detach=True, any_pid=True)
         print(f"  restart from the newest increment: {time.monotonic() - t:.2f} s "
-              f"(chain flattened first), pid {restarted.pid}")
+              f"(read through the chain), pid {restarted.pid}")
         time.sleep(0.5)
         print(f"  restarted process alive: {os.path.exists(f'/proc/{restarted.pid}')}")
     finally:

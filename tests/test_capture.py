@@ -129,3 +129,56 @@ def test_captured_mappings_are_the_processes_own(build, procs, tmp_path, mode):
     assert got == own
     os.kill(p.pid, signal.SIGCONT)
     _still_handles_usr1(p)
+
+
+def _blocked(pid, tid):
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("SigBlk:"))
+
+
+def test_many_threads_read_at_once(build, procs, tmp_path):
+    """The per-thread injected run goes to every thread at once, in batches
+    (capture._PARALLEL): each thread's own answer lands in its own slot, and
+    each thread gets its own mask and registers back."""
+    n = capture._PARALLEL + 44
+    p = procs.start([build("many_altstacks"), str(n)])
+    lines = wait_lines(p.out_path, n, timeout=30)
+    want = {int(tid): int(size) for tid, size in (line.split() for line in lines)}
+    masks = {tid: _blocked(p.pid, tid) for tid in want}
+    core = tmp_path / "threads.core"
+    dump(p.pid, str(core))
+    with CoreFile(str(core)) as c:
+        got = {t.tid: t for t in c.state.threads}
+    assert set(want) <= set(got)
+    assert {tid: got[tid].sigaltstack["ss_size"] for tid in want} == want
+    assert all(got[tid].sigaltstack["ss_sp"] for tid in want)
+    ctids = [t.clear_child_tid for t in got.values()]
+    assert all(ctids) and len(set(ctids)) == len(ctids)     # each its own (glibc: its TCB)
+    assert {tid: _blocked(p.pid, tid) for tid in want} == masks
+    assert p.poll() is None
+
+
+def test_failed_run_in_one_thread_gives_every_thread_back(build, procs, tmp_path, monkeypatch):
+    """One thread's run failing (here: its wait raises) fails the dump, after
+    every other thread started was waited for and given back its mask and
+    registers: the process runs on, untraced, as before."""
+    n = 40
+    p = procs.start([build("many_altstacks"), str(n)])
+    lines = wait_lines(p.out_path, n, timeout=30)
+    tids = [int(line.split()[0]) for line in lines]
+    masks = {tid: _blocked(p.pid, tid) for tid in tids}
+    finish = inject.Injector.finish_to_signal
+
+    def failing(self, **kwargs):
+        finish(self, **kwargs)
+        if self.thread.tid == tids[5]:
+            raise RuntimeError("injected failure")
+    monkeypatch.setattr(inject.Injector, "finish_to_signal", failing)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        dump(p.pid, str(tmp_path / "fail.core"))
+    assert {tid: _blocked(p.pid, tid) for tid in tids} == masks
+    # running on, untraced (it may be "R" for an instant on its way back to pause())
+    wait_for(lambda: proc_status(p.pid)["State"][0] == "S", what="asleep in pause()")
+    assert proc_status(p.pid)["TracerPid"] == "0"
+    os.kill(p.pid, signal.SIGUSR2)          # default action: the process ends
+    assert p.wait(timeout=10) == -signal.SIGUSR2

@@ -121,6 +121,39 @@ def test_restore_and_restart_read_through_the_chain(chain, procs, tmp_path):
     assert out.read_text().split() == [prog.sums["c"]]
 
 
+def _open_deleted_files(directory):
+    """Files under directory this process holds open though they were unlinked."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(" (deleted)") and target.startswith(str(directory)):
+            out.append(target)
+    return out
+
+
+def test_chain_read_in_place_without_a_flattened_copy(chain, tmp_path):
+    """Opening an increment reads its pages from the cores of its chain: no
+    standalone copy is written (it was an unlinked temporary file), and the
+    memory read equals that of `rcore flatten`'s core."""
+    prog, a, b, c = chain
+    flat = str(tmp_path / "flat.core")
+    with CoreFile(c, resolve=False) as core:
+        from rcore.chain import flatten
+        flatten(core, flat)
+    before = sorted(os.listdir(tmp_path))
+    with CoreFile(c) as core, CoreFile(flat) as whole:
+        assert core.resolved and _open_deleted_files(tmp_path) == []
+        assert sorted(os.listdir(tmp_path)) == before
+        assert [(s.vaddr, s.memsz, s.filesz) for s in core.segments] == \
+            [(s.vaddr, s.memsz, s.filesz) for s in whole.segments]
+        for seg in whole.segments:
+            if seg.filesz:
+                assert core.read(seg.vaddr, seg.filesz) == whole.read(seg.vaddr, seg.filesz)
+
+
 def test_replaced_parent_is_refused(chain, tmp_path):
     prog, a, b, c = chain
     rcore.dump(prog.pid, a)            # another checkpoint under the parent's name

@@ -103,6 +103,10 @@ def test_pyelftools_iterates_notes_and_segments(core, target):
         # 2 MiB-aligned file, so that the page cache takes them in large folios
         big = [s.header for s in loads if s.header.p_filesz >= 2 << 20]
         assert big and all(h.p_offset % (2 << 20) == h.p_vaddr % (2 << 20) for h in big)
+        # the notes follow the data: they are encoded after the target is released
+        note_seg = next(s.header for s in elf.iter_segments() if s.header.p_type == "PT_NOTE")
+        assert all(note_seg.p_offset >= s.header.p_offset + s.header.p_filesz for s in loads)
+        assert note_seg.p_offset + note_seg.p_filesz == os.path.getsize(core)
         prstatus = [n for n in notes if n.n_type == "NT_PRSTATUS"]
         # pyelftools leaves NT_PRSTATUS raw: pr_pid is at offset 32 (struct elf_prstatus)
         assert sorted(struct.unpack_from("<i", n.n_desc, 32)[0] for n in prstatus) == sorted(

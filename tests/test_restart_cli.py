@@ -381,3 +381,21 @@ def test_children_are_said_at_dump_and_refused_at_restart(procs, tmp_path):
     assert r.returncode == 0, r.stderr
     procs.adopt(int(r.stdout.split()[-1]))
     assert f"({kid})" in r.stderr and "warning" in r.stderr
+
+
+def test_parser_built_for_the_named_command_only():
+    """The CLI builds only the sub-parser its arguments name (start-up time);
+    --help and a mistyped command still see every command."""
+    from rcore import cli
+    from rcore.commands import COMMANDS
+    names = [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]
+    def choices(argv):
+        sub = next(a for a in cli.build_parser(argv)._actions if a.dest == "command")
+        return sorted(sub.choices)
+    assert choices(["dump", "1"]) == ["dump"]
+    assert choices(["--help"]) == choices(["dumpp"]) == choices([]) == sorted(names)
+    assert cli.build_parser(["dump", "12", "--stop"]).parse_args(["dump", "12", "--stop"]).stop
+    r = rcore_cmd("dumpp", "1")
+    assert r.returncode == 2 and all(n in r.stderr for n in names)
+    r = rcore_cmd("--help")
+    assert r.returncode == 0 and all(n in r.stdout for n in names)

@@ -67,15 +67,8 @@ def children_not_carried(proc):
     """What to say, at dump and at restart, of a process that had children."""
     pids = ", ".join(map(str, proc.children[:10])) + (", ..." if len(proc.children) > 10 else "")
     return (f"process {proc.pid} has {len(proc.children)} child process(es) ({pids}) that "
-            "the checkpoint does not hold (process trees are not carried yet): after a "
-            "restart, waiting for them fails with ECHILD and what they were doing is lost")
-
-
-def _comm(pid):
-    try:
-        return procfs.read_comm(pid)
-    except (OSError, RcoreError):
-        return ""
+            "the checkpoint does not hold (dumped with --no-children): after a restart, "
+            "waiting for them fails with ECHILD and what they were doing is lost")
 
 
 def capture_creds(status):
@@ -84,14 +77,19 @@ def capture_creds(status):
             "groups": [int(x) for x in status.get("Groups", "").split()]}
 
 
-def capture_thread(thread):
-    """Everything ptrace shows of a stopped thread (the rest is injected later)."""
+def capture_thread(thread, known=None):
+    """Everything ptrace shows of a stopped thread (the rest is injected later).
+    known: a dict that gets, under the tid, what an Injector of this thread
+    would read again (inject.Injector's `known`)."""
     regs = thread.get_regs()
     rseq = thread.rseq_config()
+    sigmask = thread.get_sigmask()
     head, length = libc.get_robust_list(thread.tid)
+    if known is not None:
+        known[thread.tid] = (regs, sigmask, rseq)     # (capture_process adds the rseq area)
     return ThreadState(
         tid=thread.tid, regs=regs.as_dict(), xstate=thread.get_xstate(),
-        sigmask=thread.get_sigmask(), pending=thread.peek_siginfo(shared=False),
+        sigmask=sigmask, pending=thread.peek_siginfo(shared=False),
         robust_list=[head, length],
         rseq=({"ptr": rseq.rseq_abi_pointer, "size": rseq.rseq_abi_size,
                "signature": rseq.signature} if rseq and rseq.rseq_abi_pointer else {}),
@@ -99,10 +97,13 @@ def capture_thread(thread):
 
 
 def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None,
-                    unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None, safe=None, also=None):
+                    unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None, safe=None,
+                    rseq_areas=None, also=None):
     """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
     run_state: the state letter read before freezing (frozen, it reads "t").
     safe (inject.SafeSites): guard the injected calls against rcore's death.
+    rseq_areas: a dict that gets each thread's rseq area (address -> bytes) as
+    it is at the freeze, read before any injected call (see read_rseq_areas).
     also(inj, scratch): more calls to inject with the others (a tree's
     pdeath signal)."""
     pid = frozen.pid
@@ -132,13 +133,44 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         children=tree.children(pid))
     leader = frozen.leader()
     tids = [pid] + sorted(t for t in frozen.threads if t != pid)
-    proc.threads = [capture_thread(frozen.threads[t]) for t in tids]
+    known = {}
+    proc.threads = [capture_thread(frozen.threads[t], known) for t in tids]
     proc.shared_pending = leader.peek_siginfo(shared=True)
-    _capture_injected(frozen, syscall_addr, proc, status, safe, also)
+    areas = read_rseq_areas(pid, proc.threads)
+    if rseq_areas is not None:
+        rseq_areas.update(areas)
+    for ts in proc.threads:
+        known[ts.tid] += (areas.get(ts.rseq.get("ptr")) if ts.rseq else None,)
+    _capture_injected(frozen, syscall_addr, proc, status, safe, known, also)
     return proc
 
 
-def _capture_injected(frozen, syscall_addr, proc, status, safe=None, also=None):
+def read_rseq_areas(pid, threads):
+    """{address: bytes} of the threads' rseq areas (ThreadState.rseq), in one
+    process_vm_readv.  The kernel rewrites a thread's area (cpu_id...) whenever
+    it returns to user space, which injected calls make it do: a core must hold
+    the values of the frozen instant, read before them."""
+    areas = {ts.rseq["ptr"]: ts.rseq["size"] for ts in threads if ts.rseq}
+    if not areas:
+        return {}
+    buf = bytearray(sum(areas.values()))
+    at = libc.buffer_address(buf)
+    local, remote, off = [], [], 0
+    for addr, size in areas.items():
+        local.append((at + off, size))
+        remote.append((addr, size))
+        off += size
+    if libc.process_vm_readv(pid, local, remote) != len(buf):
+        # one area unreadable (a program may unmap its rseq area): each alone
+        return {addr: libc.read_memory(pid, addr, size) for addr, size in areas.items()}
+    out, off = {}, 0
+    for addr, size in areas.items():
+        out[addr] = bytes(buf[off:off + size])
+        off += size
+    return out
+
+
+def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None, also=None):
     """State only the process can ask for: run the calls in its own threads
     (guarded calls with `safe`, inject.SafeSites).  A scratch mapping receives the
     results and is unmapped again.  Guarded, and with a signal the program
@@ -149,10 +181,13 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, also=None):
     # The other threads' signal frames go to the scratch mapping, after its page
     # for results, rather than below their stack pointers: a thread may be running
     # on a signal stack or a small stack of a runtime's own.
+    # Each thread's results follow the frames (the threads run at once).
     slots, size = {}, ARCH.PAGE_SIZE
     for ts in proc.threads[1:]:
         slots[ts.tid] = size
         size += frame_slot_size(ts.xstate)
+    results_at = size
+    size += len(proc.threads) * _RESULT_SLOT
     size = (size + ARCH.PAGE_SIZE - 1) & -ARCH.PAGE_SIZE
     sig = stop_signal(status, proc) if safe is not None else None
     with Injector(leader, syscall_addr, block_signals=True, safe=safe,
@@ -174,11 +209,11 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, also=None):
             if also is not None:
                 also(inj, scratch)
             runner.thread_info(inj, proc.threads[0])
-            for ts in proc.threads[1:]:
-                with Injector(frozen.threads[ts.tid], syscall_addr, block_signals=True,
-                              safe=safe, frame_at=scratch + slots[ts.tid],
-                              xstate=ts.xstate) as tinj:
-                    runner.thread_info(tinj, ts)
+            others = [(ts, lambda frames, ts=ts: Injector(
+                frozen.threads[ts.tid], syscall_addr, block_signals=True, safe=safe,
+                frame_at=scratch + slots[ts.tid], xstate=ts.xstate,
+                known=(known or {}).get(ts.tid), frames=frames)) for ts in proc.threads[1:]]
+            runner.threads_info(others, scratch + results_at)
         finally:
             if code is not None:
                 inj.call("munmap", code, ARCH.PAGE_SIZE, check=False)
@@ -263,12 +298,80 @@ class _Runner:
         at = self.scratch
         code = self.code + _THREAD_CODE_OFFSET
         inj.run_to_signal(code, at, sig=self.sig, end=code + len(ARCH.THREAD_INFO_CODE) - 1)
-        data = libc.read_memory(self.pid, at, ARCH.THREAD_INFO_SIZE)
+        self._set_info(ts, libc.read_memory(self.pid, at, ARCH.THREAD_INFO_SIZE))
+
+    def threads_info(self, threads, results_at):
+        """thread_info of every (ThreadState, Injector factory) in `threads`.  With
+        the code page, all run at once: each thread is set running, then each is
+        waited for, and the results (one slot each from results_at) are read in
+        one call.  Batches bound what is in flight; every thread started is
+        waited for and restored, whatever fails."""
+        if self.code is None:
+            for ts, make in threads:
+                with make(None) as tinj:
+                    self.thread_info(tinj, ts)
+            return
+        code = self.code + _THREAD_CODE_OFFSET
+        end = code + len(ARCH.THREAD_INFO_CODE) - 1
+        for first in range(0, len(threads), _PARALLEL):
+            batch = threads[first:first + _PARALLEL]
+            base = results_at + first * _RESULT_SLOT
+            made, running, frames = [], set(), []
+            try:
+                for ts, make in batch:
+                    made.append(make(frames))
+                _write_all(self.pid, frames)
+                for i, tinj in enumerate(made):
+                    tinj.start_to_signal(code, base + i * _RESULT_SLOT, sig=self.sig)
+                    running.add(i)
+            finally:
+                error = None
+                for i, tinj in enumerate(made):
+                    if i in running:
+                        error = _first_error(error, tinj.finish_to_signal, end=end, sig=self.sig)
+                    error = _first_error(error, tinj.restore)
+                if error is not None:
+                    raise error
+            data = libc.read_memory(self.pid, base, len(batch) * _RESULT_SLOT)
+            for i, (ts, _) in enumerate(batch):
+                self._set_info(ts, data[i * _RESULT_SLOT:(i + 1) * _RESULT_SLOT])
+
+    def _set_info(self, ts, data):
         for name, off in (("prctl", 32), ("sigaltstack", 40)):
             (ret,) = struct.unpack_from("<q", data, off)
             if -4096 < ret < 0:
                 raise InjectedSyscallError(self.pid, name, -ret)
         _set_thread_info(ts, data)
+
+
+def _write_all(pid, pieces):
+    """Write each (address, bytes) of pieces into pid, in one process_vm_writev."""
+    if not pieces:
+        return
+    buf = bytearray(b"".join(data for _, data in pieces))
+    base, local, remote, off = libc.buffer_address(buf), [], [], 0
+    for addr, data in pieces:
+        local.append((base + off, len(data)))
+        remote.append((addr, len(data)))
+        off += len(data)
+    if libc.process_vm_writev(pid, local, remote) != len(buf):
+        raise RcoreError(f"cannot write the threads' signal frames into process {pid}")
+
+
+def _first_error(error, step, **kwargs):
+    """Run step; returns error, or the exception step raised when error is None
+    (the caller goes on giving the other threads back before raising it)."""
+    try:
+        step(**kwargs)
+    except BaseException as err:
+        return error or err
+    return error
+
+
+# Where each thread's thread_info results go (8-byte aligned) and how many
+# threads run at once.
+_RESULT_SLOT = (ARCH.THREAD_INFO_SIZE + 7) & ~7
+_PARALLEL = 256
 
 
 def _read_sigactions(inj, scratch, pid):

@@ -12,16 +12,17 @@ stored here, and runs unchanged, with p_filesz 0 (debuggers then report that
 memory as unavailable instead of showing zeros).  Other mappings are stored as
 in a full core.
 
-Reading: CoreFile resolves a chain when opened (flatten_into): it writes the
-standalone core into an unlinked temporary file beside the core and serves
-memory from there, so restore, restart and diff see an ordinary core.
-`rcore flatten` writes that standalone core under a name."""
+Reading: CoreFile resolves a chain when opened (ChainData): nothing is
+written; it lays out the standalone core's data as a virtual file (one segment
+per mapping, the layout `rcore flatten` would write) whose pieces are read from
+the newest core of the chain that stores each page, so restore, restart and
+diff see an ordinary core whose data are read (CoreBytes) but never mapped
+from a file.  `rcore flatten` writes that standalone core under a name."""
 
 import bisect
 import copy
 import dataclasses
 import os
-import tempfile
 
 from .errors import CoreFormatError
 from .memory import CHUNK
@@ -210,9 +211,9 @@ def _stored(core, start, end):
     return out
 
 
-def _copy_mapping(chain, writer, m, filesz):
-    """Mapping m's first filesz bytes into the writer, each range from the newest
-    core of the chain that stores it."""
+def _sources(chain, m, filesz):
+    """(start, end, core, file offset) for mapping m's first filesz bytes: each
+    range from the newest core of the chain that stores it."""
     from .rebuild import merge_ranges, subtract_ranges
     start, end = m.start, m.start + filesz
     covered = []
@@ -223,12 +224,123 @@ def _copy_mapping(chain, writer, m, filesz):
         starts = [a for a, _, _ in held]
         for s, e in subtract_ranges([(a, b) for a, b, _ in held], covered):
             a, _, off = held[bisect.bisect_right(starts, s) - 1]
-            _copy_data(core, off + (s - a), writer, writer.data_offset(m, s), e - s)
+            yield s, e, core, off + (s - a)
         covered = merge_ranges(covered + [(a, b) for a, b, _ in held])
         if covered == [(start, end)]:
             return
     missing = subtract_ranges([(start, end)], covered)
     raise CoreFormatError(chain[0].path, f"no checkpoint of its chain holds {missing[0][0]:#x}")
+
+
+def _copy_mapping(chain, writer, m, filesz):
+    for s, e, core, off in _sources(chain, m, filesz):
+        _copy_data(core, off, writer, writer.data_offset(m, s), e - s)
+
+
+class ChainData:
+    """The data of incremental CoreFile `core` through its chain, as a virtual
+    standalone core: `segments` (one per mapping, a whole one for each
+    inherited mapping) at offsets beyond the core's own file, and readinto()
+    and extents() over those offsets (the interface of rebuild.CoreBytes),
+    each piece read from the core of the chain that holds it.  Opening costs
+    the chain's headers only: a restart from an increment no longer writes
+    the flattened core first."""
+
+    def __init__(self, core):
+        from .elf.reader import Segment
+        from .elf.writer import segment_flags
+        from .rebuild import CoreBytes
+        self.chain = [core] + open_chain(core)
+        try:
+            page = core.arch.PAGE_SIZE
+            cursor = -(-core.size // page) * page     # past the core's own bytes
+            self.segments, self._pieces = [], []      # (voffset, length, CoreBytes, offset)
+            files = {id(c): CoreBytes(c, chain=False) for c in self.chain}
+            for m in sorted(core.state.mappings, key=lambda m: m.start):
+                own = core.segment_at(m.start)
+                filesz = m.size if m.stored == INHERITED else (own.filesz if own else 0)
+                seg = Segment.__new__(Segment)
+                seg.vaddr, seg.memsz, seg.filesz = m.start, m.size, filesz
+                seg.flags = own.flags if own else segment_flags(m.perms)
+                seg.offset = cursor if filesz else 0
+                self.segments.append(seg)
+                if not filesz:
+                    continue
+                sources = (_sources(self.chain, m, filesz) if m.stored == INHERITED
+                           else [(m.start, m.start + filesz, core, own.offset)])
+                for s, e, c, off in sources:
+                    self._pieces.append((cursor + (s - m.start), e - s, files[id(c)], off))
+                cursor += -(-filesz // page) * page
+            self._pieces.sort(key=lambda p: p[0])
+            self._starts = [p[0] for p in self._pieces]
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        for c in self.chain[1:]:
+            c.close()
+        self.chain = self.chain[:1]
+
+    def _overlapping(self, offset, length):
+        """(offset, length, piece or None) covering [offset, offset + length): the
+        gaps between pieces (none within a mapping's data) read as zeros."""
+        end = offset + length
+        i = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        pos = offset
+        while pos < end:
+            piece = self._pieces[i] if i < len(self._pieces) else None
+            if piece is None or piece[0] >= end:
+                yield pos, end - pos, None
+                return
+            vstart, plen = piece[0], piece[1]
+            if vstart + plen <= pos:
+                i += 1
+                continue
+            if vstart > pos:
+                yield pos, vstart - pos, None
+                pos = vstart
+            n = min(end, vstart + plen) - pos
+            yield pos, n, piece
+            pos += n
+            i += 1
+
+    def readinto(self, buf, offset, length):
+        view = memoryview(buf)
+        for pos, n, piece in self._overlapping(offset, length):
+            at = pos - offset
+            if piece is None:
+                view[at:at + n] = bytes(n)
+            else:
+                piece[2].readinto(view[at:at + n], piece[3] + (pos - piece[0]), n)
+
+    def extents(self, offset, length, sparse):
+        """As CoreBytes.extents, adjacent data merged whatever file holds it: a
+        reader then reads (readinto) and writes a big range at once rather than
+        each of the thousands of pieces an old chain is cut into."""
+        run = None                                          # [offset, length] of data
+        for pos, n, piece in self._overlapping(offset, length):
+            if piece is None:
+                parts = [(pos, n, False)]
+            elif n <= CHUNK:        # pages written since a parent: no holes to look for
+                parts = [(pos, n, True)]
+            else:
+                shift = piece[3] + (pos - piece[0]) - pos  # virtual -> the piece's file
+                parts = [(off - shift, k, has)
+                         for off, k, has in piece[2].extents(pos + shift, n, sparse)]
+            for off, k, has in parts:
+                if has and run is not None and run[0] + run[1] == off:
+                    run[1] += k
+                    continue
+                if run is not None:
+                    yield run[0], run[1], True
+                    run = None
+                if has:
+                    run = [off, k]
+                else:
+                    yield off, k, False
+        if run is not None:
+            yield run[0], run[1], True
 
 
 def _copy_data(src, src_off, writer, dst_off, length):
@@ -256,24 +368,3 @@ def _copy_bytes(src_fd, src_off, writer, dst_off, n):
             writer.pwrite(data, dst_off)
             done = len(data)
         src_off, dst_off, n = src_off + done, dst_off + done, n - done
-
-
-def flatten_into(core):
-    """Resolve incremental CoreFile `core` in place: its standalone core is
-    written beside it under a temporary name (or in the temporary directory
-    when that directory is not writable), opened, and unlinked; returns the
-    open file object."""
-    name = f".{os.path.basename(core.path)}.flat-{os.getpid()}"
-    directory = os.path.dirname(os.path.abspath(core.path))
-    if not os.access(directory, os.W_OK):
-        directory = tempfile.gettempdir()
-    tmp = os.path.join(directory, name)
-    try:
-        flatten(core, tmp)
-        f = open(tmp, "rb")
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-    return f

@@ -11,12 +11,16 @@ from .errors import RcoreError
 from .commands import COMMANDS
 
 
-def build_parser():
+def build_parser(argv=None):
+    """The parser; given the arguments, only the sub-command they name is built
+    (each sub-parser costs a millisecond or more, argparse looking up message
+    translations), all of them otherwise (--help, a mistyped command)."""
     parser = argparse.ArgumentParser(
         prog="rcore", description="Checkpoint and restart of live Linux processes "
                                   "through standard ELF core files.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
+    named = [m for m in COMMANDS if argv and m.__name__.rsplit(".", 1)[1] == argv[0]]
+    for module in named or COMMANDS:
         module.add_parser(sub)
     return parser
 
@@ -28,7 +32,7 @@ def _terminate(signum, frame):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
     try:

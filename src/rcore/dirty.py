@@ -299,14 +299,22 @@ class Written:
         been rebuilt, just before memory is compared."""
         if self._tracked is not None:
             return
+        # Two walks, each listing few regions: tracked pages merge into one
+        # region per run of mappings, and only written pages are listed.  (One
+        # walk returning both categories lists every tracked run between two
+        # written pages too, and turning thousands of those into Python tuples
+        # cost more than the second walk.)
         fd = procfs.open_pagemap(self.pid)
         try:
-            regions = U.pagemap_scan(fd, 0, USER_SPACE_END, category_mask=U.PAGE_IS_WPALLOWED,
-                                     return_mask=U.PAGE_IS_WPALLOWED | U.PAGE_IS_WRITTEN)
+            tracked = U.pagemap_scan(fd, 0, USER_SPACE_END, category_mask=U.PAGE_IS_WPALLOWED,
+                                     return_mask=U.PAGE_IS_WPALLOWED)
+            written = U.pagemap_scan(fd, 0, USER_SPACE_END,
+                                     category_mask=U.PAGE_IS_WPALLOWED | U.PAGE_IS_WRITTEN,
+                                     return_mask=U.PAGE_IS_WRITTEN)
         finally:
             os.close(fd)
-        self._tracked = merge_ranges([(s, e) for s, e, _ in regions])
-        self._written = merge_ranges([(s, e) for s, e, c in regions if c & U.PAGE_IS_WRITTEN])
+        self._tracked = merge_ranges([(s, e) for s, e, _ in tracked])
+        self._written = merge_ranges([(s, e) for s, e, _ in written])
 
     @property
     def tracked(self):

@@ -268,18 +268,6 @@ def _clean_up_after_dead_dumps(frozen, syscall_addr, safe, mappings):
     return bool(leftovers)
 
 
-def _read_rseq_areas(frozen, mem):
-    """The rseq areas as they are at the freeze.  The kernel rewrites a thread's
-    area (cpu_id...) whenever it returns to user space, which the injected system
-    calls make it do; the core must hold the values of the frozen instant."""
-    areas = {}
-    for thread in frozen.threads.values():
-        conf = thread.rseq_config()
-        if conf and conf.rseq_abi_pointer:
-            areas[conf.rseq_abi_pointer] = mem.read(conf.rseq_abi_pointer, conf.rseq_abi_size)
-    return areas
-
-
 def _put_back_rseq_areas(writer, areas):
     for addr, data in areas.items():
         offset = writer.stored_offset(addr)
@@ -461,10 +449,10 @@ class ProcessDump:
             mappings, files = capture_mappings(pid)
             self.syscall_addr = inject.find_syscall_insn(pid, mappings)
             self.safe = inject.SafeSites.find(pid, mappings)
-            self.rseq_areas = _read_rseq_areas(frozen, self.mem)
+            self.rseq_areas = {}
             self.proc = capture_process(frozen, self.syscall_addr, mappings, files,
                                         self.run_state, self.unlinked_limit, self.tcp_lock,
-                                        safe=self.safe, also=also)
+                                        safe=self.safe, rseq_areas=self.rseq_areas, also=also)
 
     def prepare(self, frozen, now=True):
         """Plan the core, store what a fork would not carry (unless now is

@@ -284,13 +284,18 @@ class RebuildSummary:
 
 class CoreBytes:
     """The core file's data: copied into buffers with pread (no page faults on a
-    mapping of it, and the GIL is released while the kernel copies)."""
+    mapping of it, and the GIL is released while the kernel copies).  For an
+    incremental core resolved through its chain, its chain's (chain.ChainData),
+    unless chain=False (the core's own file)."""
 
-    def __init__(self, core):
+    def __init__(self, core, chain=True):
         self.core = core
         self.fd = core.fileno()
+        self.chain = getattr(core, "chain_data", None) if chain else None
 
     def readinto(self, buf, offset, length):
+        if self.chain is not None:
+            return self.chain.readinto(memoryview(buf)[:length], offset, length)
         view = memoryview(buf)[:length]
         got = os.preadv(self.fd, [view], offset)
         if got != length:
@@ -299,6 +304,9 @@ class CoreBytes:
     def extents(self, offset, length, sparse):
         """(offset, length, has_data) pieces of [offset, offset+length) of the core
         file: holes were zero pages at the checkpoint (the writer skips them)."""
+        if self.chain is not None:
+            yield from self.chain.extents(offset, length, sparse)
+            return
         end = offset + length
         if not sparse:
             yield offset, length, True

@@ -89,9 +89,8 @@ def children(pid):
         return []
     for tid in tids:
         try:
-            with open(procfs.path(pid, "task", tid, "children")) as f:
-                kids.update(int(c) for c in f.read().split())
-        except (FileNotFoundError, ProcessLookupError):
+            kids.update(int(c) for c in procfs.read_bytes(pid, f"task/{tid}/children").split())
+        except NoSuchProcess:           # the thread ended meanwhile
             continue
     return sorted(k for k in kids if _comm(k) != COPY_NAME)
 

@@ -25,7 +25,9 @@ class UserRegs(ctypes.Structure):
         return UserRegs.from_buffer_copy(self)
 
     def as_dict(self):
-        return {name: getattr(self, name) for name, _ in self._fields_}
+        # one unpack of the whole structure (every field a u64): a dump of many
+        # threads makes one of these per thread
+        return dict(zip(_REG_NAMES, _REGS_STRUCT.unpack(bytes(self))))
 
     @classmethod
     def from_dict(cls, values):
@@ -50,6 +52,10 @@ class UserRegs(ctypes.Structure):
     @sp.setter
     def sp(self, value):
         self.rsp = value
+
+
+_REG_NAMES = tuple(name for name, _ in UserRegs._fields_)
+_REGS_STRUCT = struct.Struct(f"<{len(_REG_NAMES)}Q")
 
 
 assert ctypes.sizeof(UserRegs) == 216

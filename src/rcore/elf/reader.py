@@ -46,6 +46,7 @@ class CoreFile:
         self._map = b""
         self.parent = None
         self.resolved = False
+        self.chain_data = None      # chain.ChainData of a resolved increment
         try:
             # O_NONBLOCK: a FIFO named as the core must not block rcore
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -75,23 +76,26 @@ class CoreFile:
         return False
 
     def close(self):
+        if self.chain_data is not None:
+            self.chain_data.close()
+            self.chain_data = None
         if isinstance(self._map, mmap.mmap):
             self._map.close()
         self._map = b""
         self._file.close()
 
     def _resolve_chain(self):
-        """Serve memory from the standalone core of this increment (chain.py)."""
-        from ..chain import flatten_into
-        flat = flatten_into(self)
-        self.close()
-        self._file = flat
-        self.size = os.fstat(flat.fileno()).st_size
-        self._map = mmap.mmap(flat.fileno(), 0, prot=mmap.PROT_READ)
-        parent, self.parent, notes = self.parent, None, self.notes
-        self._parse()
-        # the notes stay the increment's own (chain.notes_digest identifies it)
-        self.parent, self.resolved, self.notes = parent, True, notes
+        """Serve memory through the chain of parents (chain.ChainData): the
+        segments become those of the standalone core, read piece by piece from
+        the cores that hold them (CoreBytes, read())."""
+        from ..chain import INHERITED, ChainData
+        self.chain_data = ChainData(self)
+        self.segments = self.chain_data.segments
+        self._starts = [seg.vaddr for seg in self.segments]
+        for m in self.state.mappings:     # stored whole now, as in the flattened core
+            if m.stored == INHERITED:
+                m.stored = "all"
+        self.resolved = True
 
     def fileno(self):
         return self._file.fileno()
@@ -380,7 +384,12 @@ class CoreFile:
                 raise CoreFormatError(self.path, f"no data for address {addr:#x} in the core")
             off, avail = where
             n = min(length, avail)
-            out += self._map[off: off + n]
+            if self.chain_data is not None:
+                buf = bytearray(n)
+                self.chain_data.readinto(buf, off, n)
+                out += buf
+            else:
+                out += self._map[off: off + n]
             addr, length = addr + n, length - n
         return bytes(out)
 

@@ -1,10 +1,16 @@
-"""Writing a core file: ELF header, program headers, notes, then each mapping's
-data at a page-aligned offset (p_align = page size) so a restorer can mmap it.
+"""Writing a core file: ELF header, program headers, each mapping's data at a
+page-aligned offset (p_align = page size) so a restorer can mmap it, then the
+notes.  The notes come last (ELF lets PT_NOTE be anywhere; gdb, readelf and the
+reader follow the program header) so that the data's place does not depend on
+their size: a dump lays out the file and writes memory while the target is
+frozen, and encodes the notes (milliseconds per hundred threads) after releasing
+it.
 
 The file is created under a temporary name beside the target (O_EXCL, mode 0600),
 sized with ftruncate so that pages never written stay holes, and renamed over the
 final name only by commit().  Temporaries of dead rcore processes are removed."""
 
+import bisect
 import ctypes
 import os
 import re
@@ -102,10 +108,10 @@ class CoreWriter:
     """Lays out and writes one core file.  `segments` is a list of (mapping,
     filesz): filesz bytes of the mapping are stored, the rest is memory only.
     parent: the RCORE_PARENT identity of an incremental core (chain.py).
+    tree: the tree.Tree a tree's root core holds (RCORE_TREE).
     Every core gets a checkpoint_id (in RCORE_PROCESS): random for a new
     checkpoint, kept from proc.extra when the state already has one (a
-    flattened core is the same checkpoint).  tree: the tree.Tree a tree's root
-    core holds (RCORE_TREE)."""
+    flattened core is the same checkpoint)."""
 
     def __init__(self, path, proc, segments, arch_mod=None, parent=None, tree=None):
         self.path = os.path.abspath(path)
@@ -119,6 +125,7 @@ class CoreWriter:
         self.fd = None
         self.tmp = None
         self.offsets = {}           # mapping start -> file offset of its data
+        self._stored = self._starts = None
         self.size = 0
 
     def __enter__(self):
@@ -148,34 +155,38 @@ class CoreWriter:
         else:
             raise FileExistsError(17, f"cannot create a temporary file in {directory}")
         os.fchmod(self.fd, 0o600)    # whatever the umask
-        self._write_head()
+        self._lay_out()
+
+    def _lay_out(self):
+        """Each segment's data offset; the headers and notes are written by commit()."""
+        phnum = 1 + len(self.segments)
+        off = self._align(ctypes.sizeof(S.Elf64_Ehdr) + phnum * ctypes.sizeof(S.Elf64_Phdr))
+        for m, filesz in self.segments:
+            if filesz >= LARGE_ALIGN:
+                off += (m.start - off) % LARGE_ALIGN
+            if filesz:
+                self.offsets[m.start] = off
+                off = self._align(off + filesz)
+        self.size = off
+        os.ftruncate(self.fd, self.size)
 
     def _write_head(self):
         note_data = build_notes(self.proc, self.arch, self.page, parent=self.parent,
                                 tree=self.tree)
-        phnum = 1 + len(self.segments)
-        ph_size = ctypes.sizeof(S.Elf64_Phdr)
-        notes_off = ctypes.sizeof(S.Elf64_Ehdr) + phnum * ph_size
-        off = self._align(notes_off + len(note_data))
+        notes_off = self.size
         phdrs = [S.Elf64_Phdr(S.PT_NOTE, 0, notes_off, 0, 0, len(note_data), 0, 4)]
         for m, filesz in self.segments:
-            if filesz >= LARGE_ALIGN:
-                off += (m.start - off) % LARGE_ALIGN
-            data_off = off if filesz else 0
-            if filesz:
-                self.offsets[m.start] = off
-                off = self._align(off + filesz)
-            phdrs.append(S.Elf64_Phdr(S.PT_LOAD, segment_flags(m.perms), data_off, m.start, 0,
-                                      filesz, m.size, self.page))
-        self.size = max(off, notes_off + len(note_data))
+            phdrs.append(S.Elf64_Phdr(S.PT_LOAD, segment_flags(m.perms),
+                                      self.offsets[m.start] if filesz else 0,
+                                      m.start, 0, filesz, m.size, self.page))
         eh = S.Elf64_Ehdr()
         eh.e_ident[:7] = list(S.ELFMAG) + [S.ELFCLASS64, S.ELFDATA2LSB, S.EV_CURRENT]
         eh.e_type, eh.e_machine, eh.e_version = S.ET_CORE, self.arch.ELF_MACHINE, S.EV_CURRENT
         eh.e_phoff, eh.e_ehsize = ctypes.sizeof(S.Elf64_Ehdr), ctypes.sizeof(S.Elf64_Ehdr)
-        eh.e_phentsize, eh.e_phnum = ph_size, phnum
-        head = bytes(eh) + b"".join(bytes(p) for p in phdrs) + note_data
-        os.ftruncate(self.fd, self.size)
-        self.pwrite(head, 0)
+        eh.e_phentsize, eh.e_phnum = ctypes.sizeof(S.Elf64_Phdr), len(phdrs)
+        self.pwrite(note_data, notes_off)
+        self.pwrite(bytes(eh) + b"".join(bytes(p) for p in phdrs), 0)
+        self.size = notes_off + len(note_data)
 
     def _align(self, n):
         return (n + self.page - 1) & ~(self.page - 1)
@@ -192,12 +203,18 @@ class CoreWriter:
     def stored_offset(self, addr):
         """The file offset of addr's data, or None when the core does not store
         it (a mapping may be cut into several segments: chain.py)."""
-        for m, filesz in self.segments:
-            if m.start <= addr < m.start + filesz:
-                return self.offsets[m.start] + (addr - m.start)
+        if self._stored is None:        # sorted (start, filesz): one search per address
+            self._stored = sorted((m.start, filesz) for m, filesz in self.segments if filesz)
+            self._starts = [start for start, _ in self._stored]
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self._stored[i][0] + self._stored[i][1]:
+            return self.offsets[self._stored[i][0]] + (addr - self._stored[i][0])
         return None
 
     def commit(self):
+        """Write the notes (from the state as it is now) and the headers, then
+        give the core its name."""
+        self._write_head()
         os.close(self.fd)
         self.fd = None
         os.rename(self.tmp, self.path)

@@ -179,7 +179,7 @@ class Injector:
     of the call)."""
 
     def __init__(self, thread, syscall_addr, block_signals=False, safe=None, frame_at=None,
-                 xstate=None):
+                 xstate=None, known=None, frames=None):
         """block_signals: every signal stays blocked in the thread while calls are
         injected (its own mask is put back by restore()), so that the target's
         signals neither interrupt the calls nor are taken out of its queue: they
@@ -191,28 +191,41 @@ class Injector:
         put back by restore()), or at frame_at, memory rcore mapped for it
         (frame_slot_size() bytes, 64-byte aligned); each call gets a stack pointer
         at the address of the rt_sigreturn trampoline, just below the frame.
-        xstate: the thread's XSAVE image, when the caller has just read it."""
+        xstate: the thread's XSAVE image, when the caller has just read it.
+        known: (registers, signal mask, rseq configuration, rseq area bytes or
+        None) the caller has just read from the stopped thread (capture.py), so
+        as not to read them again: a dump of many threads pays for every call.
+        frames: with frame_at, a list that gets (address, bytes) of the frame
+        instead of its being written: the caller writes many threads' frames in
+        one call, before running any."""
         self.thread = thread
-        self.saved = thread.get_regs()
+        area = None
+        if known is not None:
+            self.saved, mask, rseq, area = known
+            self.saved = self.saved.copy()
+        else:
+            self.saved, mask, rseq = thread.get_regs(), None, _UNKNOWN
         if block_signals or safe is not None:
             # the thread goes back to its own code afterwards: as the kernel would
-            _resume_at_rseq_abort(thread, self.saved)
+            _resume_at_rseq_abort(thread, self.saved, rseq, area)
         self.used = False
         self.saved_mask = None
         self._stack = None            # (address, bytes under the frame)
         self._call_sp = None
         if safe is not None:
-            syscall_addr = safe.syscall
+            # guarded calls never end at a trap (_call_once): no trap to look for
+            self._addr, self._trap_at = safe.syscall, None
             block_signals = True
-        self.addr = syscall_addr
+        else:
+            self.addr = syscall_addr
         self._mask = None             # the mask rcore gave the thread (None: its own)
         self._block = block_signals
         if block_signals:
-            self.saved_mask = thread.get_sigmask()
+            self.saved_mask = thread.get_sigmask() if mask is None else mask
         if safe is not None:
-            self._write_frame(safe, frame_at, xstate)
+            self._write_frame(safe, frame_at, xstate, frames if frame_at is not None else None)
 
-    def _write_frame(self, safe, frame_at, xstate):
+    def _write_frame(self, safe, frame_at, xstate, frames=None):
         """A signal frame of the thread's own context, as a signal handler's would
         be, below the red zone (or at frame_at); the trampoline's address just
         below it."""
@@ -226,6 +239,10 @@ class Injector:
             regs, xstate, self.saved_mask, at)
         start = at - 8
         pid = self.thread.tgid
+        self._call_sp = start
+        if frames is not None:
+            frames.append((start, frame))
+            return
         try:
             old = libc.read_memory(pid, start, len(frame)) if frame_at is None else None
             libc.write_memory(pid, start, frame)
@@ -235,7 +252,6 @@ class Injector:
                 from None
         if old is not None:
             self._stack = (start, old)
-        self._call_sp = start
 
     @property
     def addr(self):
@@ -331,6 +347,14 @@ class Injector:
         ret) up to the delivery stop of its signal `sig`, which must be one the
         program ignores: left alone, the thread takes it and goes back through
         the frame.  Only for guarded Injectors.  The results are left in memory."""
+        self.start_to_signal(pc, *args, sig=sig)
+        self.finish_to_signal(end=end, sig=sig)
+
+    def start_to_signal(self, pc, *args, sig):
+        """The first half of run_to_signal: the thread is set running.  Many
+        threads run at once this way (capture.py): each is then waited for by
+        finish_to_signal, instead of one round trip through the scheduler after
+        the other."""
         thread = self.thread
         regs = self.saved.copy()
         ARCH.set_call(regs, pc, args)
@@ -339,15 +363,24 @@ class Injector:
         thread.set_regs(regs)
         self._set_mask(BLOCK_ALL & ~(1 << (sig - 1)))
         self.used = True
-        self._run_until(thread.cont, lambda stop: stop.is_signal_delivery
+        thread.cont()
+
+    def finish_to_signal(self, *, end, sig):
+        """The second half of run_to_signal: wait for the thread's stop at `end`."""
+        thread = self.thread
+        self._run_until(None, lambda stop: stop.is_signal_delivery
                         and stop.sig == sig and thread.get_regs().pc == end)
 
     def _step_to_syscall_stop(self, on_event=None):
         self._run_until(self.thread.syscall, lambda stop: stop.is_syscall, on_event)
 
     def _run_until(self, resume, done, on_event=None):
+        """resume None: the thread was already set running (start_to_signal)."""
         thread = self.thread
-        resume()
+        if resume is None:
+            resume = thread.cont
+        else:
+            resume()
         while True:
             stop = thread.wait()
             if stop.exited:
@@ -394,20 +427,29 @@ _RSEQ_CS_FIELD = 8
 _RSEQ_CS = struct.Struct("<IIQQQ")
 
 
-def _resume_at_rseq_abort(thread, regs):
+_UNKNOWN = object()
+
+
+def _resume_at_rseq_abort(thread, regs, conf=_UNKNOWN, area=None):
     """A thread stopped inside an rseq critical section must resume at its abort
     handler: the stop preempted it.  The kernel would move it there on its next
     return to user space, but the first return is to an injected call, outside
     the section, and the kernel then only drops the section's descriptor: the
     thread would run on inside the section unaborted.  So do what the kernel
-    would have done, in the registers the thread gets back."""
-    conf = thread.rseq_config()
+    would have done, in the registers the thread gets back.  conf: the thread's
+    rseq configuration when the caller has it; area: the bytes of its rseq area
+    when the caller has read them."""
+    if conf is _UNKNOWN:
+        conf = thread.rseq_config()
     if conf is None or not conf.rseq_abi_pointer:
         return
     pid = thread.tgid
     try:
-        (cs_at,) = struct.unpack("<Q", libc.read_memory(
-            pid, conf.rseq_abi_pointer + _RSEQ_CS_FIELD, 8))
+        if area is not None and len(area) >= _RSEQ_CS_FIELD + 8:
+            (cs_at,) = struct.unpack_from("<Q", area, _RSEQ_CS_FIELD)
+        else:
+            (cs_at,) = struct.unpack("<Q", libc.read_memory(
+                pid, conf.rseq_abi_pointer + _RSEQ_CS_FIELD, 8))
         if not cs_at:
             return
         _, _, start, length, abort = _RSEQ_CS.unpack(libc.read_memory(pid, cs_at, _RSEQ_CS.size))

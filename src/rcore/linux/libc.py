@@ -4,13 +4,14 @@ Every call goes through `_check`, the one place where -1/errno becomes an OSErro
 ptrace has its own raw call site in ptrace.py that adds pid and request."""
 
 import ctypes
-import ctypes.util
 import os
 import struct
 
 from .. import arch
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The C library the interpreter itself runs on (dlopen(NULL)): find_library("c")
+# would run ldconfig in a subprocess at every start of rcore.
+_libc = ctypes.CDLL(None, use_errno=True)
 ARCH = arch.host()
 
 _syscall = _libc.syscall

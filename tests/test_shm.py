@@ -15,7 +15,9 @@ import pytest
 
 import rcore
 from rcore import fds, shm
+from rcore.elf import rcore_notes as R
 from rcore.state import Mapping, ProcessState
+from corenotes import rewrite_rcore_note
 from conftest import SRC, rcore_cmd, read_lines, restart, wait_for, wait_lines
 from test_fd_kinds import restarted_verdict
 
@@ -290,3 +292,26 @@ def test_registry_makes_each_object_once_for_a_tree(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+def test_corrupt_sysvipc_note_is_refused_by_name(procs, build, tmp_path):
+    p = procs.start([build("sysv_ipc"), str(tmp_path / "go"), hex(_ipc_key())])
+    ids = _ids(wait_lines(p.out_path, 2))
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"))
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+        _remove_ipc(ids)
+
+    def bad_semaphore(d):
+        # other root-owned sets of the namespace may be there too (the rule)
+        i = [s["id"] for s in d["sem"]].index(ids[1])
+        d["sem"][i]["values"][1] = 70000
+        where.append(f"sem[{i}].values[1]")
+    where = []
+    rewrite_rcore_note(str(tmp_path / "core"), R.NT_RCORE_SYSVIPC, bad_semaphore)
+    res = rcore_cmd("info", tmp_path / "core")
+    assert res.returncode == 1
+    assert f"corrupt RCORE_SYSVIPC: {where[0]}: 70000 is out of range" in res.stderr, \
+        res.stderr

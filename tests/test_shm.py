@@ -294,6 +294,25 @@ def test_registry_makes_each_object_once_for_a_tree(tmp_path):
         second.close()
 
 
+def test_root_objects_the_process_never_used_are_not_recorded(procs, build, tmp_path):
+    """As root, the uid rule would take every root-owned set and queue: only
+    those the process operated on last are recorded."""
+    unrelated = int(subprocess.run(["ipcmk", "-S", "1"], capture_output=True, text=True,
+                                   check=True).stdout.split()[-1])
+    p = procs.start([build("sysv_ipc"), str(tmp_path / "go"), hex(_ipc_key())])
+    ids = _ids(wait_lines(p.out_path, 2))
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"))
+        info = rcore_cmd("info", tmp_path / "core").stdout
+        assert f"semaphore set {ids[1]}  key" in info, info
+        assert f"semaphore set {unrelated}  key" not in info, info
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+        _remove_ipc(ids)
+        subprocess.run(["ipcrm", "-s", str(unrelated)], capture_output=True)
+
+
 def test_corrupt_sysvipc_note_is_refused_by_name(procs, build, tmp_path):
     p = procs.start([build("sysv_ipc"), str(tmp_path / "go"), hex(_ipc_key())])
     ids = _ids(wait_lines(p.out_path, 2))

@@ -5,7 +5,11 @@ process but its use.  Which ones a checkpoint holds (the rule, README):
 - shared memory segments the process has attached (its "/SYSV%08x (deleted)"
   mappings, inode = shmid): their metadata; their bytes are in those mappings;
 - semaphore sets and message queues whose owner or creator is one of the
-  process's user IDs (real or effective) — of every process of a tree.
+  process's user IDs (real or effective) — of every process of a tree; for
+  root (uid 0), only those a process of the checkpoint operated on last (the
+  sempid of one of its semaphores — semop, SETVAL, SETALL — or the queue's
+  lspid or lrpid), so that a root process does not carry every root-owned
+  object of the system.
 
 capture() reads them while the processes are frozen (/proc/sysvipc for the
 metadata, semctl GETALL for the values, msgrcv MSG_COPY for the messages
@@ -29,7 +33,7 @@ from . import arch, owner
 from .shm import Shared, is_sysv, sysv_key
 from .errors import Incompatible
 from .linux import libc
-from .linux.libc import GETALL, IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC64_PERM, MSG_COPY, SETALL
+from .linux.libc import GETALL, GETPID, IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC64_PERM, MSG_COPY, SETALL
 
 ARCH = arch.host()
 SHM_DEST = 0o1000           # in a segment's mode: IPC_RMID done, gone at its last detach
@@ -71,6 +75,7 @@ def capture(pid, states):
     when there are none; what could not be captured, in words)."""
     attached = {m.inode for s in states for m in s.mappings if is_sysv(m)}
     uids = {u for s in states for u in (s.creds.get("uid") or [])[:2]}
+    pids = {s.pid for s in states}
     problems = []
     try:
         if os.readlink(f"/proc/{pid}/ns/ipc") != os.readlink("/proc/self/ns/ipc"):
@@ -85,7 +90,7 @@ def capture(pid, states):
         for r in tables[kind]:
             if kind == "shm" and r["shmid"] not in attached:
                 continue
-            if kind != "shm" and not uids & {r["uid"], r["cuid"]}:
+            if kind != "shm" and not _belongs(kind, r, uids, pids):
                 continue
             try:
                 found.append(dict(_record(kind, r), **_contents(kind, r)))
@@ -95,6 +100,19 @@ def capture(pid, states):
         if found:
             out[kind] = found
     return out, problems + warnings(out)
+
+
+def _belongs(kind, r, uids, pids):
+    owners = uids & {r["uid"], r["cuid"]}
+    if owners != {0}:
+        return bool(owners)
+    if kind == "msg":
+        return bool(pids & {r["lspid"], r["lrpid"]})
+    try:
+        return any(libc.syscall("semctl", r["semid"], i, GETPID, 0) in pids
+                   for i in range(r["nsems"]))
+    except OSError:
+        return False            # removed meanwhile
 
 
 def _contents(kind, r):

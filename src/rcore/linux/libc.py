@@ -324,6 +324,7 @@ IPC_STAT = 2
 SHM_RDONLY = 0o10000
 SHM_REMAP = 0o40000
 SHM_EXEC = 0o100000
+GETPID = 11
 GETALL = 13
 SETALL = 17
 MSG_COPY = 0o40000                  # msgrcv: copy the message at index msgtyp (CHECKPOINT_RESTORE)

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field, replace
 from . import arch, owner, rebuild
 from .errors import Incompatible, Unsupported
 from .linux import libc, procfs
-from .linux.libc import (SHM_EXEC, SHM_RDONLY, SHM_REMAP)
+from .linux.libc import SHM_EXEC, SHM_RDONLY, SHM_REMAP
+from .memory import nonzero_runs
 
 CHUNK = 1 << 20
 SYSV_PATH = re.compile(r"/SYSV[0-9a-f]{8}")
@@ -193,14 +194,17 @@ def _deleted_file(plan, m):
 
 def _fill(obj, mappings, read_memory, write):
     """Write the core's bytes of `mappings` (all of one object) where no earlier
-    process filled them."""
+    process filled them.  The object is new (zeros): zero pages are left out,
+    so that memory the program never touched takes none now."""
     want = [(e.offset, e.offset + e.size) for e in mappings]
     for start, end in rebuild.subtract_ranges(want, obj.filled):
         for e in mappings:
             s, t = max(start, e.offset), min(end, e.offset + e.size)
             for off in range(s, t, CHUNK):
                 n = min(CHUNK, t - off)
-                write(off, read_memory(e.start + off - e.offset, n))
+                data = read_memory(e.start + off - e.offset, n)
+                for run, length in nonzero_runs(data, n):
+                    write(off + run, data[run:run + length])
     obj.filled = rebuild.merge_ranges(obj.filled + want)
 
 

@@ -27,7 +27,21 @@ spare number (/proc/self/fd/N, closed by fds.finish once mapped), as memfd
 mappings are (fds/memfd.py).  `registry`, one dict for the whole tree, makes
 each object once: the first process holding it creates it, each process
 fills the parts of it that its own mappings cover and no earlier process
-filled, and every process maps the same object."""
+filled, and every process maps the same object.
+
+For a tree (restart.py does the same for one process, with a fresh dict):
+
+    registry = {}
+    made = sysvipc.restore(root_core.state.sysvipc, registry, warnings)  # once
+    for each process, in pre-order, as its core's owner (owner.as_owner):
+        plan = fds.plan_files(...)
+        plan.mappings = shm.map_sources(plan, plan.mappings, core.read, registry)
+    ... every process built ...
+    on failure: sysvipc.undo(made)
+
+An object's descriptor belongs to the plan of the first process that maps it
+(plan.own): every plan must stay open until every process of the tree has been
+rebuilt (the others' spare descriptors are copies of it, installed by spawn)."""
 
 import ctypes
 import errno

@@ -210,16 +210,29 @@ def _fill(obj, mappings, read_memory, write):
     """Write the core's bytes of `mappings` (all of one object) where no earlier
     process filled them.  The object is new (zeros): zero pages are left out,
     so that memory the program never touched takes none now."""
-    want = [(e.offset, e.offset + e.size) for e in mappings]
-    for start, end in rebuild.subtract_ranges(want, obj.filled):
+    for start, end in _missing(obj, mappings):
         for e in mappings:
             s, t = max(start, e.offset), min(end, e.offset + e.size)
             for off in range(s, t, CHUNK):
-                n = min(CHUNK, t - off)
-                data = read_memory(e.start + off - e.offset, n)
-                for run, length in nonzero_runs(data, n):
-                    write(off + run, data[run:run + length])
-    obj.filled = rebuild.merge_ranges(obj.filled + want)
+                n = min(CHUNK, t - off)      # t may end inside a page (SysV)
+                data = read_memory(e.start + off - e.offset, _page_up(n))
+                for run, length in nonzero_runs(data, len(data)):
+                    length = min(length, n - run)
+                    if length > 0:
+                        write(off + run, data[run:run + length])
+    obj.filled = rebuild.merge_ranges(obj.filled + _wanted(obj, mappings))
+
+
+def _wanted(obj, mappings):
+    """The object's ranges the mappings show (within its size: a SysV segment's
+    last page goes past it)."""
+    return [(e.offset, min(e.offset + e.size, obj.size)) for e in mappings
+            if e.offset < obj.size]
+
+
+def _missing(obj, mappings):
+    """The ranges the mappings show that no process has filled yet."""
+    return rebuild.subtract_ranges(_wanted(obj, mappings), obj.filled)
 
 
 # --- SysV shared memory ------------------------------------------------------------
@@ -254,15 +267,13 @@ def _sysv_source(plan, m, mappings, read_memory, registry):
         # attached it (the others of a tree attach it by id all the same).
         obj.removed = False
         plan.at_commit.append(lambda: libc.syscall("shmctl", shmid, libc.IPC_RMID, 0))
-    if obj.filled == [(0, obj.size)]:
-        return
+    mine = [e for e in mappings if kind_of(e) == "sysv" and e.inode == shmid]
+    if not _missing(obj, mine):
+        return          # kept as it is, or filled by an earlier process
     addr = libc.syscall("shmat", shmid, 0, 0)
-    end = _page_up(obj.size)
     try:
-        def write(off, data):
-            ctypes.memmove(addr + off, data, max(0, min(len(data), end - off)))
-        _fill(obj, [e for e in mappings if kind_of(e) == "sysv" and e.inode == shmid],
-              read_memory, write)
+        _fill(obj, mine, read_memory, lambda off, data: ctypes.memmove(addr + off, data,
+                                                                         len(data)))
     finally:
         libc.syscall("shmdt", addr)
 

@@ -270,7 +270,8 @@ def _sysv_source(plan, m, mappings, read_memory, registry):
     mine = [e for e in mappings if kind_of(e) == "sysv" and e.inode == shmid]
     if not _missing(obj, mine):
         return          # kept as it is, or filled by an earlier process
-    addr = libc.syscall("shmat", shmid, 0, 0)
+    with owner.as_rcore():      # its mode may not let its owner write it
+        addr = libc.syscall("shmat", shmid, 0, 0)
     try:
         _fill(obj, mine, read_memory, lambda off, data: ctypes.memmove(addr + off, data,
                                                                          len(data)))

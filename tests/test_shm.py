@@ -20,6 +20,7 @@ from rcore.state import Mapping, ProcessState
 from corenotes import rewrite_rcore_note
 from conftest import SRC, rcore_cmd, read_lines, restart, wait_for, wait_lines
 from test_fd_kinds import restarted_verdict
+from test_trust import as_user, built, dump_as_user, home, user  # noqa: F401 (fixtures)
 
 
 def test_shared_anonymous_memory_is_one_object_again(procs, build, tmp_path):
@@ -44,9 +45,10 @@ def _ipc_key():
 
 
 def _remove_ipc(ids):
-    """Remove SysV objects a failed test left: (shmid, semid, msqid)."""
+    """Remove SysV objects a failed test left: (shmid, semid, msqid), None: keep."""
     for flag, ident in zip(("-m", "-s", "-q"), ids):
-        subprocess.run(["ipcrm", flag, str(ident)], capture_output=True)
+        if ident is not None:
+            subprocess.run(["ipcrm", flag, str(ident)], capture_output=True)
 
 
 def _ids(lines):
@@ -363,3 +365,37 @@ def test_untouched_shared_anonymous_memory_takes_none_after_restart(procs, tmp_p
     assert h.wait(30) == 0
     assert read_lines(p.out_path)[-1] == "verdict: ok"
     assert held <= 64 << 10, f"{held} bytes held"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to create a user)")
+@pytest.mark.parametrize("prog", ["shm_anon", "shm_posix", "sysv_ipc"])
+def test_users_core_restarted_by_root(procs, user, home, prog):
+    """A core a user dumped of their own process, restarted by root: files are
+    made as the user, SysV objects kept or made for the user, shared anonymous
+    memory is still the kernel's kind (rcore's own rights for map_files)."""
+    arg = f"rcore-test-{os.path.basename(home)}" if prog == "shm_posix" else hex(_ipc_key())
+    out = os.path.join(home, "out")
+    with open(out, "ab") as f:
+        os.fchown(f.fileno(), user.pw_uid, user.pw_gid)
+        p = procs.start(as_user(user) + [built(home, prog), os.path.join(home, "go"), arg],
+                        stdout=f, cwd=home)
+    lines = wait_lines(out, 2 if prog == "sysv_ipc" else 1)
+    try:
+        core = os.path.join(home, "core")
+        dump_as_user(user, p.pid, core)
+        p.kill()
+        p.wait(timeout=10)
+        if prog == "sysv_ipc":      # made again, for the user
+            _remove_ipc([None, *_ids(lines)[1:]])
+        res = rcore_cmd("restart", core, "--detach")
+        assert res.returncode == 0, res.stderr
+        procs.adopt(int(res.stdout.split()[-1]))
+        assert "memfd" not in res.stderr, res.stderr
+        open(os.path.join(home, "go"), "w").close()
+        wait_for(lambda: read_lines(out)[-1].startswith("verdict"), what="the verdict")
+        assert read_lines(out)[-1] == "verdict: ok", read_lines(out)
+    finally:
+        if prog == "sysv_ipc":
+            _remove_ipc(_ids(lines))
+        for path in glob.glob(f"/dev/shm/{arg}-*"):
+            os.unlink(path)

@@ -45,8 +45,9 @@ def _ipc_key():
 
 
 def _remove_ipc(ids):
-    """Remove SysV objects a failed test left: (shmid, semid, msqid), None: keep."""
-    for flag, ident in zip(("-m", "-s", "-q"), ids):
+    """Remove SysV objects a failed test left: (shmid, semid, msqid, a shmid
+    never attached); None: keep."""
+    for flag, ident in zip(("-m", "-s", "-q", "-m"), ids):
         if ident is not None:
             subprocess.run(["ipcrm", flag, str(ident)], capture_output=True)
 
@@ -64,6 +65,9 @@ def test_sysv_objects_still_there_are_kept(procs, build, tmp_path):
     finally:
         _remove_ipc(ids)
     assert any("SEM_UNDO" in w for w in summary.warnings), summary.warnings
+    lone = f"the SysV shared memory segment {ids[3]} (key 0x0), created by process"
+    assert any(w.startswith(lone) and "was not attached" in w for w in summary.warnings), \
+        summary.warnings
     info = rcore_cmd("info", tmp_path / "core").stdout
     assert f"semaphore set {ids[1]}  key " in info and "mode 600  values 1 5 9" in info, info
     assert f"message queue {ids[2]}  key " in info and "2 messages, 13 bytes" in info, info
@@ -88,6 +92,9 @@ def test_sysv_objects_removed_are_made_again_with_their_ids(procs, build, tmp_pa
         assert lines[-1] == "verdict: ok", "\n".join(lines)
         made = [w for w in h.warnings if "was gone: made again" in w]
         assert len(made) == 4, h.warnings
+        lone = f"the SysV shared memory segment {ids[3]} (key 0x0) was not attached"
+        assert any(w.startswith(lone) and w.endswith("it is gone") for w in h.warnings), \
+            h.warnings
     finally:
         _remove_ipc(ids)
 

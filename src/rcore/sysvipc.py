@@ -4,6 +4,9 @@ They live in the IPC namespace, not in any process, so nothing ties one to a
 process but its use.  Which ones a checkpoint holds (the rule, README):
 - shared memory segments the process has attached (its "/SYSV%08x (deleted)"
   mappings, inode = shmid): their metadata; their bytes are in those mappings;
+  and, described but without their bytes (`detached`), the segments one of the
+  processes created (cpid) and had not attached: kept if still there, said
+  otherwise;
 - semaphore sets and message queues whose owner or creator is one of the
   process's user IDs (real or effective) — of every process of a tree; for
   root (uid 0), only those a process of the checkpoint operated on last (the
@@ -89,6 +92,9 @@ def capture(pid, states):
         found = []
         for r in tables[kind]:
             if kind == "shm" and r["shmid"] not in attached:
+                if r["cpid"] in pids and not r["perms"] & SHM_DEST:
+                    problems.append(_detached(r["shmid"], r["key"], r["cpid"]))
+                    found.append(dict(_record(kind, r), size=r["size"], detached=True))
                 continue
             if kind != "shm" and not _belongs(kind, r, uids, pids):
                 continue
@@ -100,6 +106,15 @@ def capture(pid, states):
         if found:
             out[kind] = found
     return out, problems + warnings(out)
+
+
+def _detached(shmid, key, cpid=None):
+    """What dump and restart say of a segment the process made but had not
+    attached: the checkpoint holds its description, not its bytes."""
+    who = f", created by process {cpid}," if cpid else ""
+    return (f"the SysV shared memory segment {shmid} (key {key & 0xffffffff:#x}){who} was "
+            "not attached: its bytes are not in the checkpoint (a restart keeps it if it "
+            "still exists, and cannot make it again)")
 
 
 def _belongs(kind, r, uids, pids):
@@ -147,7 +162,8 @@ def describe(objects):
     for kind, (*_, words) in KINDS.items():
         for obj in objects.get(kind, []):
             what = {"shm": lambda: f"{obj['size']} bytes" + (", removed" if obj.get("removed")
-                                                              else ""),
+                                                              else "")
+                    + (", not attached: bytes not stored" if obj.get("detached") else ""),
                     "sem": lambda: "values " + " ".join(map(str, obj["values"])),
                     "msg": lambda: f"{len(obj['messages'])} messages, "
                                    f"{sum(len(t) // 2 for _, t in obj['messages'])} bytes"}[kind]()
@@ -175,9 +191,12 @@ def restore(objects, registry, warnings_out):
         for kind in KINDS:
             for obj in objects.get(kind, []):
                 if _kept(kind, obj):
-                    if kind == "shm":
+                    if kind == "shm" and not obj.get("detached"):
                         registry[sysv_key(obj["id"])] = Shared(size=obj["size"],
                                                                filled=[(0, obj["size"])])
+                    continue
+                if obj.get("detached"):
+                    warnings_out.append(_detached(obj["id"], obj["key"]) + ": it is gone")
                     continue
                 _create(kind, obj)
                 made.append((kind, obj["id"]))

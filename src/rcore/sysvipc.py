@@ -33,10 +33,11 @@ import os
 import struct
 
 from . import arch, owner
-from .shm import Shared, is_sysv, sysv_key
 from .errors import Incompatible
 from .linux import libc
-from .linux.libc import GETALL, GETPID, IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC64_PERM, MSG_COPY, SETALL
+from .linux.libc import (GETALL, GETPID, IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC64_PERM, MSG_COPY,
+                         SETALL)
+from .shm import Shared, is_sysv, sysv_key
 
 ARCH = arch.host()
 SHM_DEST = 0o1000           # in a segment's mode: IPC_RMID done, gone at its last detach

@@ -15,9 +15,12 @@ import pytest
 
 import rcore
 from rcore import fds, shm
+from rcore.elf import rcore_notes as R
 from rcore.state import Mapping, ProcessState
+from corenotes import rewrite_rcore_note
 from conftest import SRC, rcore_cmd, read_lines, restart, wait_for, wait_lines
 from test_fd_kinds import restarted_verdict
+from test_trust import as_user, built, dump_as_user, home, user  # noqa: F401 (fixtures)
 
 
 def test_shared_anonymous_memory_is_one_object_again(procs, build, tmp_path):
@@ -42,9 +45,11 @@ def _ipc_key():
 
 
 def _remove_ipc(ids):
-    """Remove SysV objects a failed test left: (shmid, semid, msqid)."""
-    for flag, ident in zip(("-m", "-s", "-q"), ids):
-        subprocess.run(["ipcrm", flag, str(ident)], capture_output=True)
+    """Remove SysV objects a failed test left: (shmid, semid, msqid, a shmid
+    never attached); None: keep."""
+    for flag, ident in zip(("-m", "-s", "-q", "-m"), ids):
+        if ident is not None:
+            subprocess.run(["ipcrm", flag, str(ident)], capture_output=True)
 
 
 def _ids(lines):
@@ -60,6 +65,9 @@ def test_sysv_objects_still_there_are_kept(procs, build, tmp_path):
     finally:
         _remove_ipc(ids)
     assert any("SEM_UNDO" in w for w in summary.warnings), summary.warnings
+    lone = f"the SysV shared memory segment {ids[3]} (key 0x0), created by process"
+    assert any(w.startswith(lone) and "was not attached" in w for w in summary.warnings), \
+        summary.warnings
     info = rcore_cmd("info", tmp_path / "core").stdout
     assert f"semaphore set {ids[1]}  key " in info and "mode 600  values 1 5 9" in info, info
     assert f"message queue {ids[2]}  key " in info and "2 messages, 13 bytes" in info, info
@@ -84,6 +92,9 @@ def test_sysv_objects_removed_are_made_again_with_their_ids(procs, build, tmp_pa
         assert lines[-1] == "verdict: ok", "\n".join(lines)
         made = [w for w in h.warnings if "was gone: made again" in w]
         assert len(made) == 4, h.warnings
+        lone = f"the SysV shared memory segment {ids[3]} (key 0x0) was not attached"
+        assert any(w.startswith(lone) and w.endswith("it is gone") for w in h.warnings), \
+            h.warnings
     finally:
         _remove_ipc(ids)
 
@@ -290,3 +301,108 @@ def test_registry_makes_each_object_once_for_a_tree(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+def test_root_objects_the_process_never_used_are_not_recorded(procs, build, tmp_path):
+    """As root, the uid rule would take every root-owned set and queue: only
+    those the process operated on last are recorded."""
+    unrelated = int(subprocess.run(["ipcmk", "-S", "1"], capture_output=True, text=True,
+                                   check=True).stdout.split()[-1])
+    p = procs.start([build("sysv_ipc"), str(tmp_path / "go"), hex(_ipc_key())])
+    ids = _ids(wait_lines(p.out_path, 2))
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"))
+        info = rcore_cmd("info", tmp_path / "core").stdout
+        assert f"semaphore set {ids[1]}  key" in info, info
+        assert f"semaphore set {unrelated}  key" not in info, info
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+        _remove_ipc(ids)
+        subprocess.run(["ipcrm", "-s", str(unrelated)], capture_output=True)
+
+
+def test_corrupt_sysvipc_note_is_refused_by_name(procs, build, tmp_path):
+    p = procs.start([build("sysv_ipc"), str(tmp_path / "go"), hex(_ipc_key())])
+    ids = _ids(wait_lines(p.out_path, 2))
+    try:
+        rcore.dump(p.pid, str(tmp_path / "core"))
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+        _remove_ipc(ids)
+
+    def bad_semaphore(d):
+        # other root-owned sets of the namespace may be there too (the rule)
+        i = [s["id"] for s in d["sem"]].index(ids[1])
+        d["sem"][i]["values"][1] = 70000
+        where.append(f"sem[{i}].values[1]")
+    where = []
+    rewrite_rcore_note(str(tmp_path / "core"), R.NT_RCORE_SYSVIPC, bad_semaphore)
+    res = rcore_cmd("info", tmp_path / "core")
+    assert res.returncode == 1
+    assert f"corrupt RCORE_SYSVIPC: {where[0]}: 70000 is out of range" in res.stderr, \
+        res.stderr
+
+
+SPARSE = """
+import mmap, os, sys, time
+m = mmap.mmap(-1, 256 << 20, mmap.MAP_SHARED)
+m[100 << 20] = 7
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+print("verdict:", "ok" if m[100 << 20] == 7 and m[0] == 0 else "FAIL", flush=True)
+"""
+
+
+def test_untouched_shared_anonymous_memory_takes_none_after_restart(procs, tmp_path):
+    """256 MiB of shared anonymous memory with one page written: the restarted
+    object holds that page, not 256 MiB of zeros."""
+    p = procs.start([sys.executable, "-c", SPARSE, str(tmp_path / "go")])
+    wait_lines(p.out_path, 1)
+    rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
+    p.wait(timeout=10)
+    h = restart(procs, tmp_path / "core")
+    with open(f"/proc/{h.pid}/maps") as f:
+        span = next(line.split()[0] for line in f if line.endswith("/dev/zero (deleted)\n"))
+    # the shmem object's allocated pages (a tmpfs inode counts them in st_blocks)
+    held = os.stat(f"/proc/{h.pid}/map_files/{span}").st_blocks * 512
+    (tmp_path / "go").touch()
+    assert h.wait(30) == 0
+    assert read_lines(p.out_path)[-1] == "verdict: ok"
+    assert held <= 64 << 10, f"{held} bytes held"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to create a user)")
+@pytest.mark.parametrize("prog", ["shm_anon", "shm_posix", "sysv_ipc"])
+def test_users_core_restarted_by_root(procs, user, home, prog):
+    """A core a user dumped of their own process, restarted by root: files are
+    made as the user, SysV objects kept or made for the user, shared anonymous
+    memory is still the kernel's kind (rcore's own rights for map_files)."""
+    arg = f"rcore-test-{os.path.basename(home)}" if prog == "shm_posix" else hex(_ipc_key())
+    out = os.path.join(home, "out")
+    with open(out, "ab") as f:
+        os.fchown(f.fileno(), user.pw_uid, user.pw_gid)
+        p = procs.start(as_user(user) + [built(home, prog), os.path.join(home, "go"), arg],
+                        stdout=f, cwd=home)
+    lines = wait_lines(out, 2 if prog == "sysv_ipc" else 1)
+    try:
+        core = os.path.join(home, "core")
+        dump_as_user(user, p.pid, core)
+        p.kill()
+        p.wait(timeout=10)
+        if prog == "sysv_ipc":      # made again, for the user
+            _remove_ipc([None, *_ids(lines)[1:]])
+        res = rcore_cmd("restart", core, "--detach")
+        assert res.returncode == 0, res.stderr
+        procs.adopt(int(res.stdout.split()[-1]))
+        assert "memfd" not in res.stderr, res.stderr
+        open(os.path.join(home, "go"), "w").close()
+        wait_for(lambda: read_lines(out)[-1].startswith("verdict"), what="the verdict")
+        assert read_lines(out)[-1] == "verdict: ok", read_lines(out)
+    finally:
+        if prog == "sysv_ipc":
+            _remove_ipc(_ids(lines))
+        for path in glob.glob(f"/dev/shm/{arg}-*"):
+            os.unlink(path)

@@ -27,7 +27,21 @@ spare number (/proc/self/fd/N, closed by fds.finish once mapped), as memfd
 mappings are (fds/memfd.py).  `registry`, one dict for the whole tree, makes
 each object once: the first process holding it creates it, each process
 fills the parts of it that its own mappings cover and no earlier process
-filled, and every process maps the same object."""
+filled, and every process maps the same object.
+
+For a tree (restart.py does the same for one process, with a fresh dict):
+
+    registry = {}
+    made = sysvipc.restore(root_core.state.sysvipc, registry, warnings)  # once
+    for each process, in pre-order, as its core's owner (owner.as_owner):
+        plan = fds.plan_files(...)
+        plan.mappings = shm.map_sources(plan, plan.mappings, core.read, registry)
+    ... every process built ...
+    on failure: sysvipc.undo(made)
+
+An object's descriptor belongs to the plan of the first process that maps it
+(plan.own): every plan must stay open until every process of the tree has been
+rebuilt (the others' spare descriptors are copies of it, installed by spawn)."""
 
 import ctypes
 import errno
@@ -40,7 +54,8 @@ from dataclasses import dataclass, field, replace
 from . import arch, owner, rebuild
 from .errors import Incompatible, Unsupported
 from .linux import libc, procfs
-from .linux.libc import (SHM_EXEC, SHM_RDONLY, SHM_REMAP)
+from .linux.libc import SHM_EXEC, SHM_RDONLY, SHM_REMAP
+from .memory import nonzero_runs
 
 CHUNK = 1 << 20
 SYSV_PATH = re.compile(r"/SYSV[0-9a-f]{8}")
@@ -194,15 +209,31 @@ def _deleted_file(plan, m):
 
 def _fill(obj, mappings, read_memory, write):
     """Write the core's bytes of `mappings` (all of one object) where no earlier
-    process filled them."""
-    want = [(e.offset, e.offset + e.size) for e in mappings]
-    for start, end in rebuild.subtract_ranges(want, obj.filled):
+    process filled them.  The object is new (zeros): zero pages are left out,
+    so that memory the program never touched takes none now."""
+    for start, end in _missing(obj, mappings):
         for e in mappings:
             s, t = max(start, e.offset), min(end, e.offset + e.size)
             for off in range(s, t, CHUNK):
-                n = min(CHUNK, t - off)
-                write(off, read_memory(e.start + off - e.offset, n))
-    obj.filled = rebuild.merge_ranges(obj.filled + want)
+                n = min(CHUNK, t - off)      # t may end inside a page (SysV)
+                data = read_memory(e.start + off - e.offset, _page_up(n))
+                for run, length in nonzero_runs(data, len(data)):
+                    length = min(length, n - run)
+                    if length > 0:
+                        write(off + run, data[run:run + length])
+    obj.filled = rebuild.merge_ranges(obj.filled + _wanted(obj, mappings))
+
+
+def _wanted(obj, mappings):
+    """The object's ranges the mappings show (within its size: a SysV segment's
+    last page goes past it)."""
+    return [(e.offset, min(e.offset + e.size, obj.size)) for e in mappings
+            if e.offset < obj.size]
+
+
+def _missing(obj, mappings):
+    """The ranges the mappings show that no process has filled yet."""
+    return rebuild.subtract_ranges(_wanted(obj, mappings), obj.filled)
 
 
 # --- SysV shared memory ------------------------------------------------------------
@@ -237,15 +268,14 @@ def _sysv_source(plan, m, mappings, read_memory, registry):
         # attached it (the others of a tree attach it by id all the same).
         obj.removed = False
         plan.at_commit.append(lambda: libc.syscall("shmctl", shmid, libc.IPC_RMID, 0))
-    if obj.filled == [(0, obj.size)]:
-        return
-    addr = libc.syscall("shmat", shmid, 0, 0)
-    end = _page_up(obj.size)
+    mine = [e for e in mappings if kind_of(e) == "sysv" and e.inode == shmid]
+    if not _missing(obj, mine):
+        return          # kept as it is, or filled by an earlier process
+    with owner.as_rcore():      # its mode may not let its owner write it
+        addr = libc.syscall("shmat", shmid, 0, 0)
     try:
-        def write(off, data):
-            ctypes.memmove(addr + off, data, max(0, min(len(data), end - off)))
-        _fill(obj, [e for e in mappings if kind_of(e) == "sysv" and e.inode == shmid],
-              read_memory, write)
+        _fill(obj, mine, read_memory, lambda off, data: ctypes.memmove(addr + off, data,
+                                                                         len(data)))
     finally:
         libc.syscall("shmdt", addr)
 

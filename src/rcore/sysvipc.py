@@ -4,13 +4,15 @@ They live in the IPC namespace, not in any process, so nothing ties one to a
 process but its use.  Which ones a checkpoint holds (the rule, README):
 - shared memory segments the process has attached (its "/SYSV%08x (deleted)"
   mappings, inode = shmid): their metadata; their bytes are in those mappings;
+  and, described but without their bytes (`detached`), the segments one of the
+  processes created (cpid) and had not attached: kept if still there, said
+  otherwise;
 - semaphore sets and message queues whose owner or creator is one of the
-  process's user IDs (real or effective) — of every process of a tree — and
-  that the checkpoint's processes made or used: changed (ctime) since the
-  oldest of them started, or last operated by one of them (a message queue's
-  lspid/lrpid, a semaphore's sempid).  Without that second half, a root dump
-  would carry every root-owned object of the machine, and a restart would
-  make again those other programs had removed.
+  process's user IDs (real or effective) — of every process of a tree; for
+  root (uid 0), only those a process of the checkpoint operated on last (the
+  sempid of one of its semaphores — semop, SETVAL, SETALL — or the queue's
+  lspid or lrpid), so that a root process does not carry every root-owned
+  object of the system.
 
 capture() reads them while the processes are frozen (/proc/sysvipc for the
 metadata, semctl GETALL for the values, msgrcv MSG_COPY for the messages
@@ -31,10 +33,11 @@ import os
 import struct
 
 from . import arch, owner
-from .shm import Shared, is_sysv, sysv_key
 from .errors import Incompatible
 from .linux import libc
-from .linux.libc import GETALL, IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC64_PERM, MSG_COPY, SETALL
+from .linux.libc import (GETALL, GETPID, IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC64_PERM, MSG_COPY,
+                         SETALL)
+from .shm import Shared, is_sysv, sysv_key
 
 ARCH = arch.host()
 SHM_DEST = 0o1000           # in a segment's mode: IPC_RMID done, gone at its last detach
@@ -77,7 +80,6 @@ def capture(pid, states):
     attached = {m.inode for s in states for m in s.mappings if is_sysv(m)}
     uids = {u for s in states for u in (s.creds.get("uid") or [])[:2]}
     pids = {s.pid for s in states}
-    since = _started(states)
     problems = []
     try:
         if os.readlink(f"/proc/{pid}/ns/ipc") != os.readlink("/proc/self/ns/ipc"):
@@ -91,9 +93,11 @@ def capture(pid, states):
         found = []
         for r in tables[kind]:
             if kind == "shm" and r["shmid"] not in attached:
+                if r["cpid"] in pids and not r["perms"] & SHM_DEST:
+                    problems.append(_detached(r["shmid"], r["key"], r["cpid"]))
+                    found.append(dict(_record(kind, r), size=r["size"], detached=True))
                 continue
-            if kind != "shm" and not (uids & {r["uid"], r["cuid"]}
-                                      and _made_or_used(kind, r, pids, since)):
+            if kind != "shm" and not _belongs(kind, r, uids, pids):
                 continue
             try:
                 found.append(dict(_record(kind, r), **_contents(kind, r)))
@@ -105,27 +109,26 @@ def capture(pid, states):
     return out, problems + warnings(out)
 
 
-def _started(states):
-    """When the oldest process of states started, in seconds since the epoch
-    (/proc/sysvipc's times), or 0 when unknown."""
-    ticks = [s.start_time for s in states if s.start_time]
-    if not ticks:
-        return 0
-    with open("/proc/stat") as f:
-        btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-    return btime + min(ticks) // os.sysconf("SC_CLK_TCK")
+def _detached(shmid, key, cpid=None):
+    """What dump and restart say of a segment the process made but had not
+    attached: the checkpoint holds its description, not its bytes."""
+    who = f", created by process {cpid}," if cpid else ""
+    return (f"the SysV shared memory segment {shmid} (key {key & 0xffffffff:#x}){who} was "
+            "not attached: its bytes are not in the checkpoint (a restart keeps it if it "
+            "still exists, and cannot make it again)")
 
 
-def _made_or_used(kind, r, pids, since):
-    if since and r["ctime"] >= since:
-        return True
+def _belongs(kind, r, uids, pids):
+    owners = uids & {r["uid"], r["cuid"]}
+    if owners != {0}:
+        return bool(owners)
     if kind == "msg":
         return bool(pids & {r["lspid"], r["lrpid"]})
     try:
-        return any(libc.syscall("semctl", r["semid"], n, libc.GETPID, 0) in pids
-                   for n in range(r["nsems"]))
+        return any(libc.syscall("semctl", r["semid"], i, GETPID, 0) in pids
+                   for i in range(r["nsems"]))
     except OSError:
-        return False
+        return False            # removed meanwhile
 
 
 def _contents(kind, r):
@@ -160,7 +163,8 @@ def describe(objects):
     for kind, (*_, words) in KINDS.items():
         for obj in objects.get(kind, []):
             what = {"shm": lambda: f"{obj['size']} bytes" + (", removed" if obj.get("removed")
-                                                              else ""),
+                                                              else "")
+                    + (", not attached: bytes not stored" if obj.get("detached") else ""),
                     "sem": lambda: "values " + " ".join(map(str, obj["values"])),
                     "msg": lambda: f"{len(obj['messages'])} messages, "
                                    f"{sum(len(t) // 2 for _, t in obj['messages'])} bytes"}[kind]()
@@ -188,9 +192,12 @@ def restore(objects, registry, warnings_out):
         for kind in KINDS:
             for obj in objects.get(kind, []):
                 if _kept(kind, obj):
-                    if kind == "shm":
+                    if kind == "shm" and not obj.get("detached"):
                         registry[sysv_key(obj["id"])] = Shared(size=obj["size"],
                                                                filled=[(0, obj["size"])])
+                    continue
+                if obj.get("detached"):
+                    warnings_out.append(_detached(obj["id"], obj["key"]) + ": it is gone")
                     continue
                 _create(kind, obj)
                 made.append((kind, obj["id"]))

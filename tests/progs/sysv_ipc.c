@@ -1,6 +1,7 @@
 /* SysV IPC: a shared memory segment attached with a pattern, another attached
    and removed (IPC_RMID: gone at its last detach), a semaphore set with
-   values, a message queue with two messages.  Prints their ids, then
+   values, a message queue with two messages, and a segment made but never
+   attached (the checkpoint describes it, without its bytes).  Prints their ids, then
    "ready"; after the restart checks every one by the ids it kept (they must
    be the same objects or recreated with the same ids), that shmdt() detaches
    the segment (a real attachment), and removes them. */
@@ -24,6 +25,7 @@ int main(int argc, char **argv)
     int rmid = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
     char *r = shmat(rmid, NULL, 0);
     shmctl(rmid, IPC_RMID, NULL);
+    int lone = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
     strcpy(r, "removed but attached");
     unsigned short values[3] = {1, 5, 9};
     semctl(semid, 0, SETALL, values);
@@ -32,7 +34,7 @@ int main(int argc, char **argv)
     msgsnd(msqid, &second, 7, 0);
     for (int i = 0; i < SEG; i++)
         p[i] = (unsigned char)(i * 13 + 1);
-    printf("ids %d %d %d\n", shmid, semid, msqid);
+    printf("ids %d %d %d %d\n", shmid, semid, msqid, lone);
     ready_then_wait(argv[1]);
 
     int bad = 0;
@@ -74,6 +76,7 @@ int main(int argc, char **argv)
           && (mds.msg_perm.mode & 0777) == 0620, "queue: key %#x mode %o",
           mds.msg_perm.__key, mds.msg_perm.mode & 0777);
     shmctl(shmid, IPC_RMID, NULL);
+    shmctl(lone, IPC_RMID, NULL);       /* if still there: the test may have removed it */
     semctl(semid, 0, IPC_RMID);
     msgctl(msqid, IPC_RMID, NULL);
     return verdict();

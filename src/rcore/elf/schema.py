@@ -423,8 +423,8 @@ class Message:
 IPC_COMMON = {"id": IPC_ID, "key": Int(-(1 << 31), (1 << 31) - 1), "mode": Int(0, 0o777),
               "uid": Int(0, U32), "gid": Int(0, U32), "cuid": Int(0, U32), "cgid": Int(0, U32)}
 SYSVIPC = Record({
-    "shm": List(Record(dict(IPC_COMMON, size=Int(1, 1 << 47), removed=Bool()),
-                       optional=("removed",)), rule=distinct("id")),
+    "shm": List(Record(dict(IPC_COMMON, size=Int(1, 1 << 47), removed=Bool(), detached=Bool()),
+                       optional=("removed", "detached")), rule=distinct("id")),
     "sem": List(Record(dict(IPC_COMMON, values=List(Int(0, 32767), max_len=65536))),
                 rule=distinct("id")),
     "msg": List(Record(dict(IPC_COMMON, qbytes=COUNT, messages=List(Message()))),

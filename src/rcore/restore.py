@@ -80,6 +80,12 @@ def restore(pid, path=None, *, stop=False, force=False, map_core=False, progress
     if not os.path.exists(f"/proc/{pid}"):
         raise NoSuchProcess(pid)
     with CoreFile(path) as core:
+        if core.tree is not None and len(core.tree.processes) > 1 and not force:
+            # The other processes would run on from now, against a root from then.
+            raise Incompatible(f"{path} is the root of a checkpoint of {len(core.tree.processes)} "
+                               "processes; restore rolls back one process, and the others "
+                               "would not be rolled back with it (restart the tree, or "
+                               "--force to roll back this process alone)")
         speaker, notes = check_restorable(pid, core, force)
         with signals_held(), FrozenProcess(pid) as frozen:
             # Again once frozen: the process could have gained privileges

@@ -270,7 +270,8 @@ def until_exec(thread, err_r, exe):
         while not (stop.stopped and stop.event == ptrace.PTRACE_EVENT_EXEC):
             if stop.exited:
                 data = os.read(err_r, 4)
-                why = os.strerror(struct.unpack("<i", data)[0]) if len(data) == 4 else "it exited"
+                why = os.strerror(struct.unpack("<i", data)[0]) if len(data) == 4 else \
+                    f"it ended first ({_ended(stop.status)})"
                 raise RcoreError(f"cannot execute {exe}: {why}")
             thread.cont(stop.sig if stop.is_signal_delivery else 0)
             stop = thread.wait()
@@ -289,6 +290,12 @@ def until_exec(thread, err_r, exe):
     except BaseException:
         kill_and_reap(thread.tid)
         raise
+
+
+def _ended(status):
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.WEXITSTATUS(status)}"
 
 
 def kill_and_reap(pid):

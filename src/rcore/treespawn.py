@@ -324,6 +324,11 @@ def _placeholder(node, ready_w, pipes, env, parents_ready_w=None):
             ok = os.read(r, 1)
             os.close(r)
             if ok != b"r" and not child.zombie:
+                # It said why, unless something killed it: say that then.
+                _, status = os.waitpid(got, 0)
+                if os.WIFSIGNALED(status):
+                    os.write(pipes.why[1], f"process {child.pid} was killed by signal "
+                                           f"{os.WTERMSIG(status)} as it was made; ".encode())
                 raise _Quiet()
         _take_pending_signals()
         if node.zombie:

@@ -1,0 +1,118 @@
+"""restart of a process tree: what it refuses and what it says (treerestart.py),
+and pipes whose other end every process had closed (fds/pipe.py).  The
+programs that come back whole are in test_tree_progs.py and
+test_tree_programs.py."""
+
+import os
+import sys
+
+from conftest import (SRC, dump_tree_and_kill, finish, read_lines, restart_tree, start_tree,
+                      rcore_cmd, wait_for)
+
+# A parent with one child; both sleep until killed.  The child's stdout is a pipe
+# to the parent, which reads it.
+FAMILY = r"""
+import os, sys, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.close(r)
+    os.write(w, b"from the child\n")
+    time.sleep(600)
+    os._exit(0)
+os.close(w)
+print("ready", flush=True)
+print(os.read(r, 100).decode().strip(), flush=True)
+time.sleep(600)
+"""
+
+
+def released(pid):
+    """pid runs its checkpointed program again, no longer traced by rcore."""
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except FileNotFoundError:
+        return False
+    # (before its execve, a process being made is a fork of rcore: its cmdline
+    # is rcore's, and it is not traced yet either)
+    return "\nTracerPid:\t0\n" in status and b"family.py" in open(f"/proc/{pid}/cmdline", "rb").read()
+
+
+def family(procs, tmp_path):
+    script = tmp_path / "family.py"
+    script.write_text(FAMILY)
+    p = start_tree(procs, [sys.executable, str(script)], cwd=tmp_path)
+    wait_for(lambda: "from the child" in read_lines(p.out_path), what="the family ready")
+    core = tmp_path / "f.core"
+    dump_tree_and_kill(p, core)
+    return p, core
+
+
+def test_refusals_name_what_to_do(procs, tmp_path):
+    p, core = family(procs, tmp_path)
+    (child,) = [n for n in os.listdir(tmp_path) if n.startswith("f.core.")]
+    # a member's core alone: refused, naming the root's
+    r = rcore_cmd("restart", tmp_path / child)
+    assert r.returncode == 1
+    assert f"is process {child.split('.')[-1]} of the tree checkpointed in f.core" in r.stderr
+    # --any-pid is for one process
+    r = rcore_cmd("restart", "--any-pid", core)
+    assert r.returncode == 1 and "--pid-namespace" in r.stderr, r.stderr
+    # restore of a tree's root into a live process would roll back only it
+    r = rcore_cmd("restore", os.getpid(), core)
+    assert r.returncode == 1 and "the others would not be rolled back" in r.stderr, r.stderr
+    # info says what restart does with the pipe between the two: one pipe again
+    r = rcore_cmd("info", tmp_path / child)
+    assert r.returncode == 0
+    pipe = [line for line in r.stdout.splitlines() if " pipe " in line]
+    assert pipe, r.stdout
+    after = r.stdout.splitlines()[r.stdout.splitlines().index(pipe[0]) + 1]
+    assert "a new pipe" in after and "rcore's own" not in after, after
+    # and the tree does come back
+    restarted = restart_tree(procs, core)
+    wait_for(lambda: released(p.pid) and released(int(child.split(".")[-1])), timeout=60,
+             what="the tree back and running")
+    os.kill(p.pid, 9)
+    assert finish(restarted, 60) == 128 + 9
+
+
+# A reader whose writer had exited and closed the pipe: after the restart it must
+# read the queued bytes and then end of file, not rcore's own stdin.
+READER = r"""
+import os, sys, time
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+data = sys.stdin.buffer.read()
+print("read", len(data), data[:20], flush=True)
+"""
+
+
+def test_pipe_whose_writer_had_exited_ends_after_its_bytes(procs, tmp_path):
+    script = tmp_path / "reader.py"
+    script.write_text(READER)
+    go = tmp_path / "go"
+    r_fd, w_fd = os.pipe()
+    os.write(w_fd, b"queued bytes\n")
+    p = start_tree(procs, [sys.executable, str(script), str(go)], stdin=r_fd, cwd=tmp_path)
+    os.close(r_fd)
+    os.close(w_fd)          # nobody holds the write end any more
+    wait_for(lambda: "ready" in read_lines(p.out_path), what="the reader ready")
+    core = tmp_path / "r.core"
+    dumped = dump_tree_and_kill(p, core)
+    assert "other end" not in dumped.stderr, dumped.stderr
+    info = rcore_cmd("info", core).stdout
+    assert "its other end closed" in info, info
+    go.touch()
+    # rcore's own stdin is a pipe that stays open: given that, the reader would
+    # wait forever (finish() fails the test after 60 s)
+    r_keep, w_keep = os.pipe()
+    try:
+        restarted = procs.start([sys.executable, "-m", "rcore", "restart", str(core)],
+                                stdin=r_keep, env=dict(os.environ, PYTHONPATH=SRC),
+                                start_new_session=True)
+        status = finish(restarted, 60)
+    finally:
+        os.close(r_keep)
+        os.close(w_keep)
+    assert status == 0, read_lines(restarted.out_path)
+    assert "read 13 b'queued bytes\\n'" in read_lines(p.out_path)

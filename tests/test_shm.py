@@ -3,6 +3,7 @@ program under tests/progs/shm_*.c and sysv_ipc.c sets up its objects, is
 checkpointed, killed and restarted, then checks them itself and prints a
 verdict."""
 
+import contextlib
 import glob
 import os
 import random
@@ -140,16 +141,24 @@ def test_multiprocessing_lock_and_semaphore_of_one_process(procs, tmp_path):
 @pytest.mark.parametrize("prog", ["shm_anon", "shm_posix", "sysv_ipc"])
 def test_restore_in_place_keeps_shared_memory(procs, build, tmp_path, prog):
     """rcore restore (the same live process) leaves these mappings in place."""
-    arg = f"rcore-test-{tmp_path.name}" if prog == "shm_posix" else hex(_ipc_key())
-    p = procs.start([build(prog), str(tmp_path / "go"), arg])
-    lines = wait_lines(p.out_path, 2 if prog == "sysv_ipc" else 1)
-    try:
+    with _started(procs, build, tmp_path, prog) as p:
         rcore.dump(p.pid, str(tmp_path / "core"))
         res = rcore_cmd("restore", p.pid, tmp_path / "core")
         assert res.returncode == 0, res.stderr
         (tmp_path / "go").touch()
         assert p.wait(timeout=30) == 0
         assert read_lines(p.out_path)[-1] == "verdict: ok", read_lines(p.out_path)
+
+
+@contextlib.contextmanager
+def _started(procs, build, tmp_path, prog):
+    """One of the shared-memory programs, started and ready; its SysV objects
+    and /dev/shm files are removed at the end."""
+    arg = f"rcore-test-{tmp_path.name}" if prog == "shm_posix" else hex(_ipc_key())
+    p = procs.start([build(prog), str(tmp_path / "go"), arg])
+    lines = wait_lines(p.out_path, 2 if prog == "sysv_ipc" else 1)
+    try:
+        yield p
     finally:
         if prog == "sysv_ipc":
             _remove_ipc(_ids(lines))
@@ -244,10 +253,7 @@ def test_posix_shm_file_written_since_the_checkpoint_is_refused(procs, build, tm
 def test_restarted_shared_memory_checkpoints_again(procs, build, tmp_path, prog):
     """What a restart made is what a dump finds again: a second checkpoint,
     kill and restart of the restarted process."""
-    arg = f"rcore-test-{tmp_path.name}" if prog == "shm_posix" else hex(_ipc_key())
-    p = procs.start([build(prog), str(tmp_path / "go"), arg])
-    lines = wait_lines(p.out_path, 2 if prog == "sysv_ipc" else 1)
-    try:
+    with _started(procs, build, tmp_path, prog) as p:
         rcore.dump(p.pid, str(tmp_path / "core"), kill=True)
         p.wait(timeout=10)
         h = restart(procs, tmp_path / "core", detach=True)
@@ -257,11 +263,6 @@ def test_restarted_shared_memory_checkpoints_again(procs, build, tmp_path, prog)
         (tmp_path / "go").touch()
         assert h.wait(30) == 0
         assert read_lines(p.out_path)[-1] == "verdict: ok", read_lines(p.out_path)
-    finally:
-        if prog == "sysv_ipc":
-            _remove_ipc(_ids(lines))
-        for path in glob.glob(f"/dev/shm/{arg}-*"):
-            os.unlink(path)
 
 
 def _plan(mappings):

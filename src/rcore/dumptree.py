@@ -61,7 +61,8 @@ def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit,
                     one.writer.tree = t
                 else:
                     one.proc.extra["tree_root"] = root
-            work.each(lambda one: one.store_frozen())
+            work.each(lambda one: one.store_frozen(),
+                      [pid for pid, one in work.dumps.items() if one.now])
             for pid, one in work.dumps.items():
                 if stop and one.run_state not in ("T", "t"):
                     stopped.append(pid)
@@ -101,6 +102,7 @@ class _Work:
     def add(self, one):
         self.dumps[one.pid] = one
         self.threads[one.pid] = ThreadPoolExecutor(1, thread_name_prefix=f"rcore-{one.pid}")
+        self.threads[one.pid].submit(int)       # its thread started before the freeze
 
     def drop(self, pid):
         one = self.dumps.pop(pid)
@@ -123,10 +125,10 @@ class _Work:
                 out[pid] = (None, err)
         return out
 
-    def each(self, step):
-        """step for every process, side by side; raises the first failure once
-        every step has ended."""
-        for _, err in self.run(list(self.dumps), step).values():
+    def each(self, step, pids=None):
+        """step for every process (or those of pids), side by side; raises the
+        first failure once every step has ended."""
+        for _, err in self.run(list(self.dumps) if pids is None else pids, step).values():
             if err is not None:
                 raise err
 

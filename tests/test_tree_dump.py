@@ -19,7 +19,7 @@ from rcore.elf import rcore_notes as R
 from rcore.elf.reader import CoreFile
 from rcore.errors import CoreFormatError, RcoreError
 
-from conftest import HERE, proc_status, rcore_cmd, wait_lines
+from conftest import HERE, proc_status, rcore_cmd, wait_for, wait_lines
 
 FAMILY = os.path.join(HERE, "data", "dumptree_family.py")
 
@@ -201,8 +201,10 @@ def test_stop_leaves_every_process_of_the_tree_stopped(family, tmp_path):
     rcore.dump(family["root"], str(tmp_path / "job.core"), stop=True)
     for k in ("root", "a", "b", "c"):
         pid = family[k]
-        st = proc_status(pid)
-        assert st["State"][0] == "T" and st["TracerPid"] == "0", (k, st["State"])
+        # the SIGSTOP sent at the release takes effect as the process runs again
+        st = wait_for(lambda: (lambda s: s if s["State"][0] == "T" else None)(proc_status(pid)),
+                      what=f"{k} stopped")
+        assert st["TracerPid"] == "0", k
         os.kill(pid, signal.SIGCONT)
 
 

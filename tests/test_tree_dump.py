@@ -61,6 +61,8 @@ def test_the_tree_note_records_every_process(family, tmp_path):
     assert t.root == f["root"] and t.member(f["root"]).ppid == os.getpid()
     a, b, z, c = (t.member(f[k]) for k in "abzc")
     assert (a.ppid, a.pgid, a.pdeath_signal) == (f["root"], f["a"], 9)
+    assert a.tids == [f["a"]] + sorted(int(x) for x in os.listdir(f"/proc/{f['a']}/task")
+                                       if int(x) != f["a"]) and len(a.tids) == 2
     assert (b.ppid, b.pgid, b.sid) == (f["a"], f["b"], f["b"])
     assert (z.zombie, z.exit_status, z.core, z.tids) == (True, 3 << 8, "", [f["z"]])
     assert (c.exit_signal, a.exit_signal, c.zombie, c.exit_status) == (0, 17, False, 0)

@@ -297,3 +297,15 @@ def test_info_shows_the_tree_and_a_member_names_its_root(family, tmp_path):
     t = json.loads(r.stdout)["tree"]
     assert [m["pid"] for m in t["processes"]][0] == family["root"]
     assert all(m["present"] for m in t["processes"] if m["core"])
+
+
+def test_a_member_whose_main_thread_exited_is_refused_not_dropped(procs, build, tmp_path):
+    # its leader shows state Z, but the process lives: it is no zombie of the tree
+    sh = procs.start(["sh", "-c", f"{build('exited_leader')}; wait"])
+    pid, kid = map(int, wait_lines(sh.out_path, 1)[0].split())
+    procs.adopt(pid)
+    procs.adopt(kid)
+    with pytest.raises(RcoreError, match=f"process {pid}: its main thread has exited"):
+        rcore.dump(sh.pid, str(tmp_path / "job.core"))
+    untouched([sh.pid, kid])
+    assert not [n for n in os.listdir(tmp_path) if "job" in n]

@@ -179,7 +179,7 @@ def _freeze(root, run_state, path, work, options):
         for pid in new:
             try:
                 state = run_state if pid == root else procfs.read_stat(pid).state
-                if state == "Z":
+                if pid != root and tree.is_zombie(pid):
                     zombies.add(pid)
                     continue
                 work.add(ProcessDump(pid, path if pid == root else tree.member_path(path, pid),
@@ -194,11 +194,16 @@ def _freeze(root, run_state, path, work, options):
         for pid, (frozen, err) in seized.items():
             if err is None:
                 work.frozen[pid] = frozen
-            elif pid != root and isinstance(err, (NoSuchProcess, ProcessExited)):
-                # it ended meanwhile: a zombie now, or reaped (the next listing says)
+            elif pid != root and isinstance(err, (NoSuchProcess, ProcessExited)) and (
+                    tree.is_zombie(pid) or not os.path.exists(procfs.path(pid))):
+                # it ended meanwhile: a zombie now, or reaped (then not listed again)
                 work.drop(pid)
                 if tree.is_zombie(pid):
                     zombies.add(pid)
+            elif isinstance(err, ProcessExited) and os.path.exists(procfs.path(pid, "task")):
+                raise RcoreError(f"process {pid}: its main thread has exited while other "
+                                 "threads run on; rcore cannot checkpoint such a process") \
+                    from err
             else:
                 raise err
 

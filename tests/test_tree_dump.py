@@ -309,3 +309,12 @@ def test_a_member_whose_main_thread_exited_is_refused_not_dropped(procs, build, 
         rcore.dump(sh.pid, str(tmp_path / "job.core"))
     untouched([sh.pid, kid])
     assert not [n for n in os.listdir(tmp_path) if "job" in n]
+
+
+@pytest.mark.parametrize("shared", [[0, 3], [10, 1 << 20], [10], "10:3", [10, -1]])
+def test_a_corrupt_shared_key_is_refused(shared):
+    entry = dict(fd=3, kind="file", path="/f", flags=0, pos=0, cloexec=False, description=3,
+                 inode=1, dev=1, rdev=0, size=0, mtime_ns=0, deleted=False)
+    assert R.decode_files(R._encode({"fds": [dict(entry, shared=[10, 3])]}))[0].shared == [10, 3]
+    with pytest.raises(ValueError, match="shared"):
+        R.decode_files(R._encode({"fds": [dict(entry, shared=shared)]}))

@@ -318,3 +318,24 @@ def test_a_corrupt_shared_key_is_refused(shared):
     assert R.decode_files(R._encode({"fds": [dict(entry, shared=[10, 3])]}))[0].shared == [10, 3]
     with pytest.raises(ValueError, match="shared"):
         R.decode_files(R._encode({"fds": [dict(entry, shared=shared)]}))
+
+
+def test_pipes_between_members_are_not_refused_but_a_pidfd_is_still_said(procs, tmp_path):
+    # a pipe from parent to child (each holds one end only) is the tree's own; a
+    # pidfd of PID 1 in each process (the same inode in both) must still be said
+    script = ("import os, sys, time\n"
+              "r, w = os.pipe()\n"
+              "k = os.fork()\n"
+              "if k == 0:\n"
+              "    os.close(w); fd = os.pidfd_open(1); print(os.getpid(), flush=True)\n"
+              "    time.sleep(1000)\n"
+              "os.close(r); fd = os.pidfd_open(1); time.sleep(1000)\n")
+    p = procs.start([sys.executable, "-c", script])
+    kid = int(wait_lines(p.out_path, 1)[0])
+    procs.adopt(kid)
+    s = rcore.dump(p.pid, str(tmp_path / "job.core"))
+    assert not any("pipe whose other end is outside" in w for w in s.warnings), s.warnings
+    single = rcore.dump(kid, str(tmp_path / "kid.core"))
+    assert any("pipe whose other end is outside" in w for w in single.warnings)
+    said = [w for w in s.warnings if "pidfd of process 1" in w]
+    assert len(said) == 2 and any(w.startswith(f"process {kid}: ") for w in said), s.warnings

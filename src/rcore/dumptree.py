@@ -292,11 +292,9 @@ def _summary(t, dumps, freeze):
     ones = list(dumps.values())
     root = ones[0]
     warnings = []
-    held = _inodes_by_process(dumps)
     for one in ones:
-        elsewhere = set().union(*(v for p, v in held.items() if p != one.pid))
         prefix = "" if one is root else f"process {one.pid}: "
-        warnings += [prefix + w for w in fds.dump_warnings(one.proc, elsewhere)
+        warnings += [prefix + w for w in fds.dump_warnings(one.proc, _other_end_in(one, dumps))
                      + timers.warnings(one.proc.timers)]
     zombies = sum(m.zombie for m in t.processes)
     s = DumpSummary(root.path, root.pid, sum(len(o.proc.threads) for o in ones),
@@ -309,14 +307,24 @@ def _summary(t, dumps, freeze):
     return s
 
 
-def _inodes_by_process(dumps):
-    """pid -> the inodes of its descriptors and of their peers (unix sockets)."""
-    out = {}
-    for pid, one in dumps.items():
-        out[pid] = {f.inode for f in one.proc.files} | {
-            f.kind_state.get("peer_ino") for f in one.proc.files
-            if isinstance(f.kind_state, dict) and f.kind_state.get("peer_ino")}
-    return out
+def _other_end_in(one, dumps):
+    """in_tree for fds.dump_warnings: a pipe another process of the tree holds
+    too, a unix socket whose peer another process holds."""
+    pipes, sockets = set(), set()
+    for pid, other in dumps.items():
+        if pid != one.pid:
+            for f in other.proc.files:
+                if f.kind == "pipe":
+                    pipes.add(f.inode)
+                elif f.kind == "socket":
+                    sockets.add(f.inode)
+
+    def in_tree(f):
+        if f.kind == "pipe":
+            return f.inode in pipes
+        return (f.kind == "socket" and isinstance(f.kind_state, dict)
+                and f.kind_state.get("peer_ino") in sockets)
+    return in_tree
 
 
 def kill_tree(identities, timeout=5.0):

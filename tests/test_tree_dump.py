@@ -339,3 +339,24 @@ def test_pipes_between_members_are_not_refused_but_a_pidfd_is_still_said(procs, 
     assert any("pipe whose other end is outside" in w for w in single.warnings)
     said = [w for w in s.warnings if "pidfd of process 1" in w]
     assert len(said) == 2 and any(w.startswith(f"process {kid}: ") for w in said), s.warnings
+
+
+def test_a_pipe_from_outside_the_tree_is_still_refused(procs, tmp_path):
+    # both processes hold the read end of a pipe whose writer is outside the tree
+    r, w = os.pipe()
+    script = ("import os, sys, time\n"
+              f"os.dup2({r}, 7)\n"
+              "k = os.fork()\n"
+              "if k == 0:\n"
+              "    print(os.getpid(), flush=True)\n"
+              "time.sleep(1000)\n")
+    try:
+        p = procs.start([sys.executable, "-c", script], pass_fds=(r,))
+        kid = int(wait_lines(p.out_path, 1)[0])
+        procs.adopt(kid)
+        s = rcore.dump(p.pid, str(tmp_path / "job.core"))
+    finally:
+        os.close(r)
+        os.close(w)
+    said = [x for x in s.warnings if "fd 7" in x and "other end is outside" in x]
+    assert len(said) == 2, s.warnings

@@ -308,20 +308,19 @@ def _summary(t, dumps, freeze):
 
 
 def _other_end_in(one, dumps):
-    """in_tree for fds.dump_warnings: a pipe another process of the tree holds
-    too, a unix socket whose peer another process holds."""
-    pipes, sockets = set(), set()
+    """in_tree for fds.dump_warnings: a pipe whose read and write ends are both
+    held in the tree, a unix socket whose peer another process holds."""
+    ends, sockets = {}, set()
     for pid, other in dumps.items():
-        if pid != one.pid:
-            for f in other.proc.files:
-                if f.kind == "pipe":
-                    pipes.add(f.inode)
-                elif f.kind == "socket":
-                    sockets.add(f.inode)
+        for f in other.proc.files:
+            if f.kind == "pipe":
+                ends.setdefault(f.inode, set()).add(f.flags & os.O_ACCMODE == os.O_WRONLY)
+            elif f.kind == "socket" and pid != one.pid:
+                sockets.add(f.inode)
 
     def in_tree(f):
         if f.kind == "pipe":
-            return f.inode in pipes
+            return ends.get(f.inode) == {True, False}
         return (f.kind == "socket" and isinstance(f.kind_state, dict)
                 and f.kind_state.get("peer_ino") in sockets)
     return in_tree

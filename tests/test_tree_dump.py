@@ -61,6 +61,8 @@ def test_the_tree_note_records_every_process(family, tmp_path):
     assert t.root == f["root"] and t.member(f["root"]).ppid == os.getpid()
     a, b, z, c = (t.member(f[k]) for k in "abzc")
     assert (a.ppid, a.pgid, a.pdeath_signal) == (f["root"], f["a"], 9)
+    assert a.tids == [f["a"]] + sorted(int(x) for x in os.listdir(f"/proc/{f['a']}/task")
+                                       if int(x) != f["a"]) and len(a.tids) == 2
     assert (b.ppid, b.pgid, b.sid) == (f["a"], f["b"], f["b"])
     assert (z.zombie, z.exit_status, z.core, z.tids) == (True, 3 << 8, "", [f["z"]])
     assert (c.exit_signal, a.exit_signal, c.zombie, c.exit_status) == (0, 17, False, 0)
@@ -201,10 +203,10 @@ def test_stop_leaves_every_process_of_the_tree_stopped(family, tmp_path):
     rcore.dump(family["root"], str(tmp_path / "job.core"), stop=True)
     for k in ("root", "a", "b", "c"):
         pid = family[k]
-        # The SIGSTOP is sent as each is let go: it stops as it leaves the ptrace stop.
-        wait_for(lambda: proc_status(pid)["State"][0] == "T", what=f"{k} stopped")
-        assert proc_status(pid)["TracerPid"] == "0", k
-    for pid in family.values():
+        # the SIGSTOP sent at the release takes effect as the process runs again
+        st = wait_for(lambda: (lambda s: s if s["State"][0] == "T" else None)(proc_status(pid)),
+                      what=f"{k} stopped")
+        assert st["TracerPid"] == "0", k
         os.kill(pid, signal.SIGCONT)
 
 
@@ -295,3 +297,66 @@ def test_info_shows_the_tree_and_a_member_names_its_root(family, tmp_path):
     t = json.loads(r.stdout)["tree"]
     assert [m["pid"] for m in t["processes"]][0] == family["root"]
     assert all(m["present"] for m in t["processes"] if m["core"])
+
+
+def test_a_member_whose_main_thread_exited_is_refused_not_dropped(procs, build, tmp_path):
+    # its leader shows state Z, but the process lives: it is no zombie of the tree
+    sh = procs.start(["sh", "-c", f"{build('exited_leader')}; wait"])
+    pid, kid = map(int, wait_lines(sh.out_path, 1)[0].split())
+    procs.adopt(pid)
+    procs.adopt(kid)
+    with pytest.raises(RcoreError, match=f"process {pid}: its main thread has exited"):
+        rcore.dump(sh.pid, str(tmp_path / "job.core"))
+    untouched([sh.pid, kid])
+    assert not [n for n in os.listdir(tmp_path) if "job" in n]
+
+
+@pytest.mark.parametrize("shared", [[0, 3], [10, 1 << 20], [10], "10:3", [10, -1]])
+def test_a_corrupt_shared_key_is_refused(shared):
+    entry = dict(fd=3, kind="file", path="/f", flags=0, pos=0, cloexec=False, description=3,
+                 inode=1, dev=1, rdev=0, size=0, mtime_ns=0, deleted=False)
+    assert R.decode_files(R._encode({"fds": [dict(entry, shared=[10, 3])]}))[0].shared == [10, 3]
+    with pytest.raises(ValueError, match="shared"):
+        R.decode_files(R._encode({"fds": [dict(entry, shared=shared)]}))
+
+
+def test_pipes_between_members_are_not_refused_but_a_pidfd_is_still_said(procs, tmp_path):
+    # a pipe from parent to child (each holds one end only) is the tree's own; a
+    # pidfd of PID 1 in each process (the same inode in both) must still be said
+    script = ("import os, sys, time\n"
+              "r, w = os.pipe()\n"
+              "k = os.fork()\n"
+              "if k == 0:\n"
+              "    os.close(w); fd = os.pidfd_open(1); print(os.getpid(), flush=True)\n"
+              "    time.sleep(1000)\n"
+              "os.close(r); fd = os.pidfd_open(1); time.sleep(1000)\n")
+    p = procs.start([sys.executable, "-c", script])
+    kid = int(wait_lines(p.out_path, 1)[0])
+    procs.adopt(kid)
+    s = rcore.dump(p.pid, str(tmp_path / "job.core"))
+    assert not any("pipe whose other end is outside" in w for w in s.warnings), s.warnings
+    single = rcore.dump(kid, str(tmp_path / "kid.core"))
+    assert any("pipe whose other end is outside" in w for w in single.warnings)
+    said = [w for w in s.warnings if "pidfd of process 1" in w]
+    assert len(said) == 2 and any(w.startswith(f"process {kid}: ") for w in said), s.warnings
+
+
+def test_a_pipe_from_outside_the_tree_is_still_refused(procs, tmp_path):
+    # both processes hold the read end of a pipe whose writer is outside the tree
+    r, w = os.pipe()
+    script = ("import os, sys, time\n"
+              f"os.dup2({r}, 7)\n"
+              "k = os.fork()\n"
+              "if k == 0:\n"
+              "    print(os.getpid(), flush=True)\n"
+              "time.sleep(1000)\n")
+    try:
+        p = procs.start([sys.executable, "-c", script], pass_fds=(r,))
+        kid = int(wait_lines(p.out_path, 1)[0])
+        procs.adopt(kid)
+        s = rcore.dump(p.pid, str(tmp_path / "job.core"))
+    finally:
+        os.close(r)
+        os.close(w)
+    said = [x for x in s.warnings if "fd 7" in x and "other end is outside" in x]
+    assert len(said) == 2, s.warnings

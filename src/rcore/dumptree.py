@@ -66,7 +66,8 @@ def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit,
                     one.writer.tree = t
                 else:
                     one.proc.extra["tree_root"] = root
-            work.each(lambda one: one.store_frozen())
+            work.each(lambda one: one.store_frozen(),
+                      [pid for pid, one in work.dumps.items() if one.now])
             for pid, one in work.dumps.items():
                 if stop and one.run_state not in ("T", "t"):
                     stopped.append(pid)
@@ -106,6 +107,7 @@ class _Work:
     def add(self, one):
         self.dumps[one.pid] = one
         self.threads[one.pid] = ThreadPoolExecutor(1, thread_name_prefix=f"rcore-{one.pid}")
+        self.threads[one.pid].submit(int)       # its thread started before the freeze
 
     def drop(self, pid):
         one = self.dumps.pop(pid)
@@ -128,10 +130,10 @@ class _Work:
                 out[pid] = (None, err)
         return out
 
-    def each(self, step):
-        """step for every process, side by side; raises the first failure once
-        every step has ended."""
-        for _, err in self.run(list(self.dumps), step).values():
+    def each(self, step, pids=None):
+        """step for every process (or those of pids), side by side; raises the
+        first failure once every step has ended."""
+        for _, err in self.run(list(self.dumps) if pids is None else pids, step).values():
             if err is not None:
                 raise err
 
@@ -182,7 +184,7 @@ def _freeze(root, run_state, path, work, options):
         for pid in new:
             try:
                 state = run_state if pid == root else procfs.read_stat(pid).state
-                if state == "Z":
+                if pid != root and tree.is_zombie(pid):
                     zombies.add(pid)
                     continue
                 work.add(ProcessDump(pid, path if pid == root else tree.member_path(path, pid),
@@ -197,11 +199,16 @@ def _freeze(root, run_state, path, work, options):
         for pid, (frozen, err) in seized.items():
             if err is None:
                 work.frozen[pid] = frozen
-            elif pid != root and isinstance(err, (NoSuchProcess, ProcessExited)):
-                # it ended meanwhile: a zombie now, or reaped (the next listing says)
+            elif pid != root and isinstance(err, (NoSuchProcess, ProcessExited)) and (
+                    tree.is_zombie(pid) or not os.path.exists(procfs.path(pid))):
+                # it ended meanwhile: a zombie now, or reaped (then not listed again)
                 work.drop(pid)
                 if tree.is_zombie(pid):
                     zombies.add(pid)
+            elif isinstance(err, ProcessExited) and os.path.exists(procfs.path(pid, "task")):
+                raise RcoreError(f"process {pid}: its main thread has exited while other "
+                                 "threads run on; rcore cannot checkpoint such a process") \
+                    from err
             else:
                 raise err
 
@@ -290,11 +297,9 @@ def _summary(t, dumps, freeze):
     ones = list(dumps.values())
     root = ones[0]
     warnings = []
-    held = _inodes_by_process(dumps)
     for one in ones:
-        elsewhere = set().union(*(v for p, v in held.items() if p != one.pid))
         prefix = "" if one is root else f"process {one.pid}: "
-        warnings += [prefix + w for w in fds.dump_warnings(one.proc, elsewhere)
+        warnings += [prefix + w for w in fds.dump_warnings(one.proc, _other_end_in(one, dumps))
                      + timers.warnings(one.proc.timers) + one.ipc_warnings]
     from .treerestart import warnings_of        # what a restart of the tree changes
     warnings += warnings_of(t)
@@ -309,14 +314,23 @@ def _summary(t, dumps, freeze):
     return s
 
 
-def _inodes_by_process(dumps):
-    """pid -> the inodes of its descriptors and of their peers (unix sockets)."""
-    out = {}
-    for pid, one in dumps.items():
-        out[pid] = {f.inode for f in one.proc.files} | {
-            f.kind_state.get("peer_ino") for f in one.proc.files
-            if isinstance(f.kind_state, dict) and f.kind_state.get("peer_ino")}
-    return out
+def _other_end_in(one, dumps):
+    """in_tree for fds.dump_warnings: a pipe whose read and write ends are both
+    held in the tree, a unix socket whose peer another process holds."""
+    ends, sockets = {}, set()
+    for pid, other in dumps.items():
+        for f in other.proc.files:
+            if f.kind == "pipe":
+                ends.setdefault(f.inode, set()).add(f.flags & os.O_ACCMODE == os.O_WRONLY)
+            elif f.kind == "socket" and pid != one.pid:
+                sockets.add(f.inode)
+
+    def in_tree(f):
+        if f.kind == "pipe":
+            return ends.get(f.inode) == {True, False}
+        return (f.kind == "socket" and isinstance(f.kind_state, dict)
+                and f.kind_state.get("peer_ino") in sockets)
+    return in_tree
 
 
 def kill_tree(identities, timeout=5.0):

@@ -117,7 +117,7 @@ def read_member(pid, pdeath_signal=0):
     """A Member of process pid as /proc shows it now (its core name is set by
     the dump).  Raises NoSuchProcess when it is gone (reaped)."""
     st = procfs.read_stat(pid)
-    zombie = st.state == "Z"
+    zombie = is_zombie(pid)
     if zombie:
         tids = [pid]
     else:
@@ -132,7 +132,10 @@ def read_member(pid, pdeath_signal=0):
 
 
 def is_zombie(pid):
+    """Whether pid has exited and waits to be reaped.  A leader that exited while
+    other threads run on shows state Z too: that process is alive."""
     try:
-        return procfs.read_stat(pid).state == "Z"
-    except NoSuchProcess:
+        return procfs.read_stat(pid).state == "Z" and os.listdir(
+            procfs.path(pid, "task")) == [str(pid)]
+    except (NoSuchProcess, FileNotFoundError):
         return False

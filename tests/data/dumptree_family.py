@@ -1,6 +1,6 @@
 """A small process tree for rcore's tree dump tests (tests/test_tree_dump.py).
 
-root -- a (pdeath signal 9, own process group) -- b (own session)
+root -- a (pdeath signal 9, own process group, a second thread) -- b (own session)
      -- z (exited with status 3: a zombie)
      -- c (cloned with exit signal 0)
 The root holds a pipe with bytes queued in it and a file; a and b inherit both.
@@ -11,6 +11,7 @@ usage: dumptree_family.py HELD_FILE [MIB]"""
 import ctypes
 import os
 import sys
+import threading
 import time
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -35,6 +36,7 @@ a = os.fork()
 if a == 0:
     libc.prctl(1, 9)                       # PR_SET_PDEATHSIG
     os.setpgid(0, 0)
+    threading.Thread(target=sleep_forever, daemon=True).start()
     b = os.fork()
     if b == 0:
         os.setsid()

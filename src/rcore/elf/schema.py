@@ -323,7 +323,9 @@ FD = Record({
     "queued": Hex(1 << 30), "pipe_size": Int(0, 1 << 31), "contents": Hex(1 << 40),
     "contents_stored": Bool(), "ctime_ns": COUNT,
     # a tree member's entry sharing its description with an earlier process's
-    "shared": List(Int(0, libc.PID_MAX_LIMIT), size=2),
+    "shared": List(Int(0, libc.PID_MAX_LIMIT), size=2,
+                   rule=lambda v: None if v[0] >= 1 and v[1] < FD_LIMIT
+                   else f"[pid, fd] {v} names no process's descriptor"),
 }, optional=("queued", "pipe_size", "contents", "contents_stored", "ctime_ns", "shared"),
     variants=("kind", FD_KINDS))
 

@@ -161,15 +161,15 @@ def _same_description(pid, fd1, fd2):
         return False
 
 
-def dump_warnings(proc, elsewhere=frozenset()):
+def dump_warnings(proc, in_tree=None):
     """What a restart of proc's descriptors will not carry, in words (one line
-    per descriptor), to say at dump time.  elsewhere: inodes the other
-    processes of its tree hold (a pipe or socket to them is rebuilt with the
-    tree)."""
+    per descriptor), to say at dump time.  in_tree(f): whether the other end of
+    pipe or socket f is in another process of proc's tree (rebuilt with it:
+    not refused as a connection outside the process)."""
     plan = FdPlan(proc)
     out = []
     for f in plan.files:
-        if f.description != f.fd or f.inode in elsewhere:
+        if f.description != f.fd or (in_tree is not None and in_tree(f)):
             continue
         why = _why_not(f, plan)
         out += [f"{why}: a restart will refuse it"] if why else _kind_warnings(f)

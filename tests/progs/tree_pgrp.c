@@ -31,6 +31,7 @@ static int ready_fd[2];
 static void child_checks(const char *go, pid_t own_child)
 {
     struct ids was = ids_now();
+    close(ready_fd[0]);                 /* only the parent reads it */
     CHECK(write(ready_fd[1], "r", 1) == 1, "ready byte");
     close(ready_fd[1]);
     wait_go(go);

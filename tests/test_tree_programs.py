@@ -7,11 +7,10 @@ so these compare exact outputs; each also checks the dump landed midway."""
 import filecmp
 import os
 import shutil
-import subprocess
 import sys
 
-from conftest import (HERE, all_children, dump_tree_and_kill, finish, read_lines, restart_tree, start_tree,
-                      wait_for)
+from conftest import (HERE, all_children, dump_tree_and_kill, finish, rcore_cmd, read_lines, restart_tree,
+                      start_tree, wait_for)
 
 DATA = os.path.join(HERE, "data")
 KILLED_MIDWAY = "the job went on after dump --kill: the dump was not midway, or --kill left children running"
@@ -50,7 +49,8 @@ PIPELINE_FILES = ["log", "out", "tail7", "letters", "sizes"]
 
 def pipeline_running(cwd):
     """The first pipeline is running: seq, awk and sha256sum are bash's children."""
-    return lambda p: read_lines(os.path.join(cwd, "log")) == ["started"] and len(all_children(p.pid)) == 3
+    log = os.path.join(cwd, "log")
+    return lambda p: os.path.exists(log) and read_lines(log) == ["started"] and len(all_children(p.pid)) == 3
 
 
 def check_pipeline_midway(cwd):
@@ -94,6 +94,8 @@ def test_shell_pipeline_in_pid_namespace_while_its_pid_is_taken(procs, tmp_path)
     def take_root_pid(p):
         check_pipeline_midway(job)
         holders.append(hold_pid(procs, p.pid))
+        refused = rcore_cmd("restart", tmp_path / "job.core")    # without the namespace
+        assert refused.returncode != 0 and str(p.pid) in refused.stderr, refused.stderr
 
     run_job(procs, PIPELINE, job, True, pipeline_running(job), tmp_path / "job.core",
             restart_flags=["--pid-namespace"], before_restart=take_root_pid)

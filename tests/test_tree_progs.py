@@ -6,7 +6,6 @@ the tree found what it expected.  Each runs uninterrupted, and checkpointed at
 restarted tree must also look, from outside, as it did at the dump: the same
 PIDs, parents, process groups, session and zombies."""
 
-import os
 import re
 import subprocess
 

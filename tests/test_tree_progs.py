@@ -134,6 +134,13 @@ def test_pipe_between_members(procs, build, tmp_path, run, writer):
 
 
 @pytest.mark.parametrize("run", RUNS)
+def test_socketpair_between_members(procs, build, tmp_path, run):
+    # A Unix stream socket pair, 4 lines queued each way at the checkpoint: they
+    # arrive, then 100 round trips (each side checks every line).
+    Tree(procs, build, tmp_path, "tree_socketpair").go(run)
+
+
+@pytest.mark.parametrize("run", RUNS)
 def test_pdeath_and_exit_signals(procs, build, tmp_path, run):
     # PR_SET_PDEATHSIG SIGUSR1 fires when the grandchild's parent exits after the
     # restart.  The clone child's exit signal is still SIGUSR2, or the restart

@@ -103,6 +103,31 @@ def test_shell_pipeline_in_pid_namespace_while_its_pid_is_taken(procs, tmp_path)
     assert holders[0].poll() is None            # the holder was left alone
 
 
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def test_pipeline_member_checkpointed_alone_is_said(procs, tmp_path):
+    # A member of a pipeline dumped on its own: its stdin and stdout lead to
+    # processes outside its checkpoint.  Dump and restart must say so, naming
+    # them (it once became rcore's own streams without a word).
+    p = start_tree(procs, ["bash", "-c", "seq 1 300000000 | cat | wc -l > n"], cwd=tmp_path)
+    cat = wait_for(lambda: next((k for k in all_children(p.pid) if comm(k) == "cat"), None), what="cat running")
+    dump = rcore_cmd("dump", cat, "-o", tmp_path / "cat.core", "--kill")
+    assert dump.returncode == 0, dump.stderr
+    for fd, other in ((0, "seq"), (1, "wc")):
+        assert any(f"fd {fd}" in line and other in line for line in dump.stderr.splitlines()), dump.stderr
+    wait_for(lambda: not os.path.exists(f"/proc/{cat}"), what="cat reaped by bash")
+    restarted = restart_tree(procs, tmp_path / "cat.core")
+    finish(restarted, TIMEOUT)
+    said = open(restarted.out_path, errors="replace").read()
+    assert "fd 0" in said and "fd 1" in said, said
+
+
 # make -j2 -------------------------------------------------------------------------
 
 MAKE_PRODUCTS = ["main.o"] + [f"f{i:02d}.o" for i in range(1, 12)] + ["prog", "result.txt"]

@@ -7,11 +7,10 @@ so these compare exact outputs; each also checks the dump landed midway."""
 import filecmp
 import os
 import shutil
-import subprocess
 import sys
 
-from conftest import (HERE, all_children, dump_tree_and_kill, finish, read_lines, restart_tree, start_tree,
-                      wait_for)
+from conftest import (HERE, all_children, dump_tree_and_kill, finish, rcore_cmd, read_lines, restart_tree,
+                      start_tree, wait_for)
 
 DATA = os.path.join(HERE, "data")
 KILLED_MIDWAY = "the job went on after dump --kill: the dump was not midway, or --kill left children running"
@@ -51,8 +50,7 @@ PIPELINE_FILES = ["log", "out", "tail7", "letters", "sizes"]
 def pipeline_running(cwd):
     """The first pipeline is running: seq, awk and sha256sum are bash's children."""
     log = os.path.join(cwd, "log")
-    return lambda p: os.path.exists(log) and read_lines(log) == ["started"] \
-        and len(all_children(p.pid)) == 3
+    return lambda p: os.path.exists(log) and read_lines(log) == ["started"] and len(all_children(p.pid)) == 3
 
 
 def check_pipeline_midway(cwd):
@@ -96,11 +94,38 @@ def test_shell_pipeline_in_pid_namespace_while_its_pid_is_taken(procs, tmp_path)
     def take_root_pid(p):
         check_pipeline_midway(job)
         holders.append(hold_pid(procs, p.pid))
+        refused = rcore_cmd("restart", tmp_path / "job.core")    # without the namespace
+        assert refused.returncode != 0 and str(p.pid) in refused.stderr, refused.stderr
 
     run_job(procs, PIPELINE, job, True, pipeline_running(job), tmp_path / "job.core",
             restart_flags=["--pid-namespace"], before_restart=take_root_pid)
     same_files(ref, job, PIPELINE_FILES)
     assert holders[0].poll() is None            # the holder was left alone
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def test_pipeline_member_checkpointed_alone_is_said(procs, tmp_path):
+    # A member of a pipeline dumped on its own: its stdin and stdout lead to
+    # processes outside its checkpoint.  Dump and restart must say so, naming
+    # them (it once became rcore's own streams without a word).
+    p = start_tree(procs, ["bash", "-c", "seq 1 300000000 | cat | wc -l > n"], cwd=tmp_path)
+    cat = wait_for(lambda: next((k for k in all_children(p.pid) if comm(k) == "cat"), None), what="cat running")
+    dump = rcore_cmd("dump", cat, "-o", tmp_path / "cat.core", "--kill")
+    assert dump.returncode == 0, dump.stderr
+    for fd, other in ((0, "seq"), (1, "wc")):
+        assert any(f"fd {fd}" in line and other in line for line in dump.stderr.splitlines()), dump.stderr
+    wait_for(lambda: not os.path.exists(f"/proc/{cat}"), what="cat reaped by bash")
+    restarted = restart_tree(procs, tmp_path / "cat.core")
+    finish(restarted, TIMEOUT)
+    said = open(restarted.out_path, errors="replace").read()
+    assert "fd 0" in said and "fd 1" in said, said
 
 
 # make -j2 -------------------------------------------------------------------------

@@ -3,7 +3,10 @@
    10000, and the parent waits until exactly 40000 are queued (FIONREAD) before
    saying ready.  After the go file (argv[1]) the child reads everything and the
    parent writes the rest of the stream (2 MiB in all) and closes; the child
-   checks every byte and the count, and exits 0 only if they are exact. */
+   checks every byte and the count, and exits 0 only if they are exact.
+   With argv[2] "writer-gone" the parent closes the write end at the checkpoint
+   (a pipeline whose writer finished first): the child must read the 40000 queued
+   bytes, then end of file. */
 #include "fd_kind_check.h"
 #include <sys/ioctl.h>
 #include <sys/wait.h>
@@ -51,6 +54,8 @@ static long read_stream(int fd, long at, long upto)
 int main(int argc, char **argv)
 {
     const char *go = argv[1];
+    int writer_gone = argc > 2 && !strcmp(argv[2], "writer-gone");
+    long total = writer_gone ? FIRST : TOTAL;
     int p[2];
     if (pipe(p))
         return 2;
@@ -61,7 +66,7 @@ int main(int argc, char **argv)
         long got = read_stream(p[0], 0, READ_BEFORE);
         wait_go(go);
         got += read_stream(p[0], got, -1);
-        CHECK(got == TOTAL, "child read %ld bytes, expected %d", got, TOTAL);
+        CHECK(got == total, "child read %ld bytes, expected %ld", got, total);
         printf("child read %ld bytes\n", got);
         exit(failures != 0);
     }
@@ -73,9 +78,12 @@ int main(int argc, char **argv)
         nanosleep(&ts, NULL);
     }
     printf("queued %d\n", queued);
+    if (writer_gone)
+        close(p[1]);
     ready_then_wait(go);
 
-    write_stream(p[1], FIRST, TOTAL);
+    if (!writer_gone)
+        write_stream(p[1], FIRST, TOTAL);
     close(p[1]);
     int status = 0;
     CHECK(waitpid(child, &status, 0) == child, "wait for the child");

@@ -1,6 +1,7 @@
 """What the benchmark scripts share."""
 
 import os
+import shutil
 import signal
 
 
@@ -30,3 +31,10 @@ def longest_gap(out, t0, t1):
     # The edges count too: a pause that began before the first line in the window.
     points = [t0] + inside + [t1]
     return max(b - a for a, b in zip(points, points[1:]))
+
+
+def criu_path():
+    """CRIU's executable, or None: the benchmarks compare with it only if installed
+    (`criu` on PATH, or /usr/local/sbin/criu, where a source build installs it)."""
+    return shutil.which("criu") or (
+        "/usr/local/sbin/criu" if os.path.exists("/usr/local/sbin/criu") else None)

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 sys.path.insert(0, SRC)
 
-from benchlib import end_process, read_file  # noqa: E402
+from benchlib import criu_path, end_process, read_file  # noqa: E402
 from rcore.dump import dump  # noqa: E402
 
 MiB = 1 << 20
@@ -60,8 +60,7 @@ class Bench:
         subprocess.run(["gcc", "-O2", "-o", self.exe,
                         os.path.join(HERE, "targets", "treeheap.c")], check=True)
         self.out = os.path.join(workdir, "tree.out")
-        self.criu = shutil.which("criu") or (
-            "/usr/local/sbin/criu" if os.path.exists("/usr/local/sbin/criu") else None)
+        self.criu = criu_path()
         self.p = None
 
     def start(self):

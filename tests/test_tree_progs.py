@@ -51,9 +51,7 @@ class Tree:
         if run == "restarted":
             core = self.tmp_path / "tree.core"
             before = tree_state(self.root.pid)
-            dumped = dump_tree_and_kill(self.root, core)
-            if said is not None:
-                said["dump"] = dumped.stderr
+            dump_tree_and_kill(self.root, core)
             if before_restart:
                 before_restart()
             waited = restart_tree(self.procs, core)

@@ -298,10 +298,12 @@ def _ended(status):
     return f"exit status {os.WEXITSTATUS(status)}"
 
 
-def kill_and_reap(pid):
+def kill_and_reap(pid, reaped_elsewhere=False):
     """End a half-built process for good: SIGKILL, then wait until it is gone
     (as its tracer or parent), so that its PID is free again.  Non-leader
-    threads are reaped first: waitpid on the leader waits for them."""
+    threads are reaped first: waitpid on the leader waits for them.
+    reaped_elsewhere: not rcore's child (a member of a tree): once dead and no
+    longer rcore's tracee, its parent or init reaps it, whenever that is."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -311,11 +313,15 @@ def kill_and_reap(pid):
             tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
         except FileNotFoundError:
             return
+        mine = False
         for tid in sorted(tids, key=lambda t: t == pid):
             try:
                 os.waitpid(tid, ptrace.WALL | os.WNOHANG)
+                mine = True
             except ChildProcessError:
                 pass
         if not os.path.exists(f"/proc/{pid}"):
+            return
+        if reaped_elsewhere and not mine and _zombie(pid):
             return
         time.sleep(0.001)

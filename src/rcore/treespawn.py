@@ -172,7 +172,7 @@ def kill_tree(root, init_pid=None):
         except ProcessLookupError:
             pass
     for pid in pids:
-        spawn.kill_and_reap(pid)
+        spawn.kill_and_reap(pid, reaped_elsewhere=pid != root.host_pid and pid != init_pid)
 
 
 def _read_why(fd):

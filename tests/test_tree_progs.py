@@ -55,10 +55,10 @@ class Tree:
             if before_restart:
                 before_restart()
             waited = restart_tree(self.procs, core)
-            try:
-                wait_for(lambda: tree_state(self.root.pid) == before, timeout=60, what="the tree rebuilt")
-            except AssertionError:
-                assert tree_state(self.root.pid) == before, read_lines(waited.out_path)
+            # Until it is rebuilt, or rcore restart ended (refused, or failed midway).
+            wait_for(lambda: tree_state(self.root.pid) == before or waited.poll() is not None,
+                     timeout=60, what="the tree rebuilt")
+            assert tree_state(self.root.pid) == before, read_lines(waited.out_path)
         self.go_file.touch()
         status = finish(waited, TIMEOUT)
         restart_out = "" if waited is self.root else open(waited.out_path, errors="replace").read()

@@ -360,3 +360,12 @@ def test_a_pipe_from_outside_the_tree_is_still_refused(procs, tmp_path):
         os.close(w)
     said = [x for x in s.warnings if "fd 7" in x and "other end is outside" in x]
     assert len(said) == 2, s.warnings
+
+
+def test_one_progress_for_the_whole_tree(family, tmp_path):
+    seen = []
+    s = rcore.dump(family["root"], str(tmp_path / "job.core"),
+                   progress=lambda d, t: seen.append((d, t)))
+    done, total = max(seen)
+    # the sums over every process (one process's alone is less than all stored)
+    assert total >= done >= s.bytes_stored, (done, total, s.bytes_stored)

@@ -13,7 +13,7 @@ from .linux import libc, procfs
 from .linux.inject import Injector, frame_slot_size, map_marked, write_code
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
-from .errors import InjectedSyscallError, RcoreError
+from .errors import InjectedSyscallError
 from .fds import UNLINKED_FILE_LIMIT, capture_files
 from .state import (ExeIdentity, FileIdentity, MmFields,
                     ProcessState, SigAction, ThreadState)
@@ -67,8 +67,8 @@ def children_not_carried(proc):
     """What to say, at dump and at restart, of a process that had children."""
     pids = ", ".join(map(str, proc.children[:10])) + (", ..." if len(proc.children) > 10 else "")
     return (f"process {proc.pid} has {len(proc.children)} child process(es) ({pids}) that "
-            "the checkpoint does not hold (dumped with --no-children): after a restart, "
-            "waiting for them fails with ECHILD and what they were doing is lost")
+            "this single-process checkpoint does not hold (dump --no-children): after a "
+            "restart, waiting for them fails with ECHILD and what they were doing is lost")
 
 
 def capture_creds(status):

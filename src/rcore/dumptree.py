@@ -15,6 +15,7 @@ import os
 import signal
 import struct
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,9 +38,9 @@ def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit,
     if os.getpid() in tree.descendants(root):
         raise RcoreError(f"rcore itself is a descendant of process {root}: it cannot "
                          "checkpoint a tree it is part of (add --no-children)")
-    options = dict(full=full, fork=fork, stream=stream, progress=progress,
-                   unlinked_limit=unlinked_limit, tcp_lock=tcp_lock)
-    work = _Work()
+    options = dict(full=full, fork=fork, stream=stream, unlinked_limit=unlinked_limit,
+                   tcp_lock=tcp_lock)
+    work = _Work(progress)
     try:
         with signals_held(), _short_gil_turns():
             members, t_freeze = _freeze(root, run_state, path, work, options)
@@ -99,15 +100,27 @@ class _Work:
     thread that seized a process (and its fork copy), and the processes are
     captured side by side."""
 
-    def __init__(self):
+    def __init__(self, progress=None):
         self.dumps = {}             # pid -> ProcessDump
         self.frozen = {}            # pid -> FrozenProcess, until released
         self.threads = {}           # pid -> its tracer (a one-thread executor)
+        self.progress = progress
+        self.copied = {}            # pid -> (bytes done, bytes to do), for progress
+        self._lock = threading.Lock()
 
     def add(self, one):
         self.dumps[one.pid] = one
+        if self.progress is not None:
+            one.progress = lambda done, total, pid=one.pid: self._progress(pid, done, total)
         self.threads[one.pid] = ThreadPoolExecutor(1, thread_name_prefix=f"rcore-{one.pid}")
         self.threads[one.pid].submit(int)       # its thread started before the freeze
+
+    def _progress(self, pid, done, total):
+        """One progress bar for the whole tree: the sums over its processes."""
+        with self._lock:
+            self.copied[pid] = (done, total)
+            self.progress(sum(d for d, _ in self.copied.values()),
+                          sum(t for _, t in self.copied.values()))
 
     def drop(self, pid):
         one = self.dumps.pop(pid)
@@ -205,7 +218,8 @@ def _freeze(root, run_state, path, work, options):
                 work.drop(pid)
                 if tree.is_zombie(pid):
                     zombies.add(pid)
-            elif isinstance(err, ProcessExited) and os.path.exists(procfs.path(pid, "task")):
+            elif (isinstance(err, ProcessExited) and not tree.is_zombie(pid)
+                  and os.path.exists(procfs.path(pid, "task"))):
                 raise RcoreError(f"process {pid}: its main thread has exited while other "
                                  "threads run on; rcore cannot checkpoint such a process") \
                     from err

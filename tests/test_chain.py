@@ -13,6 +13,7 @@ import rcore
 from rcore.diff import diff
 from rcore.elf.reader import CoreFile
 from rcore.errors import CoreFormatError
+from rcore.rebuild import CoreBytes
 from conftest import rcore_cmd
 from test_diff import PAGE, REGION, Changes
 from test_dirty import assert_memory_is_core, state_dir  # noqa: F401  (autouse fixture)
@@ -152,6 +153,18 @@ def test_chain_read_in_place_without_a_flattened_copy(chain, tmp_path):
         for seg in whole.segments:
             if seg.filesz:
                 assert core.read(seg.vaddr, seg.filesz) == whole.read(seg.vaddr, seg.filesz)
+    # a mapping the increment stores itself reads as in its own file, extent by
+    # extent (its holes, e.g. pages past the end of a file, stay holes)
+    with CoreFile(c) as core, CoreFile(c, resolve=False) as own:
+        for seg in own.segments:
+            m = next(m for m in own.state.mappings if m.start <= seg.vaddr < m.end)
+            if seg.filesz and m.stored != "incremental":
+                via = core.stored_range(seg.vaddr)[0]
+                chained = [(off - via, n, has) for off, n, has in
+                           CoreBytes(core).extents(via, seg.filesz, True)]
+                direct = [(off - seg.offset, n, has) for off, n, has in
+                          CoreBytes(own).extents(seg.offset, seg.filesz, True)]
+                assert chained == direct
 
 
 def test_replaced_parent_is_refused(chain, tmp_path):

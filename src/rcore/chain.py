@@ -254,7 +254,9 @@ class ChainData:
         try:
             page = core.arch.PAGE_SIZE
             cursor = -(-core.size // page) * page     # past the core's own bytes
-            self.segments, self._pieces = [], []      # (voffset, length, CoreBytes, offset)
+            # (voffset, length, CoreBytes, offset, dense): dense for the runs of an
+            # inherited (private anonymous) mapping, whose holes are zero pages
+            self.segments, self._pieces = [], []
             files = {id(c): CoreBytes(c, chain=False) for c in self.chain}
             for m in sorted(core.state.mappings, key=lambda m: m.start):
                 own = core.segment_at(m.start)
@@ -269,7 +271,8 @@ class ChainData:
                 sources = (_sources(self.chain, m, filesz) if m.stored == INHERITED
                            else [(m.start, m.start + filesz, core, own.offset)])
                 for s, e, c, off in sources:
-                    self._pieces.append((cursor + (s - m.start), e - s, files[id(c)], off))
+                    self._pieces.append((cursor + (s - m.start), e - s, files[id(c)], off,
+                                         m.stored == INHERITED))
                 cursor += -(-filesz // page) * page
             self._pieces.sort(key=lambda p: p[0])
             self._starts = [p[0] for p in self._pieces]
@@ -322,7 +325,9 @@ class ChainData:
         for pos, n, piece in self._overlapping(offset, length):
             if piece is None:
                 parts = [(pos, n, False)]
-            elif n <= CHUNK:        # pages written since a parent: no holes to look for
+            elif piece[4] and n <= CHUNK:
+                # pages written since a parent: a hole there is a zero page, read as
+                # zeros (looking for holes would cost two calls per piece)
                 parts = [(pos, n, True)]
             else:
                 shift = piece[3] + (pos - piece[0]) - pos  # virtual -> the piece's file

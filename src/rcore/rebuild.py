@@ -210,7 +210,9 @@ def subtract_ranges(ranges, holes):
     for s, e in ranges:
         cur = s
         # the holes that may overlap [s, e): from the last one starting at or before s
-        for hs, he in holes[max(0, bisect.bisect_right(starts, s) - 1):]:
+        # (indexed, not sliced: a chain's pages are tens of thousands of holes)
+        for i in range(max(0, bisect.bisect_right(starts, s) - 1), len(holes)):
+            hs, he = holes[i]
             if hs >= e:
                 break
             if he <= cur:

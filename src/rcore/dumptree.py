@@ -58,7 +58,7 @@ def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit,
             mark_shared(t, procs)
             queue_pipes_once(t, procs)
             # A pipe between members is no longer one with an end outside.
-            fds.pipe.find_other_ends([f for p in procs.values() for f in p.files], set(procs))
+            fds.pipe.find_other_ends({pid: p.files for pid, p in procs.items()})
             # SysV objects are the tree's, not one process's: in the root's core.
             top = work.dumps[root]
             top.proc.sysvipc, top.ipc_warnings = sysvipc.capture(root, list(procs.values()))

@@ -117,7 +117,7 @@ def _capture_table(ctx):
             fdinfo["lines"] = info.text.decode("utf-8", "surrogateescape").splitlines()
             _capture_kind(ctx, fds[-1], fdinfo)
             locks.capture(fds[-1], fdinfo)
-    pipe.find_other_ends(fds, {pid})
+    pipe.find_other_ends({pid: fds})
     return fds
 
 

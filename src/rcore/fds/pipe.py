@@ -45,7 +45,7 @@ class Pipe(Rebuilt):
                 isinstance(h, dict) and isinstance(h.get("comm"), str) for h in other):
             raise ValueError("other_end")
         for h in other:
-            check_int(h.get("pid"), "other_end pid", low=1, high=1 << 22)
+            check_int(h.get("pid"), "other_end pid", high=1 << 22)
         ghost.decode(f)
         check_int(f.pipe_size, "pipe_size", high=1 << 31)
 
@@ -61,7 +61,8 @@ class Pipe(Rebuilt):
         holders = f.kind_state.get("other_end")
         if f.kind != "pipe" or not holders:
             return []
-        who = ", ".join(f"{h['pid']} ({h['comm']})" for h in holders)
+        who = ", ".join(f"{h['pid']} ({h['comm']})" if h["pid"] else "a process rcore cannot "
+                        "see" for h in holders)
         if f.fd < 3:
             return [f"its other end is held by process {who}, outside the checkpoint: restart "
                     f"gives it rcore's own {STDIO[f.fd]} instead"]
@@ -87,29 +88,39 @@ class Pipe(Rebuilt):
 STDIO = ("stdin", "stdout", "stderr")
 
 
-def find_other_ends(files, inside):
-    """For each pipe with one end only among `files` (of the processes `inside`):
-    who else holds its other end (kind_state["other_end"]: [{pid, comm}], at most
-    a few; [] when nobody does, so that restart makes a pipe whose other end is
-    closed instead of giving the process rcore's own stream)."""
-    lonely = {}
-    ends = {}
-    for f in files:
-        if f.kind == "pipe":
-            ends.setdefault(f.inode, set()).add(f.flags & os.O_ACCMODE == os.O_WRONLY)
-    for f in files:
-        if f.kind == "pipe":
-            f.kind_state.pop("other_end", None)
-            if len(ends[f.inode]) == 1:
-                lonely.setdefault(f.inode, []).append(f)
-    if not lonely:
-        return
-    # A dump's fork copies hold the process's descriptors too: never the program's.
-    holders = pipes.holders({f"pipe:[{ino}]" for ino in lonely}, inside,
-                            arch.host().COPY_NAME.decode())
+def find_other_ends(tables):
+    """For each pipe with one end only among the descriptor tables `tables`
+    ({pid: [FileDescriptor]} of the frozen processes of a dump): is its other
+    end still open (poll on a copy of the end: POLLHUP, a reader whose writers
+    are all gone; POLLERR, a writer without readers), and who holds it.
+    kind_state["other_end"]: [] when every process closed it, so that restart
+    makes a pipe whose other end is closed instead of giving the process
+    rcore's own stream; else [{pid, comm}] of a few holders (pid 0: a process
+    rcore cannot see, in another PID namespace)."""
+    ends, lonely = {}, {}
+    for files in tables.values():
+        for f in files:
+            if f.kind == "pipe":
+                ends.setdefault(f.inode, set()).add(f.flags & os.O_ACCMODE == os.O_WRONLY)
+    for pid, files in tables.items():
+        for f in files:
+            if f.kind == "pipe":
+                f.kind_state.pop("other_end", None)
+                if len(ends[f.inode]) == 1:
+                    lonely.setdefault(f.inode, []).append((pid, f))
+    held = {ino: entries for ino, entries in lonely.items()
+            if pipes.other_end_open(entries[0][0], entries[0][1].fd,
+                                    entries[0][1].flags & os.O_ACCMODE == os.O_WRONLY)}
+    # Who holds the open ones (the warning names them): a walk of every
+    # process's descriptors, only for those.  A dump's fork copies hold the
+    # process's descriptors too: never the program's.
+    holders = pipes.holders({f"pipe:[{ino}]" for ino in held}, set(tables),
+                            arch.host().COPY_NAME.decode()) if held else {}
     for ino, entries in lonely.items():
-        found = holders.get(f"pipe:[{ino}]", [])[:4]
-        for f in entries:
+        found = holders.get(f"pipe:[{ino}]", [])[:4] if ino in held else []
+        if ino in held and not found:
+            found = [{"pid": 0, "comm": "?"}]
+        for _, f in entries:
             f.kind_state["other_end"] = found
 
 

@@ -13,6 +13,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import select
 
 from . import libc
 
@@ -108,3 +109,22 @@ def holders(targets, exclude, ignore_comm=None):
             for link in hit:
                 found.setdefault(link, []).append({"pid": int(name), "comm": comm})
     return found
+
+
+def other_end_open(pid, fd, write_end):
+    """Whether the pipe whose one end is process pid's descriptor fd still has
+    its other end open somewhere: poll on a copy of that end (the same open file
+    description: it adds no reader or writer) gives POLLHUP to a reader whose
+    writers are all gone, POLLERR to a writer whose readers are."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        copy = libc.pidfd_getfd(pidfd, fd)
+    finally:
+        os.close(pidfd)
+    try:
+        p = select.poll()
+        p.register(copy, select.POLLOUT if write_end else select.POLLIN)
+        events = dict(p.poll(0)).get(copy, 0)
+    finally:
+        os.close(copy)
+    return not events & (select.POLLERR if write_end else select.POLLHUP)

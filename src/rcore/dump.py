@@ -409,6 +409,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                 stopped.append(pid)
             frozen.release(signal.SIGSTOP if stop else 0)
             freeze = time.monotonic() - t_freeze
+        fds.pipe.name_other_ends({pid: one.proc.files})
         one.store()
         one.commit()
     finally:

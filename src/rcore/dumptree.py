@@ -75,6 +75,7 @@ def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit,
             work.each(lambda one: work.frozen.pop(one.pid).release(
                 signal.SIGSTOP if stop else 0))
             freeze = time.monotonic() - t_freeze
+        fds.pipe.name_other_ends({pid: one.proc.files for pid, one in work.dumps.items()})
         work.each(lambda one: one.store())
         _commit_all(list(work.dumps.values()))
     finally:

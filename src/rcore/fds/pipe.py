@@ -88,15 +88,17 @@ class Pipe(Rebuilt):
 STDIO = ("stdin", "stdout", "stderr")
 
 
+UNSEEN = {"pid": 0, "comm": "?"}      # an open other end whose holder is not named (yet)
+
+
 def find_other_ends(tables):
     """For each pipe with one end only among the descriptor tables `tables`
     ({pid: [FileDescriptor]} of the frozen processes of a dump): is its other
-    end still open (poll on a copy of the end: POLLHUP, a reader whose writers
-    are all gone; POLLERR, a writer without readers), and who holds it.
-    kind_state["other_end"]: [] when every process closed it, so that restart
-    makes a pipe whose other end is closed instead of giving the process
-    rcore's own stream; else [{pid, comm}] of a few holders (pid 0: a process
-    rcore cannot see, in another PID namespace)."""
+    end still open?  poll on a copy of the end answers (POLLHUP: a reader whose
+    writers are all gone; POLLERR: a writer without readers) in microseconds,
+    while frozen.  kind_state["other_end"]: [] when every process closed it, so
+    that restart makes a pipe whose other end is closed instead of giving the
+    process rcore's own stream; else [UNSEEN] until name_other_ends()."""
     ends, lonely = {}, {}
     for files in tables.values():
         for f in files:
@@ -108,19 +110,32 @@ def find_other_ends(tables):
                 f.kind_state.pop("other_end", None)
                 if len(ends[f.inode]) == 1:
                     lonely.setdefault(f.inode, []).append((pid, f))
-    held = {ino: entries for ino, entries in lonely.items()
-            if pipes.other_end_open(entries[0][0], entries[0][1].fd,
-                                    entries[0][1].flags & os.O_ACCMODE == os.O_WRONLY)}
-    # Who holds the open ones (the warning names them): a walk of every
-    # process's descriptors, only for those.  A dump's fork copies hold the
-    # process's descriptors too: never the program's.
-    holders = pipes.holders({f"pipe:[{ino}]" for ino in held}, set(tables),
-                            arch.host().COPY_NAME.decode()) if held else {}
-    for ino, entries in lonely.items():
-        found = holders.get(f"pipe:[{ino}]", [])[:4] if ino in held else []
-        if ino in held and not found:
-            found = [{"pid": 0, "comm": "?"}]
+    for entries in lonely.values():
+        pid, first = entries[0]
+        held = pipes.other_end_open(pid, first.fd, first.flags & os.O_ACCMODE == os.O_WRONLY)
         for _, f in entries:
+            f.kind_state["other_end"] = [UNSEEN] if held else []
+
+
+def name_other_ends(tables):
+    """Who holds the open other ends find_other_ends() found, for the warnings
+    ([{pid, comm}], a few; pid 0: a process rcore cannot see, in another PID
+    namespace).  It walks every process's descriptors, so a dump calls it once
+    the processes run again: the holders are named as they are then."""
+    wanted = {f.inode: [] for files in tables.values() for f in files
+              if f.kind == "pipe" and f.kind_state.get("other_end") == [UNSEEN]}
+    for files in tables.values():
+        for f in files:
+            if f.inode in wanted and f.kind == "pipe":
+                wanted[f.inode].append(f)
+    if not wanted:
+        return
+    # A dump's fork copies hold the process's descriptors too: never the program's.
+    holders = pipes.holders({f"pipe:[{ino}]" for ino in wanted}, set(tables),
+                            arch.host().COPY_NAME.decode())
+    for ino, entries in wanted.items():
+        found = holders.get(f"pipe:[{ino}]", [])[:4] or [UNSEEN]
+        for f in entries:
             f.kind_state["other_end"] = found
 
 

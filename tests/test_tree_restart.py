@@ -116,3 +116,68 @@ def test_pipe_whose_writer_had_exited_ends_after_its_bytes(procs, tmp_path):
         os.close(w_keep)
     assert status == 0, read_lines(restarted.out_path)
     assert "read 13 b'queued bytes\\n'" in read_lines(p.out_path)
+
+
+# A pre-forking server: the master's listening socket is shared by two workers
+# (one open file description in three processes), each counting its requests.
+PREFORK = r"""
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers do
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+kids = []
+for i in range(2):
+    pid = os.fork()
+    if pid == 0:
+        n = 0
+        while True:
+            c, _ = s.accept()
+            n += 1
+            c.sendall(f"{os.getpid()} {n}\n".encode())
+            c.close()
+    kids.append(pid)
+print("port", s.getsockname()[1], flush=True)
+for k in kids:
+    os.waitpid(k, 0)
+"""
+
+
+def ask(port):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
+        pid, n = c.makefile().readline().split()
+    return int(pid), int(n)
+
+
+def test_preforked_server_workers_share_their_socket_again(procs, tmp_path):
+    script = tmp_path / "prefork.py"
+    script.write_text(PREFORK)
+    p = start_tree(procs, [sys.executable, str(script)], cwd=tmp_path)
+    wait_for(lambda: any(line.startswith("port") for line in read_lines(p.out_path)),
+             what="the server listening")
+    port = int(read_lines(p.out_path)[0].split()[1])
+    served = {}
+    for _ in range(6):
+        pid, n = ask(port)
+        served[pid] = n
+    core = tmp_path / "server.core"
+    dump_tree_and_kill(p, core)
+    # the workers' socket is the master's open file description
+    assert "shared with process" in rcore_cmd("info", f"{core}.{min(served)}").stdout
+    restart_tree(procs, core)
+
+    def serving():
+        try:
+            return ask(port)
+        except ConnectionRefusedError:
+            return None
+    first = wait_for(serving, timeout=60, what="the server back")
+    after = {first[0]: [first[1]]}
+    for _ in range(11):
+        pid, n = ask(port)
+        after.setdefault(pid, []).append(n)
+    # the same workers, on the same port, each counting on from where it was
+    assert set(after) <= set(served)
+    for pid, counts in after.items():
+        assert counts[0] > served.get(pid, 0) and counts == sorted(counts), (served, after)

@@ -26,7 +26,7 @@ time.sleep(600)
 """
 
 
-def released(pid):
+def released(pid, script="family.py"):
     """pid runs its checkpointed program again, no longer traced by rcore."""
     try:
         status = open(f"/proc/{pid}/status").read()
@@ -34,7 +34,7 @@ def released(pid):
         return False
     # (before its execve, a process being made is a fork of rcore: its cmdline
     # is rcore's, and it is not traced yet either)
-    return "\nTracerPid:\t0\n" in status and b"family.py" in open(f"/proc/{pid}/cmdline", "rb").read()
+    return "\nTracerPid:\t0\n" in status and script.encode() in open(f"/proc/{pid}/cmdline", "rb").read()
 
 
 def family(procs, tmp_path):
@@ -181,3 +181,46 @@ def test_preforked_server_workers_share_their_socket_again(procs, tmp_path):
     assert set(after) <= set(served)
     for pid, counts in after.items():
         assert counts[0] > served.get(pid, 0) and counts == sorted(counts), (served, after)
+
+
+# A process group whose leader has exited and been reaped: b stays in a's group.
+ORPHANED_GROUP = r"""
+import os, sys, time
+a = os.fork()
+if a == 0:
+    os.setpgid(0, 0)
+    time.sleep(0.5)
+    os._exit(0)
+time.sleep(0.1)
+b = os.fork()
+if b == 0:
+    os.setpgid(0, a)
+    time.sleep(600)
+    os._exit(0)
+os.waitpid(a, 0)
+print("ready", a, b, os.getpgid(b), flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+print("after", os.getpgid(b), os.path.exists(f"/proc/{a}"), flush=True)
+os.kill(b, 9)
+os.waitpid(b, 0)
+"""
+
+
+def test_group_whose_leader_had_exited(procs, tmp_path):
+    script, go = tmp_path / "groups.py", tmp_path / "go"
+    script.write_text(ORPHANED_GROUP)
+    p = start_tree(procs, [sys.executable, str(script), str(go)], cwd=tmp_path)
+    wait_for(lambda: read_lines(p.out_path)[:1] and read_lines(p.out_path)[0].startswith("ready"),
+             what="the group made")
+    _, a, b, pgid = read_lines(p.out_path)[0].split()
+    assert pgid == a
+    core = tmp_path / "g.core"
+    dump_tree_and_kill(p, core)
+    restarted = restart_tree(procs, core)
+    wait_for(lambda: released(int(b), "groups.py"), timeout=60, what="b back")
+    # b is in group a again, and no process a exists (the stand-in is gone)
+    assert os.getpgid(int(b)) == int(a) and not os.path.exists(f"/proc/{a}")
+    go.touch()
+    assert finish(restarted, 60) == 0
+    assert f"after {a} False" in read_lines(p.out_path)

@@ -47,12 +47,13 @@ def restart_tree(core, tree, path, *, detach=False, lazy=False, stdin=None, stdo
             if not m.zombie and m.pid != tree.root:
                 cores[m.pid] = CoreFile(member_path(path, m))
         speakers = {pid: _check_member(c, tree.member(pid)) for pid, c in cores.items()}
+        nodes = _nodes(tree, cores)
         if not pid_namespace:
+            stand_ins = [g for n in nodes.values() for g in n.group_leaders]
             try:
-                spawn.check_pids_free([t for m in tree.processes for t in m.tids])
+                spawn.check_pids_free([t for m in tree.processes for t in m.tids] + stand_ins)
             except spawn.PidTaken as err:
                 raise spawn.PidTaken(err.pid, hint="restart with --pid-namespace") from None
-        nodes = _nodes(tree, cores)
         files = fds.TreeFiles([c.state for c in cores.values()])
         plans = {}
         made = []
@@ -104,10 +105,11 @@ def _check_member(core, member):
 
 def _nodes(tree, cores):
     """treespawn.Node of every process, linked as the tree says; raises
-    Unsupported for a process group or session that cannot be made again."""
+    Unsupported for a session that cannot be made again."""
     root = tree.member(tree.root)
     pids = {m.pid for m in tree.processes}
     nodes = {}
+    orphaned = {}               # process group whose leader is gone -> its session
     for m in tree.processes:
         if m.sid == m.pid:
             leader, group = True, 0
@@ -116,8 +118,10 @@ def _nodes(tree, cores):
         elif m.pgid == root.pgid:
             leader, group = False, -1       # the root's group at restart
         else:
-            raise Unsupported(f"process {m.pid} is in process group {m.pgid}, whose leader "
-                              "is not part of the checkpoint: the group cannot be made again")
+            # Its leader has exited (a shell job whose first process was
+            # reaped): a stand-in leads the group while the members join it.
+            leader, group = False, m.pgid
+            orphaned.setdefault(m.pgid, m.sid)
         if m.sid != m.pid and m.sid != root.sid and m.sid not in pids:
             raise Unsupported(f"process {m.pid} is in session {m.sid}, whose leader is not "
                               "part of the checkpoint: the session cannot be made again")
@@ -134,6 +138,10 @@ def _nodes(tree, cores):
             nodes[m.ppid].children.append(node)
     if nodes[tree.root].group == -1:
         nodes[tree.root].group = 0          # it stays in rcore's group, as one process does
+    for group, sid in orphaned.items():
+        # Made by the session's leader (every member is its descendant), or by
+        # the root in the root's session.
+        nodes[sid if sid in nodes else tree.root].group_leaders.append(group)
     return nodes
 
 

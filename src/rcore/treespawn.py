@@ -55,6 +55,9 @@ class Node:
     zombie: bool = False
     exit_status: int = 0            # raw wait status of a zombie
     children: list = field(default_factory=list)
+    # Process groups of its session whose leader had exited: a stand-in with
+    # that PID leads each while the processes below join it, then exits.
+    group_leaders: list = field(default_factory=list)
     # Filled by spawn_tree:
     host_pid: int = 0
     thread: Thread = None
@@ -309,6 +312,7 @@ def _placeholder(node, ready_w, pipes, env, parents_ready_w=None):
                 os.setpgid(0, pipes.root_group if node.group == -1 else node.group)
             except OSError:
                 pass            # its leader comes later: joined once all exist
+        stand_ins = [_stand_in(group) for group in node.group_leaders]
         for child in node.children:
             r, w = os.pipe2(os.O_CLOEXEC)
             try:
@@ -330,6 +334,10 @@ def _placeholder(node, ready_w, pipes, env, parents_ready_w=None):
                     os.write(pipes.why[1], f"process {child.pid} was killed by signal "
                                            f"{os.WTERMSIG(status)} as it was made; ".encode())
                 raise _Quiet()
+        for pid, w in stand_ins:        # every member has joined: the groups go on
+            os.write(w, b"x")           # without a leader, as at the checkpoint
+            os.close(w)
+            os.waitpid(pid, 0)
         _take_pending_signals()
         if node.zombie:
             _exit_as(node.exit_status)
@@ -349,6 +357,22 @@ def _placeholder(node, ready_w, pipes, env, parents_ready_w=None):
     err_w = pipes.err[node.pid][1]
     spawn._child(node.exe, node.argv, env, node.fds, go_r, None, err_w, node.creds,
                  node.pdeath_signal)
+
+
+def _stand_in(group):
+    """A process with PID `group` leading that process group until told to go:
+    (its PID, the pipe to tell it).  It holds nothing of the tree's."""
+    r, w = os.pipe()
+    pid = spawn._clone_with_pid(group, 0)
+    if pid == 0:
+        try:
+            spawn._close_all_but({r})
+            os.setpgid(0, 0)
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    os.close(r)
+    return pid, w
 
 
 class _Quiet(Exception):

@@ -53,9 +53,14 @@ def checkpoint_periodically(job, interval, keep):
             s = job.checkpoint()
             if s.tracking.startswith("full dump"):
                 print(f"rcore: {s.tracking}", file=sys.stderr)
-            if keep:
-                job.prune(keep)
         except (ProcessExited, NoSuchProcess):
-            continue                    # the job ended meanwhile: wait() says how
+            pass                        # the job ended meanwhile: wait() says how
         except (RcoreError, OSError) as err:
             print(f"rcore: checkpoint failed: {err}; the job runs on", file=sys.stderr)
+        # Also after a checkpoint whose last step saw the job end (its core may
+        # be complete): the directory stays bounded whatever happened.
+        if keep:
+            try:
+                job.prune(keep)
+            except (RcoreError, OSError) as err:
+                print(f"rcore: --keep: {err}", file=sys.stderr)

@@ -163,53 +163,56 @@ def _ends(plan):
 
 def _open_pipe(plan, f):
     ends = _ends(plan)[f.inode]
+    closed = _other_end_closed(plan, f)
+    if not (ends["r"] and ends["w"]) and not closed:
+        # A standard stream piped to or from another program, which is not part
+        # of the checkpoint (check() refuses the others): the restarted process
+        # uses rcore's own.
+        try:
+            os.fstat(f.fd)
+            return f.fd
+        except OSError:
+            raise Unsupported(f"fd {f.fd} ({f.path}) is a pipe to another program, and rcore "
+                              f"has no {STDIO[f.fd]} to give it") from None
     built = plan.kind_data.setdefault("pipes", {})
-    if ends["r"] and ends["w"]:
-        if f.inode not in built:
-            lost = next((e.kind_state["queued_error"] for e in ends["r"] + ends["w"]
-                         if "queued_error" in e.kind_state), None)
-            if lost:
-                raise Unsupported(f"fd {f.fd} ({f.path}): the bytes queued in the pipe could "
-                                  f"not be read at the checkpoint ({lost})")
-            r, w = os.pipe2(os.O_CLOEXEC)
-            plan.own(r)
-            plan.own(w)
-            both = ends["r"] + ends["w"]
-            queued = next((bytes.fromhex(e.queued) for e in both if e.queued), b"")
-            capacity = max((e.pipe_size for e in both), default=0)
-            pipes.fill_pipe(w, queued, capacity)
-            built[f.inode] = (r, w)
-        r, w = built[f.inode]
-        end = w if f.flags & os.O_ACCMODE == os.O_WRONLY else r
-        if f.flags & os.O_NONBLOCK:
-            # Status flags belong to the open file description, which dup()
-            # shares: open the pipe end again for a description of its own.
-            access = os.O_WRONLY if end == w else os.O_RDONLY
-            end = plan.own(os.open(f"/proc/self/fd/{end}",
-                                   access | os.O_NONBLOCK | os.O_CLOEXEC))
-        return end
-    if _other_end_closed(plan, f):
-        # Every other end was closed at the checkpoint: the queued bytes, then
-        # end of file (or EPIPE for a writer).
-        built = plan.kind_data.setdefault("pipes", {})
-        if f.inode not in built:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            both = ends["r"] + ends["w"]
-            pipes.fill_pipe(w, next((bytes.fromhex(e.queued) for e in both if e.queued), b""),
-                            max((e.pipe_size for e in both), default=0))
-            keep, drop = (w, r) if ends["w"] else (r, w)
-            os.close(drop)
-            built[f.inode] = (plan.own(keep),) * 2
-        return built[f.inode][0]
-    # A standard stream piped to or from another program, which is not part of
-    # the checkpoint (check() refuses the others): the restarted process uses
-    # rcore's own.
+    if f.inode not in built:
+        built[f.inode] = _new_pipe(plan, f, ends, closed)
+    r, w = built[f.inode]
+    end = w if f.flags & os.O_ACCMODE == os.O_WRONLY else r
+    if f.flags & os.O_NONBLOCK and not closed:
+        # Status flags belong to the open file description, which dup()
+        # shares: open the pipe end again for a description of its own.
+        access = os.O_WRONLY if end == w else os.O_RDONLY
+        end = plan.own(os.open(f"/proc/self/fd/{end}", access | os.O_NONBLOCK | os.O_CLOEXEC))
+    return end
+
+
+def _new_pipe(plan, f, ends, closed):
+    """(read end, write end) of a new pipe holding the bytes queued at the
+    checkpoint.  closed: every other end was closed then, so the end no process
+    holds is closed here too (None): a reader gets the bytes, then end of file;
+    a writer, EPIPE."""
+    both = ends["r"] + ends["w"]
+    lost = next((e.kind_state["queued_error"] for e in both if "queued_error" in e.kind_state),
+                None)
+    if lost:
+        raise Unsupported(f"fd {f.fd} ({f.path}): the bytes queued in the pipe could "
+                          f"not be read at the checkpoint ({lost})")
+    r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        os.fstat(f.fd)
-        return f.fd
-    except OSError:
-        raise Unsupported(f"fd {f.fd} ({f.path}) is a pipe to another program, and rcore "
-                          f"has no {('stdin', 'stdout', 'stderr')[f.fd]} to give it") from None
+        pipes.fill_pipe(w, next((bytes.fromhex(e.queued) for e in both if e.queued), b""),
+                        max((e.pipe_size for e in both), default=0))
+    except BaseException:
+        os.close(r)
+        os.close(w)
+        raise
+    if closed:
+        if ends["w"]:
+            os.close(r)
+            return None, plan.own(w)
+        os.close(w)
+        return plan.own(r), None
+    return plan.own(r), plan.own(w)
 
 
 def _open_fifo(plan, f):

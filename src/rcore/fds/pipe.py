@@ -8,7 +8,7 @@ from .. import arch
 from ..errors import Incompatible, Unsupported
 from ..linux import pipes
 from . import ghost
-from .kind import STATUS_FLAGS, Rebuilt, check_int
+from .kind import STATUS_FLAGS, Rebuilt, check_int, copy_of
 
 
 class Pipe(Rebuilt):
@@ -112,7 +112,8 @@ def find_other_ends(tables):
                     lonely.setdefault(f.inode, []).append((pid, f))
     for entries in lonely.values():
         pid, first = entries[0]
-        held = pipes.other_end_open(pid, first.fd, first.flags & os.O_ACCMODE == os.O_WRONLY)
+        with copy_of(pid, first.fd) as fd:
+            held = pipes.other_end_open(fd, first.flags & os.O_ACCMODE == os.O_WRONLY)
         for _, f in entries:
             f.kind_state["other_end"] = [UNSEEN] if held else []
 

@@ -111,20 +111,12 @@ def holders(targets, exclude, ignore_comm=None):
     return found
 
 
-def other_end_open(pid, fd, write_end):
-    """Whether the pipe whose one end is process pid's descriptor fd still has
-    its other end open somewhere: poll on a copy of that end (the same open file
-    description: it adds no reader or writer) gives POLLHUP to a reader whose
-    writers are all gone, POLLERR to a writer whose readers are."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        copy = libc.pidfd_getfd(pidfd, fd)
-    finally:
-        os.close(pidfd)
-    try:
-        p = select.poll()
-        p.register(copy, select.POLLOUT if write_end else select.POLLIN)
-        events = dict(p.poll(0)).get(copy, 0)
-    finally:
-        os.close(copy)
+def other_end_open(fd, write_end):
+    """Whether the pipe of end fd (rcore's pidfd_getfd copy of a process's end:
+    the same open file description, so it adds no reader or writer) still has
+    its other end open somewhere: poll gives POLLHUP to a reader whose writers
+    are all gone, POLLERR to a writer whose readers are."""
+    p = select.poll()
+    p.register(fd, select.POLLOUT if write_end else select.POLLIN)
+    events = dict(p.poll(0)).get(fd, 0)
     return not events & (select.POLLERR if write_end else select.POLLHUP)

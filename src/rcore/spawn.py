@@ -84,7 +84,7 @@ def check_pids_free(tids, zombie_wait=2.0):
             raise PidTaken(tid, "PID" if i == 0 else "thread ID")
 
 
-def _clone_with_pid(pid, flags=0, exit_signal=signal.SIGCHLD):
+def clone_with_pid(pid, flags=0, exit_signal=signal.SIGCHLD):
     """fork() with a chosen PID (None: any), by a raw clone3.  Returns like fork;
     raises OSError (EEXIST: the PID is taken; EPERM: set_tid needs privilege)."""
     args = CloneArgs()
@@ -122,7 +122,7 @@ def _launch(pid, detach, child, clocks=None):
                     step = "timens"
                     timens.enter_new(clocks)
                     step = "clone"
-                got = _clone_with_pid(pid, 0 if detach else CLONE_PARENT)
+                got = clone_with_pid(pid, 0 if detach else CLONE_PARENT)
                 if got == 0:
                     child()
             except OSError as err:
@@ -167,13 +167,13 @@ def _install_fds(fds):
             if high[src] < 0:
                 os._exit(126)
     keep = set(high.values())
-    _close_all_but(keep)
+    close_all_but(keep)
     for target, src in fds.items():
         os.dup2(high[src], target)          # dup2 clears FD_CLOEXEC: kept over exec
-    _close_all_but(set(fds))
+    close_all_but(set(fds))
 
 
-def _close_all_but(keep):
+def close_all_but(keep):
     lo = 0
     for fd in sorted(keep) + [CLOSE_RANGE_MAX + 1]:
         if fd > lo:
@@ -181,7 +181,7 @@ def _close_all_but(keep):
         lo = fd + 1
 
 
-def _child(exe, argv, env, fds, go_r, go_w, err_w, creds, pdeath_signal=0):
+def exec_when_told(exe, argv, env, fds, go_r, go_w, err_w, creds, pdeath_signal=0):
     """Runs in the new process; never returns.  go_w None: the caller holds no
     copy of rcore's end (spawn_tree)."""
     try:
@@ -242,7 +242,7 @@ def spawn_stopped(exe, argv, *, pid=None, fds=None, env=None, detach=False, cred
     child = None
     try:
         child = _launch(pid, detach,
-                        lambda: _child(exe, argv, env or {}, fds, go_r, go_w, err_w, creds),
+                        lambda: exec_when_told(exe, argv, env or {}, fds, go_r, go_w, err_w, creds),
                         clocks)
         thread = Thread(child, child)
         thread.seize(SEIZE_OPTIONS)
@@ -263,7 +263,7 @@ def spawn_stopped(exe, argv, *, pid=None, fds=None, env=None, detach=False, cred
 
 def until_exec(thread, err_r, exe):
     """Let a seized child that was told to go run to the syscall-exit stop of
-    its execve; err_r: the pipe its _child() writes errno to if execve fails.
+    its execve; err_r: the pipe its exec_when_told() writes errno to if execve fails.
     Returns the thread; kills and reaps the child on any failure."""
     try:
         stop = thread.wait()

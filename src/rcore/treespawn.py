@@ -8,8 +8,8 @@ groups and sessions, each stopped right after its execve (spawn.py does one).
                     subtree is made (C writes "r" on a pipe, or a zombie exits);
                     the exit signals of zombie children are taken (they were
                     blocked) so that none is delivered twice; then "r" to P's
-                    parent, and as spawn._child: wait for rcore's "g" (rcore
-                    has seized it), descriptors, execve
+                    parent; then as spawn.exec_when_told: wait for rcore's
+                    "g" (rcore has seized it), descriptors, execve
     zombie Z:       setsid / setpgid, then exits with its checkpointed status
                     (its parent never reaps it: the program will)
 
@@ -152,7 +152,7 @@ def spawn_tree(root, *, detach=False, clocks=None, pid_namespace=False, env=None
                 spawn.until_exec(n.thread, pipes.err[n.pid][0], n.exe)
         return waited
     except BaseException:
-        kill_tree(root, waited)
+        kill_tree(root, waited if pid_namespace else None)
         raise
     finally:
         pipes.close()
@@ -232,12 +232,12 @@ def _launcher(root, pipes, detach, clocks, pid_namespace, env):
             timens.enter_new(clocks)
         if pid_namespace:
             libc.unshare(CLONE_NEWPID)
-            got = spawn._clone_with_pid(None, spawn.CLONE_PARENT)
+            got = spawn.clone_with_pid(None, spawn.CLONE_PARENT)
             if got == 0:
                 _init(root, pipes, env)
             os.write(why_w, f"init {got} ".encode())     # (before any failure's words)
         else:
-            got = spawn._clone_with_pid(root.pid, 0 if detach else spawn.CLONE_PARENT)
+            got = spawn.clone_with_pid(root.pid, 0 if detach else spawn.CLONE_PARENT)
             if got == 0:
                 _placeholder(root, pipes.ready[1], pipes, env)
     except OSError as err:
@@ -262,11 +262,11 @@ def _init(root, pipes, env):
             libc.mount("proc", "/proc", "proc")
         except OSError:
             pass        # the host's /proc then: said by restart (proc_not_mounted)
-        got = spawn._clone_with_pid(root.pid, 0)
+        got = spawn.clone_with_pid(root.pid, 0)
         if got == 0:
             _placeholder(root, pipes.ready[1], pipes, env)
         root_pid = got
-        spawn._close_all_but(set())
+        spawn.close_all_but(set())
         while True:
             try:
                 pid, st = os.wait()
@@ -316,7 +316,7 @@ def _placeholder(node, ready_w, pipes, env, parents_ready_w=None):
         for child in node.children:
             r, w = os.pipe2(os.O_CLOEXEC)
             try:
-                got = spawn._clone_with_pid(child.pid, 0, child.exit_signal)
+                got = spawn.clone_with_pid(child.pid, 0, child.exit_signal)
             except OSError as err:
                 _say(pipes.why[1], err, child.pid)
                 raise _Quiet() from None
@@ -355,7 +355,7 @@ def _placeholder(node, ready_w, pipes, env, parents_ready_w=None):
             _abandon(made)
     go_r, _ = pipes.go[node.pid]
     err_w = pipes.err[node.pid][1]
-    spawn._child(node.exe, node.argv, env, node.fds, go_r, None, err_w, node.creds,
+    spawn.exec_when_told(node.exe, node.argv, env, node.fds, go_r, None, err_w, node.creds,
                  node.pdeath_signal)
 
 
@@ -363,10 +363,10 @@ def _stand_in(group):
     """A process with PID `group` leading that process group until told to go:
     (its PID, the pipe to tell it).  It holds nothing of the tree's."""
     r, w = os.pipe()
-    pid = spawn._clone_with_pid(group, 0)
+    pid = spawn.clone_with_pid(group, 0)
     if pid == 0:
         try:
-            spawn._close_all_but({r})
+            spawn.close_all_but({r})
             os.setpgid(0, 0)
             os.read(r, 1)
         finally:

@@ -38,3 +38,15 @@ def criu_path():
     (`criu` on PATH, or /usr/local/sbin/criu, where a source build installs it)."""
     return shutil.which("criu") or (
         "/usr/local/sbin/criu" if os.path.exists("/usr/local/sbin/criu") else None)
+
+
+def tree_arguments(description):
+    """The options of the process-tree benchmarks (a tree of --processes
+    processes of --mib MiB each, --reps runs, files in --dir)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--processes", type=int, default=10)
+    ap.add_argument("--mib", type=int, default=100, help="MiB of memory per process")
+    ap.add_argument("--dir")
+    return ap

@@ -19,7 +19,6 @@ Every file is written to one directory (--dir, default a new temporary
 directory) and deleted after it is measured.  The tree is killed by PID at the
 end (its children die with their parent: PR_SET_PDEATHSIG)."""
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 sys.path.insert(0, SRC)
 
-from benchlib import criu_path, end_process, read_file  # noqa: E402
+from benchlib import criu_path, end_process, read_file, tree_arguments  # noqa: E402
 from rcore.dump import dump  # noqa: E402
 
 MiB = 1 << 20
@@ -123,11 +122,7 @@ class Bench:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--processes", type=int, default=10)
-    ap.add_argument("--mib", type=int, default=100, help="MiB of memory per process")
-    ap.add_argument("--dir")
+    ap = tree_arguments(__doc__)
     ap.add_argument("--no-gcore", action="store_true", help="leave gdb gcore out")
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="rcore-bench-tree-", dir=args.dir)

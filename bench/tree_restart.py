@@ -35,7 +35,6 @@ cannot dump or restore here, that is printed with its error and rcore is
 measured alone.  Every process started is killed by process group and by PID at
 the end, even on failure; each checkpoint is deleted after its trial."""
 
-import argparse
 import compileall
 import ctypes
 import glob
@@ -50,7 +49,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(os.path.dirname(HERE), "src")
 
-from benchlib import criu_path, read_file  # noqa: E402
+from benchlib import criu_path, read_file, tree_arguments  # noqa: E402
 
 MiB = 1 << 20
 PR_SET_CHILD_SUBREAPER = 36
@@ -259,12 +258,7 @@ def interpreter_start(bench):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--processes", type=int, default=10)
-    ap.add_argument("--mib", type=int, default=100, help="MiB of memory per process")
-    ap.add_argument("--dir")
-    args = ap.parse_args()
+    args = tree_arguments(__doc__).parse_args()
     # Orphans of a killed tree come to this script, which reaps them at once.
     if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0):
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")

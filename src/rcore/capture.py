@@ -8,7 +8,7 @@ import mmap
 import os
 import struct
 
-from . import arch, settings, timens, timers, tree
+from . import arch, frozenmaps, settings, timens, timers, tree
 from .linux import libc, procfs
 from .linux.inject import Injector, frame_slot_size, map_marked, write_code
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
@@ -24,13 +24,16 @@ SIGKILL, SIGSTOP = 9, 19
 ITIMERS = ("real", "virtual", "prof")
 
 
-def capture_mappings(pid):
-    mappings = procfs.read_smaps(pid)
+def capture_mappings(pid, early=None):
+    """(mappings, mapped files' identities, exact) of frozen process pid; with
+    early (frozenmaps.Early), exact is False when the VmFlags are early's and
+    must pass frozenmaps.check_flags once the process runs again."""
+    mappings, exact = frozenmaps.at_freeze(pid, early)
     files = {}
     for e in mappings:
         if e.inode and not e.path.startswith("[") and e.path not in files:
             files[e.path] = _mapped_file_identity(pid, e)
-    return mappings, files
+    return mappings, files, exact
 
 
 def _mapped_file_identity(pid, entry):
@@ -113,7 +116,7 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         st.state = run_state
     status = procfs.read_status(pid)
     if mappings is None:
-        mappings, mapped_files = capture_mappings(pid)
+        mappings, mapped_files, _ = capture_mappings(pid)
     cmdline = [a.decode("utf-8", "surrogateescape")
                for a in procfs.read_bytes(pid, "cmdline").split(b"\0")[:-1]]
     proc = ProcessState(

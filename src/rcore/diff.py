@@ -117,7 +117,7 @@ def capture_live(pid):
     from .linux.ptrace import FrozenProcess
     run_state = procfs.read_stat(pid).state
     with signals_held(), FrozenProcess(pid) as frozen:
-        mappings, files = capture_mappings(pid)
+        mappings, files, _ = capture_mappings(pid)
         syscall_addr = inject.find_syscall_insn(pid, mappings)
         return capture_process(frozen, syscall_addr, mappings, files, run_state,
                                unlinked_limit=0)

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import arch, chain, dirty, fds, sysvipc, timers, tree
+from . import arch, chain, dirty, fds, frozenmaps, sysvipc, timers, tree
 from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
 from .elf.writer import CoreWriter
@@ -352,9 +352,11 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     try:
         try:
             summary = one(pid, path, stream=stream and fork, **options)
-        except StreamFailed:
+        except (StreamFailed, frozenmaps.FlagsChanged) as err:
             # The copy could not send its memory (e.g. a seccomp filter it inherited
             # forbids vmsplice) and is gone: take the dump again, reading the copy.
+            # Or a mapping's flags changed just before the freeze: take it again
+            # with smaps read while frozen.
             if lock is not None:
                 lock.release()
             if increment:
@@ -362,7 +364,9 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
                 # no longer reported, so the second attempt is a full core.
                 options["increment"] = None
                 note = "full dump: the incremental attempt had to be taken again"
-            summary = one(pid, path, stream=False, **options)
+            if isinstance(err, StreamFailed):
+                stream = False
+            summary = one(pid, path, stream=stream and fork, exact_maps=True, **options)
         if note:
             summary.tracking = "; ".join(x for x in (note, summary.tracking) if x)
         if kill and summary.processes > 1:
@@ -393,10 +397,10 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
 
 
 def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
-          tcp_lock, stopped, track, increment):
+          tcp_lock, stopped, track, increment, exact_maps=False):
     one = ProcessDump(pid, path, full=full, fork=fork, stream=stream, progress=progress,
                       unlinked_limit=unlinked_limit, run_state=run_state, tcp_lock=tcp_lock,
-                      track=track, increment=increment)
+                      track=track, increment=increment, exact_maps=exact_maps)
     try:
         with signals_held(), FrozenProcess(pid, one.options) as frozen:
             t_freeze = time.monotonic()
@@ -426,8 +430,12 @@ class ProcessDump:
 
     def __init__(self, pid, path, *, full=False, fork=True, stream=True, progress=None,
                  unlinked_limit=UNLINKED_FILE_LIMIT, run_state=None, tcp_lock=None,
-                 track=False, increment=None):
+                 track=False, increment=None, exact_maps=False):
         self.pid, self.path = pid, path
+        # smaps read now, while the process runs, keeps its page walk out of the
+        # freeze (frozenmaps.py); exact_maps reads it while frozen instead.
+        self.early = None if exact_maps else frozenmaps.Early(pid)
+        self.maps_exact = True
         self.full, self.fork, self.stream, self.progress = full, fork, stream, progress
         self.unlinked_limit, self.run_state, self.tcp_lock = unlinked_limit, run_state, tcp_lock
         self.track, self.increment = track, increment
@@ -447,7 +455,7 @@ class ProcessDump:
         calls, run with the others."""
         with self._errors():
             pid = self.pid
-            mappings, files = capture_mappings(pid)
+            mappings, files, self.maps_exact = capture_mappings(pid, self.early)
             self.syscall_addr = inject.find_syscall_insn(pid, mappings)
             self.safe = inject.SafeSites.find(pid, mappings)
             self.rseq_areas = {}
@@ -472,7 +480,7 @@ class ProcessDump:
     def _prepare(self, frozen, store_now):
         pid, proc, mem = self.pid, self.proc, self.mem
         if _clean_up_after_dead_dumps(frozen, self.syscall_addr, self.safe, proc.mappings):
-            proc.mappings, proc.mapped_files = capture_mappings(pid)
+            proc.mappings, proc.mapped_files, self.maps_exact = capture_mappings(pid)
         plan = [(m, plan_mapping(m, mem, self.full)) for m in proc.mappings
                 if m.path != "[vsyscall]"]
         for m, how in plan:
@@ -516,11 +524,24 @@ class ProcessDump:
     def store(self):
         """Store the copy's memory (the process runs again)."""
         with self._errors():
+            self._check_flags()
             self._open()
             if self.copy:
                 self.method = _store_copy(self.copy, self.copy_syscall, self.copier,
                                           self.later, self.stream)
             _put_back_rseq_areas(self.writer, self.rseq_areas)
+
+    def _check_flags(self):
+        """The early VmFlags against the copy (the process at the freeze), or
+        against the process itself when all was read while it was frozen."""
+        if self.maps_exact:
+            return
+        if self.copy:
+            later, copy = procfs.read_smaps(self.copy.tid), True
+        else:
+            later, copy = procfs.read_smaps(self.pid), False
+        frozenmaps.check_flags(self.pid, self.proc.mappings, later, copy=copy)
+        self.maps_exact = True
 
     def commit(self):
         with self._errors():

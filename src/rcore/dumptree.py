@@ -28,7 +28,7 @@ from .linux.ptrace import FrozenProcess
 
 
 def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
-              tcp_lock, stopped, track, increment):
+              tcp_lock, stopped, track, increment, exact_maps=False):
     """dump.dump's tree case (same options): the root's core at path, every
     other live process's at tree.member_path.  Returns a DumpSummary of the
     whole tree (processes, cores, identities: for --kill)."""
@@ -39,7 +39,7 @@ def dump_tree(root, path, *, stop, full, fork, stream, progress, unlinked_limit,
         raise RcoreError(f"rcore itself is a descendant of process {root}: it cannot "
                          "checkpoint a tree it is part of (add --no-children)")
     options = dict(full=full, fork=fork, stream=stream, unlinked_limit=unlinked_limit,
-                   tcp_lock=tcp_lock)
+                   tcp_lock=tcp_lock, exact_maps=exact_maps)
     work = _Work(progress)
     try:
         with signals_held(), _short_gil_turns():

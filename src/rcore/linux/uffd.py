@@ -38,6 +38,11 @@ UFFDIO_REGISTER = _iowr(UFFD_API, 0x00, ctypes.sizeof(UffdioRegister))
 # PAGEMAP_SCAN (fs/proc/task_mmu.c)
 PAGE_IS_WPALLOWED = 1 << 0          # in a range registered for async write-protection
 PAGE_IS_WRITTEN = 1 << 1            # written since it was last write-protected
+PAGE_IS_FILE = 1 << 2               # a page-cache (or shared memory) page
+PAGE_IS_PRESENT = 1 << 3
+PAGE_IS_SWAPPED = 1 << 4            # any swap-type entry: swapped, migrating, marker
+PAGE_IS_PFNZERO = 1 << 5            # the shared zero page
+PAGE_IS_GUARD = 1 << 8              # a MADV_GUARD_INSTALL page (Linux 6.14+)
 PM_SCAN_WP_MATCHING = 1 << 0        # write-protect the pages reported, in the same walk
 
 
@@ -59,10 +64,12 @@ PAGEMAP_SCAN = _iowr(ord("f"), 16, ctypes.sizeof(PmScanArg))
 SCAN_BATCH = 4096                   # regions per ioctl
 
 
-def pagemap_scan(pagemap_fd, start, end, *, flags=0, category_mask=0, return_mask=0):
+def pagemap_scan(pagemap_fd, start, end, *, flags=0, category_mask=0, anyof_mask=0,
+                 return_mask=0):
     """[(start, end, categories)] of the pages in [start, end) whose categories
-    include category_mask, contiguous pages with the same (return_mask'ed)
-    categories merged, from an open /proc/PID/pagemap.  With return_mask 0
+    include category_mask and one of anyof_mask (if given), contiguous pages
+    with the same (return_mask'ed) categories merged, from an open
+    /proc/PID/pagemap.  With return_mask 0
     nothing is listed (a walk for flags' sake: PM_SCAN_WP_MATCHING)."""
     out = []
     vec = (PageRegion * SCAN_BATCH)() if return_mask else None
@@ -71,7 +78,8 @@ def pagemap_scan(pagemap_fd, start, end, *, flags=0, category_mask=0, return_mas
         arg = PmScanArg(size=ctypes.sizeof(PmScanArg), flags=flags, start=at, end=end,
                         vec=ctypes.addressof(vec) if vec is not None else 0,
                         vec_len=SCAN_BATCH if vec is not None else 0,
-                        category_mask=category_mask, return_mask=return_mask)
+                        category_mask=category_mask, category_anyof_mask=anyof_mask,
+                        return_mask=return_mask)
         n = fcntl.ioctl(pagemap_fd, PAGEMAP_SCAN, arg)
         if n:
             words = iter(memoryview(vec).cast("B").cast("Q")[:3 * n].tolist())

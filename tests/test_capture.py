@@ -12,6 +12,7 @@ from rcore import capture
 from rcore.dump import dump
 from rcore.elf.reader import CoreFile
 from rcore.linux import inject, procfs
+from rcore.linux.calllist import CallList
 from rcore.linux.ptrace import FrozenProcess
 from rcore.state import ProcessState, ThreadState
 
@@ -40,13 +41,13 @@ def _check_installed(actions, rt, on_usr1, on_rt):
 
 def _read_injected(pid):
     """Handlers and the leader's thread state as a dump reads them: by one run of
-    code each (ended by SIGURG, which the program ignores), and one call at a
-    time.  Both must agree."""
+    code each (the call list, thread_info; ended by SIGURG, which the program
+    ignores), and one call at a time.  Both must agree."""
     with FrozenProcess(pid) as frozen:
         safe = inject.SafeSites.find(pid, procfs.read_maps(pid))
         assert safe is not None
         with inject.Injector(frozen.leader(), None, safe=safe) as inj:
-            scratch = inj.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+            scratch = inj.call("mmap", 0, 2 * 4096, 3, 0x22, -1, 0)
             code = capture._map_code(inj, pid)
             try:
                 got = []
@@ -54,10 +55,13 @@ def _read_injected(pid):
                                capture._Runner(None, None, scratch, pid)):
                     ts = ThreadState(tid=pid)
                     runner.thread_info(inj, ts)
-                    got.append((runner.sigactions(inj), ts))
+                    calls = CallList()
+                    actions = capture.ask_sigactions(calls, pid)
+                    calls.run(inj, scratch, code=runner.code, sig=runner.sig)
+                    got.append((actions(), ts))
             finally:
                 inj.call("munmap", code, 4096)
-                inj.call("munmap", scratch, 4096)
+                inj.call("munmap", scratch, 2 * 4096)
     assert code is not None
     assert got[0][0] == got[1][0]
     assert (got[0][1].clear_child_tid, got[0][1].sigaltstack) == \

@@ -10,6 +10,7 @@ import struct
 
 from . import arch, frozenmaps, settings, timens, timers, tree
 from .linux import libc, procfs
+from .linux.calllist import OUT, CallList
 from .linux.inject import Injector, frame_slot_size, map_marked, write_code
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
@@ -177,15 +178,27 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None,
     """State only the process can ask for: run the calls in its own threads
     (guarded calls with `safe`, inject.SafeSites).  A scratch mapping receives the
     results and is unmapped again.  Guarded, and with a signal the program
-    ignores (stop_signal) and a page of code, the handlers are read by one run of
-    a loop and each thread's state by one run of a function, each ending in that
-    signal's delivery stop: one ptrace stop instead of two per call."""
+    ignores (stop_signal) and a page of code, the leader's calls are one run of
+    a loop over them (calllist.CallList) and each other thread's state one run
+    of a function, each ending in that signal's delivery stop: one ptrace stop
+    instead of two per call."""
+    pid = frozen.pid
     leader = frozen.leader()
-    # The other threads' signal frames go to the scratch mapping, after its page
-    # for results, rather than below their stack pointers: a thread may be running
-    # on a signal stack or a small stack of a runtime's own.
+    calls = CallList()
+    brk = calls.add("brk", 0)
+    actions = ask_sigactions(calls, pid)
+    itimers = [calls.add("getitimer", which, OUT, out=32) for which in range(len(ITIMERS))]
+    dumpable = calls.add("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
+    tid_address = calls.add("prctl", PR_GET_TID_ADDRESS, OUT, 0, 0, 0, out=8)
+    altstack = calls.add("sigaltstack", 0, OUT, out=24)
+    finish = [timers.capture(calls, pid), settings.capture(calls, pid, proc.mappings)]
+    if also is not None:
+        finish.append(also(calls))
+    # The other threads' signal frames go to the scratch mapping, after the
+    # calls' table, rather than below their stack pointers: a thread may be
+    # running on a signal stack or a small stack of a runtime's own.
     # Each thread's results follow the frames (the threads run at once).
-    slots, size = {}, ARCH.PAGE_SIZE
+    slots, size = {}, (calls.size + 63) & ~63
     for ts in proc.threads[1:]:
         slots[ts.tid] = size
         size += frame_slot_size(ts.xstate)
@@ -197,21 +210,21 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None,
                   xstate=proc.threads[0].xstate) as inj:
         scratch = map_marked(inj, size, mmap.PROT_READ | mmap.PROT_WRITE)
         if -4096 < scratch < 0:
-            raise InjectedSyscallError(frozen.pid, "mmap", -scratch)
+            raise InjectedSyscallError(pid, "mmap", -scratch)
         code = None
         try:
             if sig:
-                code = _map_code(inj, frozen.pid)
-            runner = _Runner(code, sig, scratch, frozen.pid)
-            proc.mm.brk = inj.call("brk", 0)
-            proc.sigactions = runner.sigactions(inj)
-            proc.itimers = _read_itimers(inj, scratch, frozen.pid)
-            proc.dumpable = inj.call("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
-            proc.timers = timers.capture(inj, scratch, frozen.pid)
-            proc.settings = settings.capture(inj, scratch, frozen.pid, proc.mappings)
-            if also is not None:
-                also(inj, scratch)
-            runner.thread_info(inj, proc.threads[0])
+                code = _map_code(inj, pid)
+            calls.run(inj, scratch, code=code, sig=sig)
+            proc.mm.brk = brk.result(pid)
+            proc.sigactions = actions()
+            proc.itimers = {name: _itimer(call, pid) for name, call in zip(ITIMERS, itimers)}
+            proc.dumpable = dumpable.result(pid)
+            tid_address.result(pid)
+            altstack.result(pid)
+            _set_thread_info(proc.threads[0], tid_address.data + altstack.data)
+            proc.timers, proc.settings, *_ = [done() for done in finish]
+            runner = _Runner(code, sig, scratch, pid)
             others = [(ts, lambda frames, ts=ts: Injector(
                 frozen.threads[ts.tid], syscall_addr, block_signals=True, safe=safe,
                 frame_at=scratch + slots[ts.tid], xstate=ts.xstate,
@@ -221,6 +234,28 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None,
             if code is not None:
                 inj.call("munmap", code, ARCH.PAGE_SIZE, check=False)
             inj.call("munmap", scratch, size, check=False)
+
+
+def ask_sigactions(calls, pid):
+    """Add an rt_sigaction read of every signal's action to `calls`; returns
+    the function that, once they have run, returns the SigActions."""
+    asked = [(sig, calls.add("rt_sigaction", sig, 0, OUT, 8, out=ARCH.SIGACTION_SIZE))
+             for sig in range(1, NSIG + 1) if sig not in (SIGKILL, SIGSTOP)]
+
+    def done():
+        actions = []
+        for sig, call in asked:
+            call.result(pid)
+            handler, flags, restorer, mask = struct.unpack("<QQQQ", call.data)
+            actions.append(SigAction(sig, handler, flags, restorer, mask))
+        return actions
+    return done
+
+
+def _itimer(call, pid):
+    call.result(pid)
+    isec, iusec, vsec, vusec = struct.unpack("<qqqq", call.data)
+    return [isec * 1000000 + iusec, vsec * 1000000 + vusec]
 
 
 # Signals whose default action is to ignore them (SIGCONT left out: it continues)
@@ -250,17 +285,17 @@ def stop_signal(status, proc):
     return None
 
 
-_THREAD_CODE_OFFSET = 256              # in the code page, after the sigaction loop
+_THREAD_CODE_OFFSET = 256              # in the code page, after the call-list loop
 
 
 def _map_code(inj, pid):
-    """A page holding the sigaction loop and thread_info, mapped executable and
+    """A page holding the call-list loop and thread_info, mapped executable and
     written through /proc/PID/mem; None if the process may not map code."""
     code = map_marked(inj, ARCH.PAGE_SIZE, mmap.PROT_READ | mmap.PROT_EXEC)
     if -4096 < code < 0:
         return None
     try:
-        write_code(pid, code, ARCH.SIGACTION_LOOP_CODE)
+        write_code(pid, code, ARCH.CALL_LIST_CODE)
         write_code(pid, code + _THREAD_CODE_OFFSET, ARCH.THREAD_INFO_CODE)
     except BaseException:
         inj.call("munmap", code, ARCH.PAGE_SIZE, check=False)
@@ -275,25 +310,6 @@ class _Runner:
     def __init__(self, code, sig, scratch, pid):
         self.code = code if sig else None
         self.sig, self.scratch, self.pid = sig, scratch, pid
-
-    def sigactions(self, inj):
-        if self.code is None:
-            return _read_sigactions(inj, self.scratch, self.pid)
-        size = ARCH.SIGACTION_SIZE
-        results_at = self.scratch + NSIG * size
-        inj.run_to_signal(self.code, 1, NSIG, self.scratch, results_at, sig=self.sig,
-                          end=self.code + len(ARCH.SIGACTION_LOOP_CODE) - 1)
-        data = libc.read_memory(self.pid, self.scratch, NSIG * (size + 8))
-        results = struct.unpack_from(f"<{NSIG}q", data, NSIG * size)
-        actions = []
-        for sig in range(1, NSIG + 1):
-            if sig in (SIGKILL, SIGSTOP):
-                continue
-            if -4096 < results[sig - 1] < 0:
-                raise InjectedSyscallError(self.pid, "rt_sigaction", -results[sig - 1])
-            handler, flags, restorer, mask = struct.unpack_from("<QQQQ", data, (sig - 1) * size)
-            actions.append(SigAction(sig, handler, flags, restorer, mask))
-        return actions
 
     def thread_info(self, inj, ts):
         if self.code is None:
@@ -375,26 +391,6 @@ def _first_error(error, step, **kwargs):
 # threads run at once.
 _RESULT_SLOT = (ARCH.THREAD_INFO_SIZE + 7) & ~7
 _PARALLEL = 256
-
-
-def _read_sigactions(inj, scratch, pid):
-    actions = []
-    for sig in range(1, NSIG + 1):
-        if sig in (SIGKILL, SIGSTOP):
-            continue
-        inj.call("rt_sigaction", sig, 0, scratch, 8)
-        handler, flags, restorer, mask = struct.unpack("<QQQQ", libc.read_memory(pid, scratch, 32))
-        actions.append(SigAction(sig, handler, flags, restorer, mask))
-    return actions
-
-
-def _read_itimers(inj, scratch, pid):
-    out = {}
-    for which, name in enumerate(ITIMERS):
-        inj.call("getitimer", which, scratch)
-        isec, iusec, vsec, vusec = struct.unpack("<qqqq", libc.read_memory(pid, scratch, 32))
-        out[name] = [isec * 1000000 + iusec, vsec * 1000000 + vusec]
-    return out
 
 
 def _read_thread_injected(inj, scratch, pid, ts):

@@ -24,6 +24,7 @@ from .dump import DumpSummary, ProcessDump
 from .errors import NoSuchProcess, ProcessExited, RcoreError
 from .interrupts import signals_held
 from .linux import libc, procfs
+from .linux.calllist import OUT
 from .linux.ptrace import FrozenProcess
 
 
@@ -230,9 +231,13 @@ def _freeze(root, run_state, path, work, options):
 
 def _pdeath_reader(pid, into):
     """An injected call (capture_process `also`) reading pid's parent-death signal."""
-    def also(inj, scratch):
-        inj.call("prctl", libc.PR_GET_PDEATHSIG, scratch, 0, 0, 0)
-        (into[pid],) = struct.unpack("<i", libc.read_memory(pid, scratch, 4))
+    def also(calls):
+        call = calls.add("prctl", libc.PR_GET_PDEATHSIG, OUT, 0, 0, 0, out=4)
+
+        def done():
+            call.result(pid)
+            (into[pid],) = struct.unpack("<i", call.data[:4])
+        return done
     return also
 
 

@@ -20,6 +20,7 @@ import os
 import struct
 
 from .linux import libc, procfs
+from .linux.calllist import OUT
 from .linux.libc import (MADV_GUARD_INSTALL, PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER,
                          PR_SET_THP_DISABLE)
 
@@ -28,15 +29,20 @@ PAGE = 4096
 PAGEMAP_CHUNK = 1 << 16                # entries read at a time
 
 
-def capture(inj, scratch, pid, mappings):
-    """The settings of frozen process pid (Injector inj, 8 scratch bytes)."""
+def capture(calls, pid, mappings):
+    """The settings of frozen process pid: adds the call only the process can
+    answer to `calls` (calllist.CallList) and returns the function that, once
+    it has run, returns them."""
     status = procfs.read_status(pid)
-    inj.call("prctl", PR_GET_CHILD_SUBREAPER, scratch, 0, 0, 0)
-    (subreaper,) = struct.unpack("<i", libc.read_memory(pid, scratch, 4))
-    return {"thp_disabled": status.get("THP_enabled", "1") == "0",
-            "child_subreaper": bool(subreaper),
-            "oom_score_adj": int(procfs.read_bytes(pid, "oom_score_adj")),
-            "guards": guard_ranges(pid, mappings)}
+    subreaper = calls.add("prctl", PR_GET_CHILD_SUBREAPER, OUT, 0, 0, 0, out=4)
+
+    def done():
+        subreaper.result(pid)
+        return {"thp_disabled": status.get("THP_enabled", "1") == "0",
+                "child_subreaper": bool(struct.unpack("<i", subreaper.data[:4])[0]),
+                "oom_score_adj": int(procfs.read_bytes(pid, "oom_score_adj")),
+                "guards": guard_ranges(pid, mappings)}
+    return done
 
 
 def guard_ranges(pid, mappings):

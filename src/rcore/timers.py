@@ -23,6 +23,7 @@ import struct
 
 from .errors import Incompatible, Unsupported
 from .linux import libc, procfs
+from .linux.calllist import OUT
 from .linux.libc import (PR_TIMER_CREATE_RESTORE_IDS, RESTORE_IDS_GET, RESTORE_IDS_OFF,
                          RESTORE_IDS_ON)
 
@@ -58,19 +59,24 @@ def parse_timers(text):
     return timers
 
 
-def capture(inj, scratch, pid):
-    """Every POSIX timer of frozen process pid, with time left and interval
-    (timer_gettime injected with Injector inj; scratch: 32 writable bytes)."""
+def capture(calls, pid):
+    """Every POSIX timer of frozen process pid, with time left and interval:
+    adds a timer_gettime for each to `calls` (calllist.CallList) and returns
+    the function that, once they have run, returns the timers."""
     try:
         text = procfs.read_bytes(pid, "timers").decode()
     except FileNotFoundError:
-        return []
+        text = ""
     timers = parse_timers(text)
-    for t in timers:
-        inj.call("timer_gettime", t["id"], scratch)
-        isec, insec, vsec, vnsec = ITIMERSPEC.unpack(libc.read_memory(pid, scratch, 32))
-        t["interval_ns"], t["value_ns"] = isec * NS + insec, vsec * NS + vnsec
-    return timers
+    asked = [calls.add("timer_gettime", t["id"], OUT, out=ITIMERSPEC.size) for t in timers]
+
+    def done():
+        for t, call in zip(timers, asked):
+            call.result(pid)
+            isec, insec, vsec, vnsec = ITIMERSPEC.unpack(call.data)
+            t["interval_ns"], t["value_ns"] = isec * NS + insec, vsec * NS + vnsec
+        return timers
+    return done
 
 
 def warnings(timers):

@@ -310,25 +310,31 @@ def set_run_stop(regs, tgid, tid, sig):
     regs.r13, regs.r14, regs.r15 = tgid, tid, sig
 
 
-# sigaction_loop(first, last, oact, results): rt_sigaction(sig, NULL, oact, 8) for
-# every sig in [first, last], oact advancing by one struct sigaction (32 bytes) and
-# each return value stored as a u64 at results[sig - first].  Uses no stack.
+# call_list(table, count): for each 64-byte entry {u64 number, six u64
+# arguments, i64 result} of the table, the system call, its return value stored
+# in the entry (linux/calllist.py).  Uses no stack; rbx, rbp and the argument
+# registers are the run's own (the thread's are in its signal frame).
 SIGACTION_SIZE = 32
 ROBUST_LIST_HEAD_SIZE = 24  # struct robust_list_head: set_robust_list takes no other length
-SIGACTION_LOOP_CODE = bytes.fromhex(
-    "4989c8"        # mov r8, rcx          results (rcx: the syscall clobbers it)
-    "4989f1"        # mov r9, rsi          last signal
+CALL_LIST_CODE = bytes.fromhex(
+    "4889fb"        # mov rbx, rdi         the entry
+    "89f5"          # mov ebp, esi         calls left
     # loop:
-    "31f6"          # xor esi, esi         act = NULL: only read the action
-    "41ba08000000"  # mov r10d, 8          sigsetsize
-    "b80d000000"    # mov eax, 13          rt_sigaction
-    "0f05"          # syscall              (keeps rdi, rdx, r8, r9, r10)
-    "498900"        # mov [r8], rax        its result
-    "4983c008"      # add r8, 8
-    "4883c220"      # add rdx, 32          next oact
-    "ffc7"          # inc edi              next signal
-    "4439cf"        # cmp edi, r9d
-    "76df"          # jbe loop             (-33: back to xor esi, esi)
+    "85ed"          # test ebp, ebp
+    "7429"          # jz done              (+41)
+    "488b03"        # mov rax, [rbx]       number
+    "488b7b08"      # mov rdi, [rbx+8]
+    "488b7310"      # mov rsi, [rbx+16]
+    "488b5318"      # mov rdx, [rbx+24]
+    "4c8b5320"      # mov r10, [rbx+32]
+    "4c8b4328"      # mov r8, [rbx+40]
+    "4c8b4b30"      # mov r9, [rbx+48]
+    "0f05"          # syscall
+    "48894338"      # mov [rbx+56], rax    its result
+    "4883c340"      # add rbx, 64
+    "ffcd"          # dec ebp
+    "ebd3"          # jmp loop             (-45)
+    # done:
 ) + _STOP_THEN_RET
 
 

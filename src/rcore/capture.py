@@ -57,7 +57,25 @@ def _mapped_file_identity(pid, entry):
 
 def _identity(cls, path, st, build_id_from):
     return cls(path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-               find_build_id(build_id_from), st.st_ctime_ns)
+               _build_id(st, build_id_from), st.st_ctime_ns)
+
+
+# build-id by (device, inode, size, mtime, ctime): a file that has not changed
+# is not read again, e.g. the libraries every process of a tree maps, or every
+# periodic checkpoint of `rcore run` (reading them is part of the freeze).
+_BUILD_IDS = {}
+_BUILD_IDS_MAX = 4096
+
+
+def _build_id(st, path):
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    found = _BUILD_IDS.get(key)
+    if found is None:
+        found = find_build_id(path)
+        if len(_BUILD_IDS) >= _BUILD_IDS_MAX:
+            _BUILD_IDS.clear()
+        _BUILD_IDS[key] = found
+    return found
 
 
 def capture_exe(pid):

@@ -76,6 +76,19 @@ def test_a_fork_flag_set_before_the_freeze_is_caught_and_the_dump_taken_again(
     assert p.poll() is None
 
 
+def test_without_a_copy_a_changed_flag_is_caught_too(build, procs, tmp_path, monkeypatch):
+    # fork=False: every byte is read from the process while frozen, so the
+    # bytes are right; the flag a restart gives back must be too.
+    p, addrs = _start(build, procs, tmp_path)
+    raised = _between_early_read_and_freeze(monkeypatch, p, "w")
+    path = str(tmp_path / "core")
+    dump(p.pid, path, fork=False)
+    assert len(raised) == 1
+    with CoreFile(path) as core:
+        assert "wf" in _mapping(core, addrs["wipe"]).vmflags
+        assert core.read(addrs["wipe"], PAGE) == bytes((i * 5 + 1) & 0xFF for i in range(PAGE))
+
+
 def test_a_page_written_before_the_freeze_makes_a_file_mapping_stored(
         build, procs, tmp_path, monkeypatch):
     # smaps read early shows no anonymous page in the private file mapping (it

@@ -10,8 +10,9 @@ dump.plan_mapping).  The rest of smaps, the VmFlags, comes from the early read,
 and is checked once the process runs again (`check_flags`): against the fork
 copy's smaps when there is a copy (the copy is the process at the freeze), else
 against the process's smaps read again.  A flag that decides the core's bytes
-(MADV_DONTFORK, MADV_WIPEONFORK, guard pages...) that changed in between fails
-the dump; any other takes the copy's value.
+(MADV_DONTFORK, MADV_WIPEONFORK, guard pages...) gained in between fails the
+attempt (dump.dump takes it again with smaps read while frozen); any other
+takes the copy's value.
 
 smaps is read while frozen, as before, when the layout in maps is not the early
 one, when the locked size in status does not add up to the early `lo` flags
@@ -168,20 +169,28 @@ def _return_mask():
 
 def check_flags(pid, mappings, later, *, copy):
     """Once the process runs again: check the mappings' early VmFlags against
-    `later`, smaps entries read since.  copy: `later` is the fork copy's (the
-    process at the freeze, but for FORK_DROPS and its MADV_DONTFORK mappings,
-    which it lacks); the copy's flags are taken, and one of DATA_FLAGS gained
-    since the early read raises FlagsChanged (the copy's bytes or the guard
-    pages read are not the freeze's).  Without a copy, `later` is the process's
-    own: any mapping whose flags differ raises FlagsChanged (they may have
-    changed before or after the freeze)."""
+    `later`, smaps entries read since.
+
+    copy: `later` is the fork copy's, the process at the freeze but for
+    FORK_DROPS and its MADV_DONTFORK mappings, which it lacks.  The copy's
+    flags are taken; one of DATA_FLAGS gained since the early read raises
+    FlagsChanged: the copy's bytes, or the guard pages read, are not the
+    freeze's.
+
+    Without a copy every byte was read while frozen, from the process itself,
+    and `later` is the process's own smaps, read after the release: a mapping
+    still there as it was whose flags differ from early's raises FlagsChanged
+    (they may have changed before the freeze, and a restart gives them back:
+    MADV_WIPEONFORK, MADV_DONTDUMP...).  One the process has changed since
+    keeps early's flags, which it had within milliseconds of the freeze."""
     later_at = sorted(later, key=lambda e: e.start)
     starts = [e.start for e in later_at]
     for m in mappings:
         i = bisect.bisect_right(starts, m.start) - 1
         e = later_at[i] if i >= 0 and later_at[i].end >= m.end else None
         if not copy:
-            if e is None or set(e.vmflags) != set(m.vmflags):
+            if (e is not None and _layout(e) == _layout(m)
+                    and set(e.vmflags) != set(m.vmflags)):
                 raise FlagsChanged(_changed(pid, m, "its VmFlags"))
             continue
         if e is None:

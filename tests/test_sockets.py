@@ -247,24 +247,31 @@ def test_tcp_established_refused_while_the_connection_lives(procs, tmp_path):
     res = rcore_cmd("restart", "--any-pid", "--tcp-established", tmp_path / "core")
     assert res.returncode != 0
     assert f"fd {fd}: the connection" in res.stderr and "still exists" in res.stderr, res.stderr
-    from rcore.linux import libc            # the live one is untouched
-    pidfd = libc.pidfd_open(p.pid)
-    with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as live:
-        assert libc.socket_filter_length(live.fileno()) == 0
-        assert live.getsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR) == 0
-        client.sendall(b"ping")
-        live.settimeout(10)
-        assert live.recv(10) == b"ping"
-    os.close(pidfd)
+    _assert_untouched(p.pid, fd, client)      # the live one
     client.close()
     lst.close()
+
+
+def _assert_untouched(pid, fd, client):
+    """Process pid's connection at fd has no filter and is out of repair mode,
+    and still gets what client sends."""
+    from rcore.linux import libc
+    pidfd = libc.pidfd_open(pid)
+    try:
+        with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as live:
+            assert libc.socket_filter_length(live.fileno()) == 0
+            assert live.getsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR) == 0
+            client.sendall(b"ping")
+            live.settimeout(10)
+            assert live.recv(10) == b"ping"
+    finally:
+        os.close(pidfd)
 
 
 def test_failed_dump_with_tcp_established_leaves_the_target_running(procs, tmp_path):
     """dump --kill --tcp-established holds the target stopped for the kill; a
     dump that fails (here: the core cannot take its name) lets it run on, its
     connection untouched."""
-    from rcore.linux import libc
     lst = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(lst.getsockname())
     conn, _ = lst.accept()
@@ -277,14 +284,7 @@ def test_failed_dump_with_tcp_established_leaves_the_target_running(procs, tmp_p
     res = rcore_cmd("dump", "--kill", "--tcp-established", "-o", tmp_path / "taken", p.pid)
     assert res.returncode != 0
     wait_for(lambda: proc_status(p.pid).get("State", "").startswith("S"), what="running again")
-    pidfd = libc.pidfd_open(p.pid)
-    with socket.socket(fileno=libc.pidfd_getfd(pidfd, fd)) as live:
-        assert libc.socket_filter_length(live.fileno()) == 0
-        assert live.getsockopt(socket.IPPROTO_TCP, libc.TCP_REPAIR) == 0
-        client.sendall(b"ping")
-        live.settimeout(10)
-        assert live.recv(10) == b"ping"
-    os.close(pidfd)
+    _assert_untouched(p.pid, fd, client)
     client.close()
     lst.close()
 

@@ -14,7 +14,7 @@ from .linux.calllist import OUT, CallList
 from .linux.inject import Injector, frame_slot_size, map_marked, write_code
 from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
-from .errors import InjectedSyscallError
+from .errors import InjectedSyscallError, RcoreError
 from .fds import UNLINKED_FILE_LIMIT, capture_files
 from .state import (ExeIdentity, FileIdentity, MmFields,
                     ProcessState, SigAction, ThreadState)

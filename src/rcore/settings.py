@@ -19,7 +19,7 @@ from mlock: the whole mapping is locked and made resident)."""
 import os
 import struct
 
-from .linux import libc, procfs
+from .linux import procfs
 from .linux.calllist import OUT
 from .linux.libc import (MADV_GUARD_INSTALL, PR_GET_CHILD_SUBREAPER, PR_SET_CHILD_SUBREAPER,
                          PR_SET_THP_DISABLE)

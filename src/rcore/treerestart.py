@@ -20,7 +20,6 @@ A failure kills every process made so far: nothing half-built runs."""
 
 import os
 import signal
-from dataclasses import replace
 
 from . import fds, identity, owner, shm, spawn, sysvipc, treespawn
 from .restart import (CoreFile, Restarted, build_stopped, check_restartable, clocks_for,
@@ -159,7 +158,6 @@ def warnings_of(tree):
 def _make(tree, cores, plans, nodes, speakers, detach, lazy, host_clocks, pid_namespace,
           progress):
     root_proc = cores[tree.root].state
-    root_plan = plans[tree.root]
     warnings = list(warnings_of(tree))
     clocks = clocks_for(root_proc, host_clocks, warnings)
     root = nodes[tree.root]

@@ -32,7 +32,7 @@ import signal
 from dataclasses import dataclass, field
 
 from .errors import RcoreError
-from .linux import libc, ptrace
+from .linux import libc
 from .linux.ptrace import Thread
 from . import spawn, timens
 

@@ -218,7 +218,9 @@ def test_group_whose_leader_had_exited(procs, tmp_path):
     core = tmp_path / "g.core"
     dump_tree_and_kill(p, core)
     restarted = restart_tree(procs, core)
-    wait_for(lambda: released(int(b), "groups.py"), timeout=60, what="b back")
+    wait_for(lambda: released(int(b), "groups.py") or restarted.poll() is not None,
+             timeout=60, what="b back")
+    assert released(int(b), "groups.py"), "\n".join(read_lines(restarted.out_path))
     # b is in group a again, and no process a exists (the stand-in is gone)
     assert os.getpgid(int(b)) == int(a) and not os.path.exists(f"/proc/{a}")
     go.touch()

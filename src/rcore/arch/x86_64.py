@@ -77,7 +77,7 @@ SYS = dict(
     read=0, write=1, open=2, close=3, lseek=8, mmap=9, mprotect=10, munmap=11,
     brk=12, rt_sigaction=13, rt_sigprocmask=14, ioctl=16, pread64=17, mremap=25,
     madvise=28, dup=32, dup2=33, pause=34, nanosleep=35, getitimer=36,
-    setitimer=38, getpid=39, clone=56, fork=57, exit=60, wait4=61, kill=62,
+    setitimer=38, getpid=39, setpgid=109, clone=56, fork=57, exit=60, wait4=61, kill=62,
     fcntl=72, chdir=80, fchdir=81, umask=95, getrlimit=97, ptrace=101,
     setgroups=116, setresuid=117, setresgid=119,
     rt_sigpending=127, rt_sigqueueinfo=129, sigaltstack=131, personality=135,

@@ -257,7 +257,7 @@ def _join_late_groups(tree, nodes, pid_namespace):
         if procfs.read_stat(node.host_pid).pgrp == _host_group(nodes, node.group):
             continue
         with Injector(node.thread, inject.find_syscall_insn(node.host_pid)) as inj:
-            got = inj.call("setpgid", 0, node.group, 0, 0, 0)
+            got = inj.call("setpgid", 0, node.group, 0, 0, 0, check=False)
         if got < 0:
             raise Unsupported(f"process {m.pid} cannot join process group {node.group} "
                               f"again: {os.strerror(-got)}")

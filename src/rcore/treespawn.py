@@ -372,6 +372,9 @@ def _stand_in(group):
         finally:
             os._exit(0)
     os.close(r)
+    # The parent too, so that the group exists before the members it makes next
+    # join it (the stand-in's own setpgid may not have run yet).
+    os.setpgid(pid, pid)
     return pid, w
 
 

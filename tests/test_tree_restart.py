@@ -6,8 +6,8 @@ test_tree_programs.py."""
 import os
 import sys
 
-from conftest import (SRC, all_children, dump_tree_and_kill, finish, read_lines, restart_tree, start_tree,
-                      rcore_cmd, wait_for)
+from conftest import (SRC, all_children, dump_tree_and_kill, finish, read_lines, restart_tree,
+                      start_tree, rcore_cmd, wait_for)
 
 # A parent with one child; both sleep until killed.  The child's stdout is a pipe
 # to the parent, which reads it.

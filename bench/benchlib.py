@@ -50,3 +50,22 @@ def tree_arguments(description):
     ap.add_argument("--mib", type=int, default=100, help="MiB of memory per process")
     ap.add_argument("--dir")
     return ap
+
+
+def installed_rcore(directory, given=None):
+    """The `rcore` command to time as users type it: `given` (the path of an
+    installed launcher), or else this checkout installed as .ci/run installs it
+    (pip install -e) into a new venv in `directory` that sees the system's
+    site-packages, as a global install does.  Not the pyenv shim that PATH may
+    put in front of it (bench/cli.py says what that adds)."""
+    import subprocess
+    import sys
+    if given:
+        return os.path.abspath(given)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    venv = os.path.join(directory, "venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    venv], check=True)
+    subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "-q",
+                    "--disable-pip-version-check", "--no-deps", "-e", root], check=True)
+    return os.path.join(venv, "bin", "rcore")

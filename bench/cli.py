@@ -13,7 +13,9 @@ brackets), in one run:
   - `rcore --help`, and `python3 -m rcore --help` (with site) beside it;
   - a dump of a small process (sleep) through the API (warm, in this process)
     and through the CLI, and `rcore info` of its core;
-  - a restart of that core (detached) through the API and the CLI.
+  - a restart of that core (detached) through the API and the CLI;
+  - dump and restart through rcore-python run directly: the command as the
+    console script it replaced started, site first.
 Both with the bytecode cache as users have it (compiled once, then read) and
 without it (PYTHONDONTWRITEBYTECODE=1, as in this workplace's sessions, where an
 editable install recompiles every module at every start).  Targets (issue 12):
@@ -52,7 +54,7 @@ def _series(fn, reps):
 
 def _show(label, series):
     med, best = series
-    print(f"  {label:44s} {med * 1000:7.1f} ms  (best {best * 1000:6.1f})")
+    print(f"  {label:48s} {med * 1000:7.1f} ms  (best {best * 1000:6.1f})")
 
 
 def _gone(pid):
@@ -116,8 +118,12 @@ def main():
     results = []
     try:
         rcore_cmd = installed_rcore(work, args.rcore)
-        print(f"the CLI: {rcore_cmd} (python -S through {os.path.basename(rcore_cmd)}-python "
-              f"beside it)")
+        # rcore-python run directly is the command as a console script was: site
+        # first.  (An older install given by --rcore, a console script, has none.)
+        with_site = rcore_cmd + "-python"
+        if not os.path.exists(with_site):
+            with_site = None
+        print(f"the CLI: {rcore_cmd}" + (f" (python -S through {with_site})" if with_site else ""))
         core = os.path.join(work, "core")
         for cached in (True, False):
             env = dict(os.environ)
@@ -145,20 +151,28 @@ def main():
                 api = _series(lambda: _api_dump(target.pid, core), args.reps)
                 cli = _series(lambda: _timed([rcore_cmd, "dump", str(target.pid), "-o", core],
                                              env), args.reps)
+                cli_site = with_site and _series(lambda: _timed(
+                    [with_site, "dump", str(target.pid), "-o", core], env), args.reps)
                 info = _series(lambda: _timed([rcore_cmd, "info", core], env), args.reps)
             finally:
                 end_process(target)
             api_restart = _series(lambda: _api_restart(core), args.reps)
             cli_restart = _series(lambda: _cli_restart(rcore_cmd, core, env), args.reps)
+            cli_restart_site = with_site and _series(lambda: _cli_restart(with_site, core, env),
+                                                     args.reps)
             _show("python3 -c pass (with site)", py)
             _show("python3 -S -c pass (without site)", py_s)
             _show("rcore --help", helps)
             _show("python3 -m rcore --help (with site)", module_helps)
             _show("dump, API (in process)", api)
             _show("dump, CLI", cli)
+            if with_site:
+                _show("dump, CLI started with site (rcore-python)", cli_site)
             _show("info, CLI", info)
             _show("restart --detach, API (in process)", api_restart)
             _show("restart --detach, CLI", cli_restart)
+            if with_site:
+                _show("restart --detach, CLI with site (rcore-python)", cli_restart_site)
             print(f"  site's start-up on this machine: {(py[0] - py_s[0]) * 1000:.1f} ms "
                   f"(.pth files; the launcher skips it)")
             shim = _shim_cost(args.reps, env) if cached else None

@@ -102,6 +102,7 @@ class LiveImage:
 
 @dataclass
 class Side:
+    """One side of a diff: a checkpoint or the live process."""
     label: str
     state: object           # ProcessState
     image: object           # CoreImage or LiveImage

@@ -75,6 +75,7 @@ def _starttime(pid):
 
 @dataclass
 class Tracking:
+    """Dirty tracking armed in a process: its userfaultfd, and the core it is relative to."""
     pid: int
     starttime: int
     fd: int                     # the userfaultfd's descriptor in the target

@@ -36,6 +36,7 @@ ELF_MAGIC = b"\x7fELF"
 
 @dataclass
 class DumpSummary:
+    """What dump() wrote, and how long the process was frozen."""
     path: str
     pid: int
     threads: int

@@ -33,6 +33,7 @@ from .linux.libc import PR_GET_DUMPABLE, PR_SET_DUMPABLE
 
 @dataclass(frozen=True)
 class Owner:
+    """The user a process runs as: its IDs and name."""
     uid: int
     gid: int            # primary group
     groups: tuple       # supplementary groups (getgrouplist), the primary one included

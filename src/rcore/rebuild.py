@@ -275,6 +275,7 @@ def compatible(target, live_pieces):
 
 @dataclass
 class RebuildSummary:
+    """What rebuilding the memory of a process changed."""
     unmapped: int = 0           # ranges unmapped (created since the checkpoint)
     created: int = 0            # mappings mapped again
     protected: int = 0          # mprotect calls

@@ -41,6 +41,7 @@ NOT_IN_FOREIGN_CORES = ("the mapping layout and brk", "open descriptors and offs
 
 @dataclass
 class RestoreSummary:
+    """What restore() changed in the process."""
     path: str
     pid: int
     threads: int

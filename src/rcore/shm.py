@@ -48,7 +48,6 @@ import errno
 import mmap
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 
 from . import arch, owner, rebuild
@@ -190,6 +189,7 @@ def _deleted_file(plan, m):
         made = m.path
     except OSError as err:
         why = "another file has its name now" if err.errno == errno.EEXIST else err.strerror
+        import tempfile         # (rarely needed: not imported by every rcore command)
         fd, made = None, None
         for where in (os.path.dirname(m.path) or "/", tempfile.gettempdir()):
             try:

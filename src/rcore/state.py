@@ -76,6 +76,7 @@ class ExeIdentity(FileIdentity):
 
 @dataclass
 class Mapping(_Record):
+    """One memory mapping, as /proc/PID/maps and smaps show it."""
     start: int
     end: int
     perms: str                  # as in /proc/PID/maps: "r-xp"
@@ -137,6 +138,7 @@ class SigAction(_Record):
 
 @dataclass
 class FileDescriptor(_Record):
+    """One open descriptor of the process."""
     fd: int
     kind: str                   # file, dir, pipe, fifo, chr, blk, socket, memfd, eventfd,
                                 # timerfd, signalfd, epoll, inotify, pidfd, anon (others)
@@ -168,6 +170,7 @@ class FileDescriptor(_Record):
 
 @dataclass
 class ThreadState(_Record):
+    """One thread: registers, signal mask and pending signals, and the per-thread kernel state."""
     tid: int
     regs: dict = field(default_factory=dict)    # general registers by name
     xstate: bytes = field(default=b"", repr=False)   # full XSAVE area (NT_X86_XSTATE)
@@ -198,6 +201,7 @@ class ThreadState(_Record):
 
 @dataclass
 class ProcessState:
+    """The whole checkpointed state of one process (memory contents aside)."""
     pid: int
     arch: str = "x86_64"
     ppid: int = 0

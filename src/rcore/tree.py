@@ -20,6 +20,7 @@ COPY_NAME = arch.host().COPY_NAME.decode()
 
 @dataclass
 class Member(_Record):
+    """One process of a checkpointed tree."""
     pid: int
     ppid: int
     pgid: int
@@ -34,6 +35,7 @@ class Member(_Record):
 
 @dataclass
 class Tree(_Record):
+    """A checkpointed process tree: its root and its processes."""
     root: int
     processes: list = field(default_factory=list)   # Member, pre-order, root first
 

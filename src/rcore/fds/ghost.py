@@ -11,9 +11,7 @@ empty (it had to be empty to be deleted), as does a deleted working directory
 (restart.py)."""
 
 import os
-import shutil
 import stat
-import tempfile
 
 from ..errors import Incompatible
 from ..linux import procfs
@@ -39,6 +37,7 @@ def make(plan, path, key, create, owner=None):
     create(ghost_path) makes it, the first time only; owner: {mode, uid, gid}.
     Returns (its path, whether it was made now).  It is removed at commit, or
     when the plan closes."""
+    import tempfile             # (restart only: not imported by every rcore command)
     ghosts = plan.kind_data.setdefault("ghosts", {})
     if key in ghosts:
         return ghosts[key], False
@@ -75,5 +74,6 @@ def _set_owner(plan, ghost, path, owner):
 
 def remove(paths):
     """Remove ghosts' private directories (with the ghost, if still there)."""
+    import shutil
     for private in paths:
         shutil.rmtree(private, ignore_errors=True)

@@ -2,8 +2,6 @@
 
 import os
 import re
-import shutil
-import tempfile
 
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, pipes, procfs
@@ -79,6 +77,8 @@ class Inotify(Rebuilt):
         return []
 
     def open(self, plan, f):
+        import shutil           # (restart only: not imported by every rcore command)
+        import tempfile
         fd = plan.own(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
         scratch = tempfile.mkdtemp(prefix=".rcore-inotify-")
         try:

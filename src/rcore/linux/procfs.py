@@ -210,6 +210,7 @@ def stat_exe(pid, proc=PROC):
 
 @dataclass
 class FdInfo:
+    """One descriptor of a process: /proc/PID/fd/N, its fdinfo and the stat of its file."""
     fd: int
     target: str         # readlink of /proc/PID/fd/N
     pos: int

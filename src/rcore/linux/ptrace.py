@@ -111,27 +111,16 @@ def _thread_alive(pid, tid):
 
 
 class Stop:
-    """What waitpid reported about a traced thread."""
-    __slots__ = ("tid", "status")
+    """What waitpid reported about a traced thread (decoded once: a freeze
+    looks at a few stops of every thread)."""
+    __slots__ = ("tid", "status", "exited", "stopped", "sig", "event")
 
     def __init__(self, tid, status):
         self.tid, self.status = tid, status
-
-    @property
-    def exited(self):
-        return os.WIFEXITED(self.status) or os.WIFSIGNALED(self.status)
-
-    @property
-    def stopped(self):
-        return os.WIFSTOPPED(self.status)
-
-    @property
-    def sig(self):
-        return os.WSTOPSIG(self.status) if self.stopped else 0
-
-    @property
-    def event(self):
-        return (self.status >> 16) & 0xFF if self.stopped else 0
+        self.exited = os.WIFEXITED(status) or os.WIFSIGNALED(status)
+        self.stopped = os.WIFSTOPPED(status)
+        self.sig = os.WSTOPSIG(status) if self.stopped else 0
+        self.event = (status >> 16) & 0xFF if self.stopped else 0
 
     @property
     def is_syscall(self):

@@ -379,8 +379,10 @@ def _first_error(error, step, **kwargs):
 
 
 # Where each thread's thread_info results go (8-byte aligned) and how many
-# threads run at once.  The last result (the return value of the last call)
-# starts as _UNSET, which no system call returns.
+# threads run at once (their frames and preset results are written by one
+# process_vm_writev: two iovecs a thread, at most IOV_MAX, 1024).  The last
+# result (the return value of the last call) starts as _UNSET, which no system
+# call returns.
 _RESULT_SLOT = (ARCH.THREAD_INFO_SIZE + 7) & ~7
 _LAST_RESULT = ARCH.THREAD_INFO_SIZE - 8
 _UNSET = struct.pack("<Q", 1 << 63)

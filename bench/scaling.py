@@ -3,12 +3,15 @@
 gdb's gcore on the same process, in one run.
 
     python3 bench/scaling.py [--maps 3000] [--threads 300] [--reps 3] [--dir DIR]
+                             [--only maps|threads]
 
 a) a process with --maps private file pages and as many two-page anonymous
    regions (3 mappings each: tests/progs/many_maps.c): rcore dump (its freeze and
    total time), rcore restore of the same process, gdb gcore.
 b) a process with --threads threads in pause() (bench/targets/threads.c): rcore
    dump (freeze, total), gdb gcore.
+The freeze is rcore's DumpSummary.freeze_seconds: from the first thread seized to
+the last one released.
 Best of --reps; rcore timed through its Python API.  Every process started here
 is killed by PID at the end."""
 
@@ -83,17 +86,20 @@ def main():
     ap.add_argument("--threads", type=int, default=300)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--dir")
+    ap.add_argument("--only", choices=("maps", "threads"), help="run a) or b) alone")
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="rcore-bench-", dir=args.dir)
     procs = []
     try:
-        many_maps = build(workdir, os.path.join(ROOT, "tests", "progs", "many_maps.c"))
-        threads = build(workdir, os.path.join(HERE, "targets", "threads.c"))
-        p = start([many_maps, os.path.join(workdir, "pages"), str(args.maps)], workdir, procs)
-        n = sum(1 for _ in open(f"/proc/{p.pid}/maps"))
-        print(f"a) {n} mappings: " + measure(p.pid, workdir, args.reps, True))
-        p = start([threads, str(args.threads)], workdir, procs)
-        print(f"b) {args.threads + 1} threads: " + measure(p.pid, workdir, args.reps, False))
+        if args.only != "threads":
+            many_maps = build(workdir, os.path.join(ROOT, "tests", "progs", "many_maps.c"))
+            p = start([many_maps, os.path.join(workdir, "pages"), str(args.maps)], workdir, procs)
+            n = sum(1 for _ in open(f"/proc/{p.pid}/maps"))
+            print(f"a) {n} mappings: " + measure(p.pid, workdir, args.reps, True))
+        if args.only != "maps":
+            threads = build(workdir, os.path.join(HERE, "targets", "threads.c"))
+            p = start([threads, str(args.threads)], workdir, procs)
+            print(f"b) {args.threads + 1} threads: " + measure(p.pid, workdir, args.reps, False))
     finally:
         for p in procs:
             end_process(p)

@@ -11,7 +11,7 @@ from conftest import proc_status, read_lines, wait_for, wait_lines
 from rcore import capture
 from rcore.dump import dump
 from rcore.elf.reader import CoreFile
-from rcore.linux import inject, procfs
+from rcore.linux import inject, libc, procfs
 from rcore.linux.calllist import CallList
 from rcore.linux.ptrace import FrozenProcess
 from rcore.state import ProcessState, ThreadState
@@ -140,11 +140,16 @@ def _blocked(pid, tid):
         return next(line.split()[1] for line in f if line.startswith("SigBlk:"))
 
 
-def test_many_threads_read_at_once(build, procs, tmp_path):
+@pytest.mark.parametrize("at_once", [True, False], ids=["at-once", "one-call-at-a-time"])
+def test_many_threads_read_at_once(build, procs, tmp_path, monkeypatch, at_once):
     """The per-thread injected run goes to every thread at once, in batches
-    (capture._PARALLEL): each thread's own answer lands in its own slot, and
-    each thread gets its own mask and registers back."""
-    n = capture._PARALLEL + 44
+    (capture._PARALLEL): each thread's own answer (sigaltstack, clear_child_tid,
+    name, robust list) lands in its own slot, and each thread gets its own mask
+    and registers back.  Without a page of code (a process that may not map
+    any), the same is read one injected call at a time."""
+    n = capture._PARALLEL + 44 if at_once else 12
+    if not at_once:
+        monkeypatch.setattr(capture, "_map_code", lambda inj, pid: None)
     p = procs.start([build("many_altstacks"), str(n)])
     lines = wait_lines(p.out_path, n, timeout=30)
     want = {int(tid): int(size) for tid, size in (line.split() for line in lines)}
@@ -158,8 +163,47 @@ def test_many_threads_read_at_once(build, procs, tmp_path):
     assert all(got[tid].sigaltstack["ss_sp"] for tid in want)
     ctids = [t.clear_child_tid for t in got.values()]
     assert all(ctids) and len(set(ctids)) == len(ctids)     # each its own (glibc: its TCB)
+    names = {tid: procfs.read_comm(p.pid, tid=tid) for tid in want}
+    assert sorted(names.values()) == sorted(f"alt-{i}" for i in range(n))
+    assert {tid: got[tid].comm for tid in want} == names
+    assert got[p.pid].comm == procfs.read_comm(p.pid)
+    robust = {tid: list(libc.get_robust_list(tid)) for tid in got}
+    assert {tid: t.robust_list for tid, t in got.items()} == robust
+    assert len({head for head, _ in robust.values()}) == len(robust)     # each its own
     assert {tid: _blocked(p.pid, tid) for tid in want} == masks
     assert p.poll() is None
+
+
+def test_run_cut_short_is_run_again(build, procs, tmp_path, monkeypatch):
+    """A thread whose run the signal ends before the code's end (here it starts
+    at the final tgkill, as if its signal had come from elsewhere first) is
+    seen by its results and run again alone: it gets its own answers, not the
+    slot's initial values."""
+    n = 8
+    p = procs.start([build("many_altstacks"), str(n)])
+    lines = wait_lines(p.out_path, n, timeout=30)
+    sizes = {int(tid): int(size) for tid, size in (line.split() for line in lines)}
+    victim = sorted(sizes)[3]
+    start = inject.Injector.start_to_signal
+    code = inject.ARCH.THREAD_INFO_CODE
+
+    cut = []
+
+    def early(self, pc, *args, sig):
+        if self.thread.tid == victim and not cut:
+            cut.append(pc)
+            pc += len(code) - inject.ARCH.STOP_INSN_END - 1
+        start(self, pc, *args, sig=sig)
+    monkeypatch.setattr(inject.Injector, "start_to_signal", early)
+    core = tmp_path / "short.core"
+    dump(p.pid, str(core))
+    with CoreFile(str(core)) as c:
+        got = next(t for t in c.state.threads if t.tid == victim)
+    assert got.sigaltstack["ss_size"] == sizes[victim]
+    assert got.comm == procfs.read_comm(p.pid, tid=victim)
+    assert got.robust_list == list(libc.get_robust_list(victim)) and got.clear_child_tid
+    assert cut
+    assert proc_status(p.pid)["TracerPid"] == "0"
 
 
 def test_failed_run_in_one_thread_gives_every_thread_back(build, procs, tmp_path, monkeypatch):

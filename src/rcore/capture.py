@@ -12,7 +12,7 @@ from . import arch, frozenmaps, settings, timens, timers, tree
 from .linux import libc, procfs
 from .linux.calllist import OUT, CallList
 from .linux.inject import Injector, frame_slot_size, map_marked, write_code
-from .linux.libc import PR_GET_DUMPABLE, PR_GET_TID_ADDRESS
+from .linux.libc import PR_GET_DUMPABLE, PR_GET_NAME, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
 from .errors import InjectedSyscallError, RcoreError
 from .fds import UNLINKED_FILE_LIMIT, capture_files
@@ -100,22 +100,21 @@ def capture_creds(status):
 
 
 def capture_thread(thread, known=None):
-    """Everything ptrace shows of a stopped thread (the rest is injected later).
+    """Everything ptrace shows of a stopped thread; the rest (its name and
+    robust list too: one /proc read and one system call fewer per thread) is
+    asked by the thread itself later (_Runner.thread_info).
     known: a dict that gets, under the tid, what an Injector of this thread
     would read again (inject.Injector's `known`)."""
     regs = thread.get_regs()
     rseq = thread.rseq_config()
     sigmask = thread.get_sigmask()
-    head, length = libc.get_robust_list(thread.tid)
     if known is not None:
         known[thread.tid] = (regs, sigmask, rseq)     # (capture_process adds the rseq area)
     return ThreadState(
         tid=thread.tid, regs=regs.as_dict(), xstate=thread.get_xstate(),
         sigmask=sigmask, pending=thread.peek_siginfo(shared=False),
-        robust_list=[head, length],
         rseq=({"ptr": rseq.rseq_abi_pointer, "size": rseq.rseq_abi_size,
-               "signature": rseq.signature} if rseq and rseq.rseq_abi_pointer else {}),
-        comm=procfs.read_comm(thread.tgid, tid=thread.tid))
+               "signature": rseq.signature} if rseq and rseq.rseq_abi_pointer else {}))
 
 
 def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None,
@@ -209,6 +208,8 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None,
     dumpable = calls.add("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
     tid_address = calls.add("prctl", PR_GET_TID_ADDRESS, OUT, 0, 0, 0, out=8)
     altstack = calls.add("sigaltstack", 0, OUT, out=24)
+    name = calls.add("prctl", PR_GET_NAME, OUT, 0, 0, 0, out=16)
+    robust = calls.add("get_robust_list", 0, OUT, OUT + 8, out=16)
     finish = [timers.capture(calls, pid), settings.capture(calls, pid, proc.mappings)]
     if also is not None:
         finish.append(also(calls))
@@ -238,9 +239,12 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None,
             proc.sigactions = actions()
             proc.itimers = {name: _itimer(call, pid) for name, call in zip(ITIMERS, itimers)}
             proc.dumpable = dumpable.result(pid)
-            tid_address.result(pid)
-            altstack.result(pid)
-            _set_thread_info(proc.threads[0], tid_address.data + altstack.data)
+            for call in (tid_address, altstack, name, robust):
+                call.result(pid)
+            leader_state = proc.threads[0]
+            _set_thread_info(leader_state, tid_address.data + altstack.data)
+            leader_state.comm = _decode_comm(name.data)
+            leader_state.robust_list = list(struct.unpack("<QQ", robust.data))
             proc.timers, proc.settings, *_ = [done() for done in finish]
             runner = _Runner(code, sig, scratch, pid)
             others = [(ts, lambda frames, ts=ts: Injector(
@@ -349,7 +353,6 @@ class _Runner:
                     self.thread_info(tinj, ts)
             return
         code = self.code + _THREAD_CODE_OFFSET
-        end = code + len(ARCH.THREAD_INFO_CODE) - 1
         for first in range(0, len(threads), _PARALLEL):
             batch = threads[first:first + _PARALLEL]
             base = results_at + first * _RESULT_SLOT
@@ -357,6 +360,10 @@ class _Runner:
             try:
                 for ts, make in batch:
                     made.append(make(frames))
+                # The last result of each slot starts as a value no call returns:
+                # a run the signal cut short (sent by someone else, first) shows.
+                frames += [(base + i * _RESULT_SLOT + _LAST_RESULT, _UNSET)
+                           for i in range(len(made))]
                 _write_all(self.pid, frames)
                 for i, tinj in enumerate(made):
                     tinj.start_to_signal(code, base + i * _RESULT_SLOT, sig=self.sig)
@@ -365,27 +372,35 @@ class _Runner:
                 error = None
                 for i, tinj in enumerate(made):
                     if i in running:
-                        error = _first_error(error, tinj.finish_to_signal, end=end, sig=self.sig)
+                        error = _first_error(error, tinj.finish_to_signal, end=None, sig=self.sig)
                     error = _first_error(error, tinj.restore)
                 if error is not None:
                     raise error
             data = libc.read_memory(self.pid, base, len(batch) * _RESULT_SLOT)
-            for i, (ts, _) in enumerate(batch):
-                self._set_info(ts, data[i * _RESULT_SLOT:(i + 1) * _RESULT_SLOT])
+            for i, (ts, make) in enumerate(batch):
+                slot = data[i * _RESULT_SLOT:(i + 1) * _RESULT_SLOT]
+                if slot[_LAST_RESULT:_LAST_RESULT + 8] == _UNSET:
+                    with make(None) as tinj:        # again, alone, to its end
+                        self.thread_info(tinj, ts)
+                else:
+                    self._set_info(ts, slot)
 
     def _set_info(self, ts, data):
-        for name, off in (("prctl", 32), ("sigaltstack", 40)):
+        for name, off in (("prctl", 32), ("sigaltstack", 40), ("prctl", 64),
+                          ("get_robust_list", 88)):
             (ret,) = struct.unpack_from("<q", data, off)
             if -4096 < ret < 0:
                 raise InjectedSyscallError(self.pid, name, -ret)
         _set_thread_info(ts, data)
+        ts.comm = _decode_comm(data[48:64])
+        ts.robust_list = list(struct.unpack_from("<QQ", data, 72))
 
 
 def _write_all(pid, pieces):
     """Write each (address, bytes) of pieces into pid, in one process_vm_writev."""
     if not pieces:
         return
-    buf = bytearray(b"".join(data for _, data in pieces))
+    buf = bytearray().join(data for _, data in pieces)
     base, local, remote, off = libc.buffer_address(buf), [], [], 0
     for addr, data in pieces:
         local.append((base + off, len(data)))
@@ -406,16 +421,30 @@ def _first_error(error, step, **kwargs):
 
 
 # Where each thread's thread_info results go (8-byte aligned) and how many
-# threads run at once.
+# threads run at once (their frames and preset results are written by one
+# process_vm_writev: two iovecs a thread, at most IOV_MAX, 1024).  The last
+# result (the return value of the last call) starts as _UNSET, which no system
+# call returns.
 _RESULT_SLOT = (ARCH.THREAD_INFO_SIZE + 7) & ~7
+_LAST_RESULT = ARCH.THREAD_INFO_SIZE - 8
+_UNSET = struct.pack("<Q", 1 << 63)
 _PARALLEL = 256
 
 
 def _read_thread_injected(inj, scratch, pid, ts):
-    """clear_child_tid and sigaltstack, which only the thread itself can ask for."""
+    """clear_child_tid and sigaltstack, which only the thread itself can ask for;
+    its name and robust list from outside, as it would tell them."""
     inj.call("prctl", PR_GET_TID_ADDRESS, scratch, 0, 0, 0)
     inj.call("sigaltstack", 0, scratch + 8)
     _set_thread_info(ts, libc.read_memory(pid, scratch, 32))
+    ts.comm = procfs.read_comm(pid, tid=ts.tid)
+    ts.robust_list = list(libc.get_robust_list(ts.tid))
+
+
+def _decode_comm(name):
+    """A thread's name as PR_GET_NAME gives it (NUL-terminated, 16 bytes), as
+    /proc/PID/task/TID/comm would show it."""
+    return name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def _set_thread_info(ts, data):

@@ -403,8 +403,9 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                       unlinked_limit=unlinked_limit, run_state=run_state, tcp_lock=tcp_lock,
                       track=track, increment=increment, exact_maps=exact_maps)
     try:
+        # from the first seize, as the tree dump counts: seizing a thread stops it
+        t_freeze = time.monotonic()
         with signals_held(), FrozenProcess(pid, one.options) as frozen:
-            t_freeze = time.monotonic()
             one.capture(frozen)
             one.proc.sysvipc, one.ipc_warnings = sysvipc.capture(pid, [one.proc])
             if tcp_lock is not None and not stop:

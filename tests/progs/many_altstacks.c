@@ -1,7 +1,9 @@
 /* N threads (argv[1]), each with a signal stack of its own size (16 KiB + i
- * pages) and a signal mask of its own (SIGRTMIN + i % 16 blocked), printing
+ * pages), a signal mask of its own (SIGRTMIN + i % 16 blocked) and a name of
+ * its own ("alt-I", I its number; a robust list of its own comes from glibc), printing
  * "tid size" once set up; then every thread waits in pause().  A dump reads each
- * thread's sigaltstack and clear_child_tid by code run in all threads at once. */
+ * thread's sigaltstack, clear_child_tid, name and robust list by code run in
+ * all threads at once. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -16,6 +18,9 @@ static void *worker(void *arg)
     long i = (long)arg;
     stack_t ss = {.ss_size = 16384 + i * 4096, .ss_flags = 0};
     sigset_t set;
+    char name[16];
+    snprintf(name, sizeof(name), "alt-%ld", i);
+    pthread_setname_np(pthread_self(), name);
     ss.ss_sp = malloc(ss.ss_size);
     if (sigaltstack(&ss, NULL) != 0) {
         perror("sigaltstack");

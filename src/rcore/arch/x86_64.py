@@ -4,6 +4,7 @@ with the same names (see arch/__init__.py)."""
 
 import ctypes
 import functools
+import operator
 import struct
 
 NAME = "x86_64"
@@ -271,23 +272,35 @@ def _xsave_end(features):
     return end
 
 
-def encode_sigframe(regs, xstate, sigmask, at):
+def encode_sigframe(regs, xstate, sigmask, at, pretcode):
     """A signal frame whose ucontext starts at `at` (64-byte aligned): rt_sigreturn
     run with the stack pointer at `at` gives the thread regs, xstate (the image
-    PTRACE_GETREGSET returns) and sigmask."""
-    import struct
+    PTRACE_GETREGSET returns) and sigmask.  The bytes start 8 before `at`, with
+    pretcode, the return address of the handler (the rt_sigreturn trampoline)."""
+    # Built in place, in one buffer: a dump makes one frame per thread.
     features, size = _frame_xstate(xstate)
-    image = bytearray(xstate[:size])
+    fp_off = 8 + _fpstate_offset()
+    frame = bytearray(fp_off + size + 4)
+    _UCONTEXT.pack_into(frame, 0, pretcode,
+                        UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS,
+                        0, 0, SS_FLAGS_KEEP, 0, *_sigcontext_regs(_REGS_STRUCT.unpack(bytes(regs))),
+                        regs.cs, 0, 0, regs.ss, 0, 0, sigmask, 0, at - 8 + fp_off, sigmask)
+    frame[fp_off:fp_off + size] = memoryview(xstate)[:size]
     # struct _fpx_sw_bytes, where a signal frame keeps it (the kernel checks it)
-    struct.pack_into("<IIQI28x", image, FX_SW_BYTES, FP_XSTATE_MAGIC1, size + 4, features, size)
-    fp_at = at + _fpstate_offset()
-    sigcontext = struct.pack("<18Q4H5Q64x", *(getattr(regs, n) for n in _SIGCONTEXT_REGS),
-                             regs.cs, 0, 0, regs.ss, 0, 0, sigmask, 0, fp_at)
-    uc = struct.pack("<QQQi4xQ", UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS,
-                     0, 0, SS_FLAGS_KEEP, 0) + sigcontext + struct.pack("<Q", sigmask)
-    assert len(uc) == UCONTEXT_SIZE
-    pad = bytes(_fpstate_offset() - UCONTEXT_SIZE)
-    return uc + pad + bytes(image) + struct.pack("<I", FP_XSTATE_MAGIC2)
+    _FPX_SW_BYTES.pack_into(frame, fp_off + FX_SW_BYTES, FP_XSTATE_MAGIC1, size + 4,
+                            features, size)
+    _MAGIC2.pack_into(frame, fp_off + size, FP_XSTATE_MAGIC2)
+    return frame
+
+
+_sigcontext_regs = operator.itemgetter(*(_REG_NAMES.index(n) for n in _SIGCONTEXT_REGS))
+# pretcode, then struct ucontext up to uc_sigmask: uc_flags, uc_link, uc_stack
+# {ss_sp, ss_flags, ss_size}, uc_mcontext (struct sigcontext: the registers, cs,
+# gs, fs, ss, err, trapno, oldmask, cr2, fpstate, reserved), uc_sigmask
+_UCONTEXT = struct.Struct("<Q" "QQQi4xQ" "18Q4H5Q64x" "Q")
+_FPX_SW_BYTES = struct.Struct("<IIQI28x")
+_MAGIC2 = struct.Struct("<I")
+assert _UCONTEXT.size == 8 + UCONTEXT_SIZE
 
 
 # Code the dump runs in a thread, ended without a trap: by tgkill(r13 = tgid,
@@ -338,10 +351,13 @@ CALL_LIST_CODE = bytes.fromhex(
 ) + _STOP_THEN_RET
 
 
-# thread_info(results): prctl(PR_GET_TID_ADDRESS, &results[0]) and
-# sigaltstack(NULL, &results[8]) (a 24-byte stack_t), their return values at
-# results[32] and [40].
-THREAD_INFO_SIZE = 48
+# thread_info(results): prctl(PR_GET_TID_ADDRESS, &results[0]),
+# sigaltstack(NULL, &results[8]) (a 24-byte stack_t), prctl(PR_GET_NAME,
+# &results[48]) (16 bytes) and get_robust_list(0, &results[72], &results[80]),
+# their return values at results[32], [40], [64] and [88].  The name and the
+# robust list would be one /proc read and one system call each from rcore, for
+# every thread of the freeze.
+THREAD_INFO_SIZE = 96
 THREAD_INFO_CODE = bytes.fromhex(
     "4989f9"        # mov r9, rdi          results
     "b89d000000"    # mov eax, 157         prctl
@@ -357,6 +373,17 @@ THREAD_INFO_CODE = bytes.fromhex(
     "498d7108"      # lea rsi, [r9+8]      old_ss
     "0f05"          # syscall
     "49894128"      # mov [r9+40], rax
+    "b89d000000"    # mov eax, 157         prctl (rdx, r10, r8 still 0)
+    "bf10000000"    # mov edi, 16          PR_GET_NAME
+    "498d7130"      # lea rsi, [r9+48]
+    "0f05"          # syscall
+    "49894140"      # mov [r9+64], rax
+    "b812010000"    # mov eax, 274         get_robust_list
+    "31ff"          # xor edi, edi         the calling thread
+    "498d7148"      # lea rsi, [r9+72]     head
+    "498d5150"      # lea rdx, [r9+80]     its length
+    "0f05"          # syscall
+    "49894158"      # mov [r9+88], rax
 ) + _STOP_THEN_RET
 
 

@@ -24,7 +24,21 @@ from . import libc
 
 ARCH = arch.host()
 ENTRY = struct.Struct("<Q6Qq")          # number, arguments, result (CALL_LIST_CODE)
-OUT = object()                          # an argument: the address of the call's output
+
+
+class _Out:
+    """An argument: the address of the call's output (OUT), or of a place in
+    it (OUT + 8)."""
+    __slots__ = ("offset",)
+
+    def __init__(self, offset=0):
+        self.offset = offset
+
+    def __add__(self, n):
+        return _Out(self.offset + n)
+
+
+OUT = _Out()
 
 
 class Call:
@@ -47,8 +61,9 @@ class CallList:
         self.calls = []
 
     def add(self, name, *args, out=0):
-        """A call of syscall `name`; an argument OUT is replaced by the address
-        of `out` bytes of scratch memory of its own, returned as Call.data."""
+        """A call of syscall `name`; an argument OUT (OUT + n) is replaced by the
+        address of (n bytes into) `out` bytes of scratch memory of its own,
+        returned as Call.data."""
         call = Call(name, args, (out + 7) & ~7)
         self.calls.append(call)
         return call
@@ -63,7 +78,7 @@ class CallList:
         at = scratch + len(self.calls) * ENTRY.size
         for c in self.calls:
             c._at = at
-            args = [at if a is OUT else a for a in c.args]
+            args = [at + a.offset if isinstance(a, _Out) else a for a in c.args]
             table += ENTRY.pack(ARCH.SYS[c.name], *args, *[0] * (6 - len(args)), 0)
             at += c.out
         return table
@@ -79,8 +94,8 @@ class CallList:
         table = self._table(scratch)
         if code is None:
             for c in self.calls:
-                c.ret = inj.call(c.name, *[c._at if a is OUT else a for a in c.args],
-                                 check=False)
+                c.ret = inj.call(c.name, *[c._at + a.offset if isinstance(a, _Out) else a
+                                           for a in c.args], check=False)
         else:
             libc.write_memory(pid, scratch, bytes(table))
             inj.run_to_signal(code, scratch, len(self.calls), sig=sig,

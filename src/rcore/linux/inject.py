@@ -235,8 +235,7 @@ class Injector:
             at = (self.saved.sp - ARCH.RED_ZONE - ARCH.sigframe_size(xstate)) & ~63
         else:
             at = frame_at + 64
-        frame = struct.pack("<Q", safe.sigreturn) + ARCH.encode_sigframe(
-            regs, xstate, self.saved_mask, at)
+        frame = ARCH.encode_sigframe(regs, xstate, self.saved_mask, at, safe.sigreturn)
         start = at - 8
         pid = self.thread.tgid
         self._call_sp = start
@@ -366,10 +365,14 @@ class Injector:
         thread.cont()
 
     def finish_to_signal(self, *, end, sig):
-        """The second half of run_to_signal: wait for the thread's stop at `end`."""
+        """The second half of run_to_signal: wait for the thread's stop at `end`.
+        end None: at the first delivery of `sig`, wherever (one ptrace request
+        fewer); the caller then tells from the results whether the code ran to
+        its end (the signal may have come from elsewhere first) and runs it
+        again if not."""
         thread = self.thread
-        self._run_until(None, lambda stop: stop.is_signal_delivery
-                        and stop.sig == sig and thread.get_regs().pc == end)
+        self._run_until(None, lambda stop: stop.is_signal_delivery and stop.sig == sig
+                        and (end is None or thread.get_regs().pc == end))
 
     def _step_to_syscall_stop(self, on_event=None):
         self._run_until(self.thread.syscall, lambda stop: stop.is_syscall, on_event)

@@ -8,6 +8,7 @@ import ctypes
 import errno
 import os
 import signal
+import threading
 
 from .. import arch
 from ..errors import AccessDenied, NoSuchProcess, ProcessExited, PtraceError, RcoreError
@@ -111,27 +112,16 @@ def _thread_alive(pid, tid):
 
 
 class Stop:
-    """What waitpid reported about a traced thread."""
-    __slots__ = ("tid", "status")
+    """What waitpid reported about a traced thread (decoded once: a freeze
+    looks at a few stops of every thread)."""
+    __slots__ = ("tid", "status", "exited", "stopped", "sig", "event")
 
     def __init__(self, tid, status):
         self.tid, self.status = tid, status
-
-    @property
-    def exited(self):
-        return os.WIFEXITED(self.status) or os.WIFSIGNALED(self.status)
-
-    @property
-    def stopped(self):
-        return os.WIFSTOPPED(self.status)
-
-    @property
-    def sig(self):
-        return os.WSTOPSIG(self.status) if self.stopped else 0
-
-    @property
-    def event(self):
-        return (self.status >> 16) & 0xFF if self.stopped else 0
+        self.exited = os.WIFEXITED(status) or os.WIFSIGNALED(status)
+        self.stopped = os.WIFSTOPPED(status)
+        self.sig = os.WSTOPSIG(status) if self.stopped else 0
+        self.event = (status >> 16) & 0xFF if self.stopped else 0
 
     @property
     def is_syscall(self):
@@ -220,10 +210,13 @@ class Thread:
         ptrace(PTRACE_SETREGS, self.tid, 0, ctypes.addressof(regs))
 
     def get_regset(self, note_type, max_size):
-        buf = ctypes.create_string_buffer(max_size)
-        iov = libc.IoVec(ctypes.addressof(buf), max_size)
+        buf = _BUFFERS.regset
+        if max_size > len(buf):
+            buf = ctypes.create_string_buffer(max_size)
+        iov = _BUFFERS.iov
+        iov.iov_base, iov.iov_len = ctypes.addressof(buf), max_size
         ptrace(PTRACE_GETREGSET, self.tid, note_type, ctypes.addressof(iov))
-        return buf.raw[:iov.iov_len]
+        return ctypes.string_at(buf, iov.iov_len)
 
     def set_regset(self, note_type, data):
         buf = ctypes.create_string_buffer(bytes(data), len(data))
@@ -255,13 +248,13 @@ class Thread:
         """Pending signals (their siginfo) of this thread, or of the whole process
         when shared; the queue is left as it is."""
         out = []
-        batch = 32
-        bufs = (SiginfoBuf * batch)()
+        bufs, args = _BUFFERS.siginfo, _BUFFERS.peek
+        args.flags, args.nr = PTRACE_PEEKSIGINFO_SHARED if shared else 0, _PEEK_BATCH
         while True:
-            args = PeekSiginfoArgs(len(out), PTRACE_PEEKSIGINFO_SHARED if shared else 0, batch)
+            args.off = len(out)
             n = ptrace(PTRACE_PEEKSIGINFO, self.tid, ctypes.addressof(args), ctypes.addressof(bufs))
             out.extend(bytes(bufs[i]) for i in range(n))
-            if n < batch:
+            if n < _PEEK_BATCH:
                 return out
 
     # --- rseq ------------------------------------------------------------------
@@ -275,6 +268,24 @@ class Thread:
                 return None
             raise
         return conf
+
+
+_PEEK_BATCH = 32
+
+
+class _Buffers(threading.local):
+    """Buffers of the requests that read much, one set per tracer thread (a tree
+    dump has several): a freeze reads every thread's XSAVE image and pending
+    signals, and a fresh 16 KiB buffer each time cost more than the request."""
+
+    def __init__(self):
+        self.regset = ctypes.create_string_buffer(ARCH.XSTATE_MAX)
+        self.iov = libc.IoVec()
+        self.siginfo = (SiginfoBuf * _PEEK_BATCH)()
+        self.peek = PeekSiginfoArgs()
+
+
+_BUFFERS = _Buffers()
 
 
 def list_threads(pid):

@@ -1,0 +1,107 @@
+"""An increment's pages read ahead of its freeze and at it (readahead.py): the
+core holds the memory of the frozen instant, also for pages the program wrote
+after the read-ahead, mappings made after tracking started, and when the dump
+falls back to the fork copy or reads nothing ahead."""
+
+import os
+
+import pytest
+
+import rcore
+from rcore import dirty, readahead
+from rcore.diff import diff
+from rcore.dump import ProcessDump
+from rcore.linux import procfs
+from rcore.linux.ptrace import FrozenProcess
+from test_chain import region_segments
+from test_diff import FRESH, PAGE, REGION, Changes
+from test_dirty import state_dir  # noqa: F401  (autouse fixture)
+
+
+@pytest.fixture
+def prog(procs, build, tmp_path):
+    prog = Changes(procs, build, tmp_path)
+    # one CPU: the kernel rewrites the rseq area's cpu_id at every return to user
+    # space, so two dumps of an idle program differ there if it changed CPUs
+    os.sched_setaffinity(prog.pid, {min(os.sched_getaffinity(0))})
+    return prog
+
+
+def increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch):
+    """A (full, tracking armed); pages 1, 5, 7 written, FRESH mapped, then B
+    incremental, with pages 5 (again) and 9 written between B's read-ahead and
+    its freeze.  Returns (summary of B, B, a full core of the same instant)."""
+    a, b, full = (str(tmp_path / f"{x}.core") for x in ("a", "b", "full"))
+    rcore.dump(prog.pid, a, track=True)
+    prog.ask("w 3 1 5 7")
+    prog.ask("c")                       # pages 3 and 10; FRESH mapped since tracking began
+    read_ahead = ProcessDump.read_ahead
+
+    def then_write(self):
+        read_ahead(self)
+        assert sum(e - s for s, e in self.held.ahead) >= 5 * PAGE
+        prog.ask("w 2 5 9")
+
+    monkeypatch.setattr(ProcessDump, "read_ahead", then_write)
+    s = rcore.dump(prog.pid, b, incremental=a)
+    monkeypatch.undo()
+    rcore.dump(prog.pid, full)          # the program has not run since B
+    return s, b, full
+
+
+def assert_same_memory(b, full):
+    d = diff(b, full)
+    assert d["memory"] == [], d["memory"]
+    assert all(not v for v in d["mappings"].values()), d["mappings"]
+
+
+def test_pages_written_after_the_read_ahead_are_read_at_the_freeze(prog, tmp_path,
+                                                                   monkeypatch):
+    s, b, full = increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch)
+    assert s.copy_method == "ahead"
+    stored = [p + i for p, n, filesz in region_segments(b) if filesz for i in range(n)]
+    assert stored == [1, 3, 5, 7, 9, 10]
+    assert_same_memory(b, full)
+    # the new mapping is stored whole, and tracked from now on
+    from rcore.elf.reader import CoreFile
+    with CoreFile(b, resolve=False) as core:
+        fresh = next(m for m in core.state.mappings if m.start == FRESH)
+        assert fresh.stored == "all"
+    assert dirty.Written(prog.pid).split(FRESH, FRESH + 2 * PAGE) == \
+        [(FRESH, FRESH + 2 * PAGE, True)]
+
+
+def test_fork_when_reading_at_the_freeze_would_cost_more(prog, tmp_path, monkeypatch):
+    monkeypatch.setattr(readahead, "frozen_read_cheaper", lambda ranges, resident: False)
+    s, b, full = increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch)
+    assert s.copy_method == "stream"
+    assert_same_memory(b, full)
+
+
+def test_nothing_read_ahead_beyond_the_limit(prog, tmp_path, monkeypatch):
+    monkeypatch.setattr(readahead, "AHEAD_LIMIT", 0)
+    s, b, full = increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch)
+    assert s.copy_method == "ahead"
+    assert_same_memory(b, full)
+
+
+def test_a_mappings_first_page_tells_whether_it_is_tracked(prog, tmp_path):
+    """Registration is per VMA: the one-page walk of Written.tracks_whole agrees
+    with the walk of the whole address space for every mapping."""
+    rcore.dump(prog.pid, str(tmp_path / "a.core"), track=True)
+    prog.ask("c")                       # FRESH: mapped since, not tracked
+    with FrozenProcess(prog.pid):
+        maps = [m for m in procfs.read_maps(prog.pid) if m.end <= dirty.USER_SPACE_END]
+        whole = dirty.Written(prog.pid)
+        want = [whole.split(m.start, m.end) == [(m.start, m.end, True)] for m in maps]
+        assert dirty.Written(prog.pid).tracks_whole(maps) == want
+    tracked = {m.start for m, t in zip(maps, want) if t}
+    assert REGION in tracked and FRESH not in tracked
+
+
+def test_frozen_read_estimate():
+    # a few pages cost less than forking 1 GiB; as many as the process holds do not
+    gib = (1 << 30) // PAGE
+    assert readahead.frozen_read_cheaper([(REGION, REGION + 100 * PAGE)], gib)
+    assert not readahead.frozen_read_cheaper(
+        [(REGION + 2 * i * PAGE, REGION + (2 * i + 1) * PAGE) for i in range(gib // 4)], gib)

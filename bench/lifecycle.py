@@ -8,8 +8,10 @@ pages every 10 ms, printing its clock each time).  For --seconds it is
 checkpointed every --interval seconds as `rcore run` does: a full core with
 dirty tracking first, then incremental cores.  Then, for as long, full dumps of
 the same process at the same interval.  For each checkpoint: its freeze (the
-longest gap between the target's 10 ms lines while it ran), its time, its bytes
-on disk and, for increments, the bytes the target wrote since the previous one.
+longest gap between the target's 10 ms lines while it ran; beside it the time
+rcore held all threads stopped, which leaves out the seizing, the scheduling of
+the target and its 10 ms rhythm), its time, its bytes on disk and, for
+increments, the bytes the target wrote since the previous one.
 Finally the target is stopped and checkpointed once more, incrementally and in
 full: the chain read through must give the same memory as the full core; then
 the newest increment is restarted (the target killed first) and must run.
@@ -48,7 +50,8 @@ def on_disk(path):
 
 def checkpoints(target, out, workdir, seconds, interval, incremental):
     """Checkpoint the target every interval for seconds; returns a row per
-    checkpoint: (freeze, time, bytes on disk, bytes written since the last)."""
+    checkpoint: (freeze, time, bytes on disk, bytes written since the last,
+    the freeze rcore measured: from all threads stopped to their release)."""
     rows, parent, last_t = [], None, time.monotonic()
     end = time.monotonic() + seconds
     n = 0
@@ -65,7 +68,8 @@ def checkpoints(target, out, workdir, seconds, interval, incremental):
             s = dump(target.pid, path, incremental=parent)
         t1 = time.monotonic()
         written = ticks_between(out, last_t, t0) * PAGES_PER_TICK * 4096
-        rows.append((longest_gap(out, t0, t1), t1 - t0, on_disk(path), written))
+        rows.append((longest_gap(out, t0, t1), t1 - t0, on_disk(path), written,
+                     s.freeze_seconds))
         if incremental:
             parent = path
         elif n > 1:
@@ -78,9 +82,11 @@ def report(name, rows):
     freezes = [r[0] * 1000 for r in rows]
     times = [r[1] for r in rows]
     sizes = [r[2] / MiB for r in rows]
+    held = [r[4] * 1000 for r in rows]
     print(f"  {name}: {len(rows)} checkpoints; freeze median {statistics.median(freezes):.1f} "
-          f"ms, max {max(freezes):.1f} ms; time median {statistics.median(times):.3f} s; "
-          f"on disk median {statistics.median(sizes):.1f} MiB")
+          f"ms, max {max(freezes):.1f} ms (stopped by rcore: median "
+          f"{statistics.median(held):.1f} ms, max {max(held):.1f} ms); time median "
+          f"{statistics.median(times):.3f} s; on disk median {statistics.median(sizes):.1f} MiB")
 
 
 def main():

@@ -4,6 +4,7 @@ after the read-ahead, mappings made after tracking started, and when the dump
 falls back to the fork copy or reads nothing ahead."""
 
 import os
+import subprocess
 
 import pytest
 
@@ -105,3 +106,37 @@ def test_frozen_read_estimate():
     assert readahead.frozen_read_cheaper([(REGION, REGION + 100 * PAGE)], gib)
     assert not readahead.frozen_read_cheaper(
         [(REGION + 2 * i * PAGE, REGION + (2 * i + 1) * PAGE) for i in range(gib // 4)], gib)
+
+
+def test_pages_process_vm_readv_refuses_are_read_through_proc_mem(procs, build):
+    """PROT_NONE pages (written, then protected) fail process_vm_readv; the held
+    pages read them through /proc/PID/mem, and an unmapped range is either
+    zeros (at the freeze, as the copier stores it) or left unread (ahead)."""
+    p = procs.start([build("prot_none"), "30"], stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"ready\n"
+    maps = procfs.read_maps(p.pid)
+    none = next(m for m in maps if m.perms == "---p" and m.size == 3 * PAGE and not m.inode)
+    stack = next(m for m in maps if m.path == "[stack]")
+    hole = none.end + 64 * PAGE
+    assert not any(m.start < hole + PAGE and m.end > hole for m in maps)
+    ranges = [(none.start, none.end), (stack.end - PAGE, stack.end)]
+    with FrozenProcess(p.pid):
+        held = readahead.HeldPages(p.pid, ranges + [(hole, hole + PAGE)])
+        held.read_ahead()
+        assert held.unread == [(hole, hole + PAGE)]
+        frozen = readahead.HeldPages(p.pid)
+        frozen.read_frozen(sorted(ranges + [(hole, hole + PAGE)]))
+        with open(f"/proc/{p.pid}/mem", "rb", buffering=0) as mem:
+            for start, end in ranges:
+                want = os.pread(mem.fileno(), end - start, start)
+                for h in (held, frozen):
+                    buf = bytearray(end - start)
+                    h.readinto(buf, start, end - start)
+                    assert buf == want
+        assert want and want != bytes(len(want))
+        buf = bytearray(PAGE)
+        frozen.readinto(buf, hole, PAGE)
+        assert buf == bytes(PAGE)
+        data = bytearray(2 * PAGE)
+        held.readinto(data, none.start, 2 * PAGE)
+        assert data == bytes((i * 7 + 3) & 0xff for i in range(2 * PAGE))

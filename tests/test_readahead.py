@@ -28,7 +28,7 @@ def prog(procs, build, tmp_path):
     return prog
 
 
-def increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch):
+def increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch, **options):
     """A (full, tracking armed); pages 1, 5, 7 written, FRESH mapped, then B
     incremental, with pages 5 (again) and 9 written between B's read-ahead and
     its freeze.  Returns (summary of B, B, a full core of the same instant)."""
@@ -44,7 +44,7 @@ def increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch):
         prog.ask("w 2 5 9")
 
     monkeypatch.setattr(ProcessDump, "read_ahead", then_write)
-    s = rcore.dump(prog.pid, b, incremental=a)
+    s = rcore.dump(prog.pid, b, incremental=a, **options)
     monkeypatch.undo()
     rcore.dump(prog.pid, full)          # the program has not run since B
     return s, b, full
@@ -76,6 +76,15 @@ def test_fork_when_reading_at_the_freeze_would_cost_more(prog, tmp_path, monkeyp
     monkeypatch.setattr(readahead, "frozen_read_cheaper", lambda ranges, resident: False)
     s, b, full = increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch)
     assert s.copy_method == "stream"
+    assert_same_memory(b, full)
+
+
+def test_no_fork_reads_the_increment_while_frozen(prog, tmp_path, monkeypatch):
+    s, b, full = increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch,
+                                                        fork=False)
+    assert s.copy_method == "frozen"
+    stored = [p + i for p, n, filesz in region_segments(b) if filesz for i in range(n)]
+    assert stored == [1, 3, 5, 7, 9, 10]
     assert_same_memory(b, full)
 
 

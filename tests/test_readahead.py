@@ -3,6 +3,7 @@ core holds the memory of the frozen instant, also for pages the program wrote
 after the read-ahead, mappings made after tracking started, and when the dump
 falls back to the fork copy or reads nothing ahead."""
 
+import importlib
 import os
 import subprocess
 
@@ -149,3 +150,16 @@ def test_pages_process_vm_readv_refuses_are_read_through_proc_mem(procs, build):
         data = bytearray(2 * PAGE)
         held.readinto(data, none.start, 2 * PAGE)
         assert data == bytes((i * 7 + 3) & 0xff for i in range(2 * PAGE))
+
+
+def test_fork_refused_reads_at_the_freeze(prog, tmp_path, monkeypatch):
+    """A process that may not map the fork's code (dump._fork_copy gives None)
+    is read while frozen, by a full dump and by an increment that would fork."""
+    dump_module = importlib.import_module("rcore.dump")
+    monkeypatch.setattr(dump_module, "_fork_copy", lambda frozen, addr, safe: None)
+    monkeypatch.setattr(readahead, "frozen_read_cheaper", lambda ranges, resident: False)
+    s = rcore.dump(prog.pid, str(tmp_path / "first.core"))
+    assert s.copy_method == "frozen"
+    s, b, full = increment_with_writes_after_read_ahead(prog, tmp_path, monkeypatch)
+    assert s.copy_method == "frozen"
+    assert_same_memory(b, full)

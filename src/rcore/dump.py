@@ -528,6 +528,7 @@ class ProcessDump:
             if copy is None:
                 self._open()
                 self.copier.copy(mem, self.later)      # no code page for the fork: now
+                self.later = []
             else:
                 self.copy, self.copy_syscall = copy
 

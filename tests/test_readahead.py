@@ -96,7 +96,7 @@ def test_nothing_read_ahead_beyond_the_limit(prog, tmp_path, monkeypatch):
     assert_same_memory(b, full)
 
 
-def test_a_mappings_first_page_tells_whether_it_is_tracked(prog, tmp_path):
+def test_a_mappings_first_page_tells_whether_it_is_tracked(prog, tmp_path, monkeypatch):
     """Registration is per VMA: the one-page walk of Written.tracks_whole agrees
     with the walk of the whole address space for every mapping."""
     rcore.dump(prog.pid, str(tmp_path / "a.core"), track=True)
@@ -105,6 +105,8 @@ def test_a_mappings_first_page_tells_whether_it_is_tracked(prog, tmp_path):
         maps = [m for m in procfs.read_maps(prog.pid) if m.end <= dirty.USER_SPACE_END]
         whole = dirty.Written(prog.pid)
         want = [whole.split(m.start, m.end) == [(m.start, m.end, True)] for m in maps]
+        assert dirty.Written(prog.pid).tracks_whole(maps) == want
+        monkeypatch.setattr(dirty, "PROBES", 1)      # many mappings: one whole walk
         assert dirty.Written(prog.pid).tracks_whole(maps) == want
     tracked = {m.start for m, t in zip(maps, want) if t}
     assert REGION in tracked and FRESH not in tracked

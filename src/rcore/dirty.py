@@ -51,6 +51,7 @@ from .rebuild import is_kernel_mapping, merge_ranges
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE
 USER_SPACE_END = 0x7FFFFFFFF000
+PROBES = 200              # mappings asked one by one at most (Written.tracks_whole)
 FD_BELOW = 1024           # the descriptor is placed just under this (or the soft limit)
 # Write-protecting unpopulated memory installs markers in page tables for the
 # whole range (8 bytes per page): huge sparse reservations are left untracked.
@@ -393,8 +394,9 @@ class Written:
         """Whether each of mappings (as /proc/PID/maps lists them: one VMA each)
         is tracked.  Registration is a property of the whole VMA (the kernel
         reports PAGE_IS_WPALLOWED for a VMA's every page or none), so a walk of
-        its first page tells."""
-        if self._tracked is not None:
+        its first page tells (a walk of ~10 us each: for many mappings the
+        walk of the whole address space is cheaper)."""
+        if self._tracked is not None or len(mappings) > PROBES:
             return [self.split(m.start, m.end) == [(m.start, m.end, True)] for m in mappings]
         fd = procfs.open_pagemap(self.pid)
         try:

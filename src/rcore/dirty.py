@@ -291,7 +291,7 @@ def arm(frozen, syscall_addr, mappings, safe=None):
     tracking = load(pid)
     if tracking:
         set_baseline(tracking, None)      # the written set is about to be reset
-    ranges = _unregistered(mappings)
+    ranges = _unregistered(pid, mappings)
     with Injector(frozen.leader(), syscall_addr, block_signals=safe is not None,
                   safe=safe) as inj:
         try:
@@ -320,7 +320,7 @@ def track_new(frozen, syscall_addr, mappings, tracking, safe):
     (mapped since) and write-protect them.  Nothing is injected when there are
     none.  Returns the message arm would."""
     from .linux.inject import Injector
-    ranges = _unregistered(mappings)
+    ranges = _unregistered(frozen.pid, mappings)
     if ranges and not _blocker(frozen.pid):
         with Injector(frozen.leader(), syscall_addr, block_signals=True, safe=safe) as inj:
             try:
@@ -336,9 +336,12 @@ def track_new(frozen, syscall_addr, mappings, tracking, safe):
     return _armed(tracking)
 
 
-def _unregistered(mappings):
-    """Runs of the trackable mappings not registered yet (VmFlags `uw`)."""
-    return _ranges(mappings, {(m.start, m.end) for m in mappings if "uw" in m.vmflags})
+def _unregistered(pid, mappings):
+    """Runs of the trackable mappings of stopped process pid not registered
+    yet (asked of the kernel: Written.tracks_whole)."""
+    candidates = [m for m in mappings if trackable(m) and m.size <= MAX_MAPPING]
+    tracked = Written(pid).tracks_whole(candidates)
+    return _ranges([m for m, t in zip(candidates, tracked) if not t])
 
 
 def _armed(tracking):

@@ -103,9 +103,10 @@ def describe_chain(core):
 @dataclasses.dataclass
 class Increment:
     """What an incremental dump builds on: the parent's identity (for the
-    RCORE_PARENT note) and its mappings."""
+    RCORE_PARENT note), its mappings, and the dirty.Tracking relative to it."""
     parent: dict
     mappings: list
+    tracking: object = None
 
 
 def prepare_increment(pid, parent_path):
@@ -118,35 +119,53 @@ def prepare_increment(pid, parent_path):
         if tracking is None or tracking.baseline != dirty.core_identity(parent):
             return None, (f"full dump: dirty tracking is not armed relative to {parent_path} "
                           "(dump --track it first)")
-        return Increment(parent_identity(parent), parent.state.mappings), None
+        return Increment(parent_identity(parent), parent.state.mappings, tracking), None
 
 
-def increment_plan(plan, segments, increment, written, sparse, always=()):
-    """Cut a dump's plan and segments for an incremental core.  plan: (mapping,
-    how) pairs; segments: the writer's (mapping, filesz) in the same order.  A
-    mapping is inherited when the parent has the same private anonymous mapping
-    stored and dirty tracking covers all of it since (written: dirty.Written).
-    Inherited mappings are copied as their written runs only (a Mapping per
-    run), and their unchanged runs become segments of filesz 0.  always: page
-    ranges stored whatever tracking says (the rseq areas: the dump puts back
-    their bytes of the frozen instant, which the kernel changed since)."""
+def mark_inherited(plan, increment, written, sparse):
+    """Mark the mappings of a dump's plan ((mapping, how) pairs) that the
+    increment inherits (Mapping.stored = INHERITED): the parent has the same
+    private anonymous mapping stored and dirty tracking covers all of it since
+    (written: dirty.Written).  Mapping by mapping: the freeze waits for this;
+    WrittenRuns cuts them into runs later."""
     parents = {(p.start, p.end) for p in increment.mappings
                if p.stored in ("all", INHERITED) and not p.file_backed and not p.shared}
-    new_plan, new_segments = [], []
-    for (m, how), seg in zip(plan, segments):
-        if how != sparse or (m.start, m.end) not in parents \
-                or written.split(m.start, m.end) != [(m.start, m.end, True)]:
-            new_plan.append((m, how))
-            new_segments.append(seg)
-            continue
-        m.stored = INHERITED
-        forced = [(max(s, m.start), min(e, m.end)) for s, e in always
-                  if s < m.end and e > m.start]
-        for s, e in merge_ranges(list(written.written_in(m.start, m.end)) + forced):
-            run = _Run(m, s, e)
-            new_segments.append((run, e - s))
-            new_plan.append((run, how))
-    return new_plan, new_segments
+    same = [m for m, how in plan if how == sparse and (m.start, m.end) in parents]
+    for m, tracked in zip(same, written.tracks_whole(same)):
+        if tracked:
+            m.stored = INHERITED
+
+
+class WrittenRuns:
+    """Cuts the inherited mappings of a dump's plan into the runs of pages
+    written since the parent (written: dirty.Written) and `always` page
+    ranges, stored whatever tracking says (the rseq areas: the dump puts back
+    their bytes of the frozen instant, which the kernel changed since).  Their
+    unchanged pages then have no PT_LOAD."""
+
+    def __init__(self, written, always=()):
+        self.written, self.always = written, always
+        self._runs = {}
+
+    def runs(self, m):
+        if m.start not in self._runs:
+            forced = [(max(s, m.start), min(e, m.end)) for s, e in self.always
+                      if s < m.end and e > m.start]
+            written = self.written.written_in(m.start, m.end)
+            self._runs[m.start] = [_Run(m, s, e) for s, e in
+                                   (merge_ranges(written + forced) if forced else written)]
+        return self._runs[m.start]
+
+    def cut(self, plan):
+        """plan ((mapping, how) pairs) with each inherited mapping replaced by
+        its runs, (a _Run, how) each."""
+        out = []
+        for m, how in plan:
+            if m.stored == INHERITED and not isinstance(m, _Run):
+                out += [(run, how) for run in self.runs(m)]
+            else:
+                out.append((m, how))
+        return out
 
 
 class _Run:

@@ -10,7 +10,10 @@ asynchronous mode, read with the PAGEMAP_SCAN ioctl (Linux 6.7+).
                 kernel resolves the program's write faults itself and marks
                 each page it lets be written.
     scan()      (restore) which pages were written since, in one ioctl from
-                outside; a rollback compares only those.
+                outside; a rollback compares only those.  An incremental dump
+                lists them (take_written, while the process runs, then Written
+                with protect at its freeze) and write-protects them again in the
+                same walks (readahead.py).
     rearm()     (after a restore: memory equals the core again) register what
                 the rebuild mapped anew and write-protect the written pages.
 
@@ -48,6 +51,7 @@ from .rebuild import is_kernel_mapping, merge_ranges
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE
 USER_SPACE_END = 0x7FFFFFFFF000
+PROBES = 200              # mappings asked one by one at most (Written.tracks_whole)
 FD_BELOW = 1024           # the descriptor is placed just under this (or the soft limit)
 # Write-protecting unpopulated memory installs markers in page tables for the
 # whole range (8 bytes per page): huge sparse reservations are left untracked.
@@ -238,13 +242,38 @@ class _Target:
         return done
 
 
-def _protect(pid):
+def _protect(pid, ranges=((0, USER_SPACE_END),)):
     """Write-protect every page of the registered ranges that is not (pages
-    written since, and pages of ranges just registered), from outside."""
+    written since, and pages of ranges just registered), from outside; only
+    within `ranges`."""
     fd = procfs.open_pagemap(pid)
     try:
-        U.pagemap_scan(fd, 0, USER_SPACE_END, flags=U.PM_SCAN_WP_MATCHING,
-                       category_mask=U.PAGE_IS_WRITTEN)
+        for start, end in ranges:
+            U.pagemap_scan(fd, start, end, flags=U.PM_SCAN_WP_MATCHING,
+                           category_mask=U.PAGE_IS_WRITTEN)
+    finally:
+        os.close(fd)
+
+
+def _scan_written(fd, protect, start=0, end=USER_SPACE_END):
+    """Merged (start, end) ranges of the tracked pages written since they were
+    last write-protected; protect: write-protect them again in the same walk."""
+    written = U.pagemap_scan(fd, start, end, flags=U.PM_SCAN_WP_MATCHING if protect else 0,
+                             category_mask=U.PAGE_IS_WPALLOWED | U.PAGE_IS_WRITTEN,
+                             return_mask=U.PAGE_IS_WRITTEN)
+    return merge_ranges([(s, e) for s, e, _ in written])
+
+
+def take_written(tracking):
+    """The pages written since the baseline, write-protected again in the same
+    walk, while the process runs (an incremental dump's read-ahead): a write
+    from now on, even one racing this walk, is reported at the freeze.  The
+    baseline is cleared first: these pages are reported nowhere else, so no
+    later dump may count from the baseline again."""
+    set_baseline(tracking, None)
+    fd = procfs.open_pagemap(tracking.pid)
+    try:
+        return _scan_written(fd, protect=True)
     finally:
         os.close(fd)
 
@@ -263,6 +292,7 @@ def arm(frozen, syscall_addr, mappings, safe=None):
     tracking = load(pid)
     if tracking:
         set_baseline(tracking, None)      # the written set is about to be reset
+    ranges = _unregistered(pid, mappings)
     with Injector(frozen.leader(), syscall_addr, block_signals=safe is not None,
                   safe=safe) as inj:
         try:
@@ -278,22 +308,61 @@ def arm(frozen, syscall_addr, mappings, safe=None):
                 st = os.stat(procfs.path(pid, "fd", str(fd)))
                 tracking = Tracking(pid, _starttime(pid), fd, st.st_ino)
                 tracking.save()
-            already = {(m.start, m.end) for m in mappings if "uw" in m.vmflags}
-            target.register(tracking.fd, _ranges(mappings, already))
+            target.register(tracking.fd, ranges)
         finally:
             target.close()
     _protect(pid)
-    return tracking, f"dirty tracking armed (userfaultfd at fd {tracking.fd} in the process)"
+    return tracking, _armed(tracking)
+
+
+def track_new(frozen, syscall_addr, mappings, tracking, safe):
+    """At an incremental dump's freeze, after Written.take (which protected the
+    written pages again): register the trackable mappings that are not yet
+    (mapped since) and write-protect them.  Nothing is injected when there are
+    none.  Returns the message arm would."""
+    from .linux.inject import Injector
+    ranges = _unregistered(frozen.pid, mappings)
+    if ranges and not _blocker(frozen.pid):
+        with Injector(frozen.leader(), syscall_addr, block_signals=True, safe=safe) as inj:
+            try:
+                target = _Target(inj, frozen.pid)
+            except InjectedSyscallError:
+                ranges = []
+            else:
+                try:
+                    ranges = target.register(tracking.fd, ranges)
+                finally:
+                    target.close()
+        _protect(frozen.pid, ranges)
+    return _armed(tracking)
+
+
+def _unregistered(pid, mappings):
+    """Runs of the trackable mappings of stopped process pid not registered
+    yet (asked of the kernel: Written.tracks_whole)."""
+    candidates = [m for m in mappings if trackable(m) and m.size <= MAX_MAPPING]
+    tracked = Written(pid).tracks_whole(candidates)
+    return _ranges([m for m, t in zip(candidates, tracked) if not t])
+
+
+def _armed(tracking):
+    return f"dirty tracking armed (userfaultfd at fd {tracking.fd} in the process)"
 
 
 class Written:
     """Which pages of a stopped process were written since the baseline:
     `tracked` (start, end) ranges registered for tracking, `written` ranges
-    within them; select() narrows a range to what must be compared."""
+    within them; select() narrows a range to what must be compared.
 
-    def __init__(self, pid):
-        self.pid = pid
-        self._tracked = self._written = None
+    A dump's freeze calls take() instead of scan(): one walk lists the pages
+    written since they were last write-protected (`since`) and protects them
+    again, and tracks_whole() asks about a few mappings only.  earlier: merged
+    ranges written since the baseline that take_written listed (and
+    protected) before the freeze: they count as written too."""
+
+    def __init__(self, pid, earlier=()):
+        self.pid, self.earlier = pid, earlier
+        self._tracked = self._written = self.since = None
 
     def scan(self):
         """Read the page tables now (once): after the layout of the process has
@@ -309,13 +378,37 @@ class Written:
         try:
             tracked = U.pagemap_scan(fd, 0, USER_SPACE_END, category_mask=U.PAGE_IS_WPALLOWED,
                                      return_mask=U.PAGE_IS_WPALLOWED)
-            written = U.pagemap_scan(fd, 0, USER_SPACE_END,
-                                     category_mask=U.PAGE_IS_WPALLOWED | U.PAGE_IS_WRITTEN,
-                                     return_mask=U.PAGE_IS_WRITTEN)
+            if self.since is None:
+                self.since = _scan_written(fd, protect=False)
         finally:
             os.close(fd)
         self._tracked = merge_ranges([(s, e) for s, e, _ in tracked])
-        self._written = merge_ranges([(s, e) for s, e, _ in written])
+
+    def take(self):
+        """At a dump's freeze: list the pages written since they were last
+        write-protected and protect them again, in one walk (1 ms for 1 GiB
+        here, where the walk for `tracked` takes 2-3 ms more)."""
+        fd = procfs.open_pagemap(self.pid)
+        try:
+            self.since = _scan_written(fd, protect=True)
+        finally:
+            os.close(fd)
+
+    def tracks_whole(self, mappings):
+        """Whether each of mappings (as /proc/PID/maps lists them: one VMA each)
+        is tracked.  Registration is a property of the whole VMA (the kernel
+        reports PAGE_IS_WPALLOWED for a VMA's every page or none), so a walk of
+        its first page tells (a walk of ~10 us each: for many mappings the
+        walk of the whole address space is cheaper)."""
+        if self._tracked is not None or len(mappings) > PROBES:
+            return [self.split(m.start, m.end) == [(m.start, m.end, True)] for m in mappings]
+        fd = procfs.open_pagemap(self.pid)
+        try:
+            return [bool(U.pagemap_scan(fd, m.start, m.start + PAGE,
+                                        category_mask=U.PAGE_IS_WPALLOWED,
+                                        return_mask=U.PAGE_IS_WPALLOWED)) for m in mappings]
+        finally:
+            os.close(fd)
 
     @property
     def tracked(self):
@@ -324,7 +417,13 @@ class Written:
 
     @property
     def written(self):
-        self.scan()
+        if self._written is None:
+            if self.since is None:
+                self.scan()
+            # thousands of earlier ranges: merged when first asked for, not
+            # while a dump holds the process frozen
+            self._written = merge_ranges(self.since + list(self.earlier)) \
+                if self.earlier else self.since
         return self._written
 
     def split(self, start, end):

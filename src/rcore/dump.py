@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import arch, chain, dirty, fds, frozenmaps, sysvipc, timers, tree
+from . import arch, chain, dirty, fds, frozenmaps, readahead, sysvipc, timers, tree
 from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
 from .elf.writer import CoreWriter
@@ -45,7 +45,8 @@ class DumpSummary:
     file_size: int
     freeze_seconds: float
     seconds: float
-    copy_method: str           # how memory left the process: "stream", "read" or "frozen"
+    copy_method: str           # how memory left the process: "stream", "read", "frozen",
+                               # or "ahead" (an increment read ahead and at the freeze)
     warnings: list = field(default_factory=list)   # what a restart will not carry, in words
     tracking: str = ""         # dump --track: armed, or why not (dirty.py)
     processes: int = 1         # processes dumped (a tree: one core each, dumptree.py)
@@ -181,6 +182,11 @@ class _Copier:
             self.done += n
             if self.progress:
                 self.progress(self.done, self.total)
+
+
+def _segments(plan):
+    """The core writer's (mapping, filesz) of each (mapping, how) of plan."""
+    return [(m, {NOTHING: 0, HEADER: PAGE}.get(how, m.size)) for m, how in plan]
 
 
 def _fork_copy(frozen, syscall_addr, safe):
@@ -403,6 +409,7 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                       unlinked_limit=unlinked_limit, run_state=run_state, tcp_lock=tcp_lock,
                       track=track, increment=increment, exact_maps=exact_maps)
     try:
+        one.read_ahead()
         # from the first seize, as the tree dump counts: seizing a thread stops it
         t_freeze = time.monotonic()
         with signals_held(), FrozenProcess(pid, one.options) as frozen:
@@ -424,11 +431,12 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
 
 
 class ProcessDump:
-    """The dump of one process in steps: capture() and prepare() while it is
-    frozen (prepare opens the core, stores what cannot wait and forks the copy),
-    store() and commit() after its release, close() always (ends the copy,
-    removes an uncommitted core).  A tree dump (dumptree.py) runs the steps of
-    every process of the tree side by side."""
+    """The dump of one process in steps: read_ahead() before the freeze (an
+    increment), capture() and prepare() while it is frozen (prepare opens the
+    core, stores what cannot wait and forks the copy, or an increment reads its
+    pages), store() and commit() after its release, close() always (ends the
+    copy, removes an uncommitted core).  A tree dump (dumptree.py) runs the
+    steps of every process of the tree side by side."""
 
     def __init__(self, pid, path, *, full=False, fork=True, stream=True, progress=None,
                  unlinked_limit=UNLINKED_FILE_LIMIT, run_state=None, tcp_lock=None,
@@ -444,6 +452,7 @@ class ProcessDump:
         self.options = seize_options(pid)
         self.mem = LiveMemory(pid)
         self.copy = self.writer = self.proc = None
+        self.held = None            # an increment's pages in rcore's memory (readahead.py)
         self.method = "frozen"
         self.tracking, self.track_note = None, ""
         self.now, self.later = [], []
@@ -451,6 +460,13 @@ class ProcessDump:
 
     def _errors(self):
         return _OsErrors(self.pid, self.path)
+
+    def read_ahead(self):
+        """An increment: read the pages written since its parent while the
+        process still runs (readahead.py)."""
+        if self.increment:
+            with self._errors():
+                self.held = readahead.read_ahead(self.increment.tracking)
 
     def capture(self, frozen, also=None):
         """The process's state (self.proc).  also(inj, scratch): more injected
@@ -487,17 +503,19 @@ class ProcessDump:
                 if m.path != "[vsyscall]"]
         for m, how in plan:
             m.stored = "all" if how in (SPARSE, DENSE) else how
-        segments = [(m, {NOTHING: 0, HEADER: PAGE}.get(how, m.size)) for m, how in plan]
         increment = self.increment
         if increment:
-            rseq_pages = [(a - a % PAGE, a - a % PAGE + PAGE) for a in self.rseq_areas]
-            plan, segments = chain.increment_plan(plan, segments, increment,
-                                                  dirty.Written(pid), SPARSE, rseq_pages)
-        self.segments = segments
-        self.writer = CoreWriter(self.path, proc, segments,
+            # The walk that lists the pages written since the read-ahead protects
+            # them again.  Inherited mappings are cut into their runs of written
+            # pages only when the core is opened (_open), after the release.
+            self.written = dirty.Written(pid, earlier=self.held.ahead)
+            self.written.take()
+            chain.mark_inherited(plan, increment, self.written, SPARSE)
+        self.plan = plan
+        self.segments = _segments(plan)
+        self.writer = CoreWriter(self.path, proc, self.segments,
                                  parent=increment and increment.parent)
-        total = sum(m.size if how != HEADER else PAGE for m, how in plan if how != NOTHING)
-        self.copier = _Copier(self.writer, self.progress, total)
+        self.copier = _Copier(self.writer, self.progress)
         now, later = [], []
         for m, how in plan:
             if how != NOTHING:
@@ -505,23 +523,58 @@ class ProcessDump:
         self.now = now
         if store_now:
             self.store_frozen()
-        if self.track:
+        if self.track and increment:
+            self.tracking = increment.tracking
+            self.track_note = dirty.track_new(frozen, self.syscall_addr, proc.mappings,
+                                              self.tracking, self.safe)
+        elif self.track:
             self.tracking, self.track_note = dirty.arm(frozen, self.syscall_addr,
                                                        proc.mappings, self.safe)
+        self.later = later
+        if later and increment and self._hold(later):
+            return
         if later:
             copy = _fork_copy(frozen, self.syscall_addr, self.safe)
             if copy is None:
                 self._open()
-                self.copier.copy(mem, later)      # no code page for the fork: now
+                self.copier.copy(mem, self.later)      # no code page for the fork: now
+                self.later = []
             else:
                 self.copy, self.copy_syscall = copy
-                self.later = later
+
+    def _rseq_pages(self):
+        # stored by an increment whatever tracking says: the dump puts back their
+        # bytes of the frozen instant, which the kernel changed since
+        return [(a - a % PAGE, a - a % PAGE + PAGE) for a in self.rseq_areas]
+
+    def _hold(self, later):
+        """Read an increment's part of the plan now into rcore's memory, when
+        that is estimated to cost less than the fork (readahead.py).  True if
+        it was read."""
+        held = self.held
+        ranges = readahead.to_read_frozen(held, later, self.written,
+                                          lambda m, how: _Copier._runs(self.mem, m, how),
+                                          self._rseq_pages())
+        if not readahead.frozen_read_cheaper(ranges, readahead.resident_pages(self.pid)):
+            return False
+        held.read_frozen(ranges)
+        return True
 
     def _open(self):
         # The core is created when data must be written while the process is
         # frozen, else after its release: the freeze does not wait for the file.
-        if self.writer.fd is None:
-            self.writer.open()
+        if self.writer.fd is not None:
+            return
+        if self.increment:
+            # inherited mappings become their runs of written pages (thousands:
+            # the freeze does not wait for them unless it writes the core)
+            runs = chain.WrittenRuns(self.written, self._rseq_pages())
+            self.plan, self.now, self.later = (runs.cut(x) for x in
+                                               (self.plan, self.now, self.later))
+            self.segments = self.writer.segments = _segments(self.plan)
+        self.copier.total = sum(m.size if how != HEADER else PAGE for m, how in self.plan
+                                if how != NOTHING)
+        self.writer.open()
 
     def store(self):
         """Store the copy's memory (the process runs again)."""
@@ -531,6 +584,9 @@ class ProcessDump:
             if self.copy:
                 self.method = _store_copy(self.copy, self.copy_syscall, self.copier,
                                           self.later, self.stream)
+            elif self.later:
+                self.copier.copy(self.held, self.later)
+                self.method = "ahead"
             _put_back_rseq_areas(self.writer, self.rseq_areas)
 
     def _check_flags(self):
@@ -554,6 +610,8 @@ class ProcessDump:
 
     def close(self):
         self.mem.close()
+        if self.held is not None:
+            self.held.close()
         copy, self.copy = self.copy, None
         if copy:
             _end_copy(self.pid, copy, self.options, self.safe)

@@ -189,8 +189,10 @@ def check_flags(pid, mappings, later, *, copy):
         i = bisect.bisect_right(starts, m.start) - 1
         e = later_at[i] if i >= 0 and later_at[i].end >= m.end else None
         if not copy:
+            # (userfaultfd flags change when the dump arms tracking; `lo` was
+            # checked at the freeze, against VmLck)
             if (e is not None and _layout(e) == _layout(m)
-                    and set(e.vmflags) != set(m.vmflags)):
+                    and set(e.vmflags) - FORK_DROPS != set(m.vmflags) - FORK_DROPS):
                 raise FlagsChanged(_changed(pid, m, "its VmFlags"))
             continue
         if e is None:

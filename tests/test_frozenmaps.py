@@ -2,6 +2,7 @@
 (frozenmaps.py): a mapping whose flags or pages change in between, without a
 change of layout, must still be in the core as it was at the freeze."""
 
+import os
 import subprocess
 
 import pytest
@@ -17,8 +18,8 @@ PAGE = 4096
 
 def _start(build, procs, tmp_path):
     p = procs.start([build("flags_race"), str(tmp_path / "mapped")], stdin=subprocess.PIPE)
-    lines = wait_lines(p.out_path, 4)
-    return p, {name: int(addr, 16) for name, addr in (line.split() for line in lines[:3])}
+    lines = wait_lines(p.out_path, 5)
+    return p, {name: int(addr, 16) for name, addr in (line.split() for line in lines[:4])}
 
 
 def _command(p, letter):
@@ -37,7 +38,11 @@ def _between_early_read_and_freeze(monkeypatch, p, letter):
 
     def early(self, pid):
         real_init(self, pid)
-        if not raised and letter:
+        if raised or not letter:
+            return
+        if callable(letter):
+            letter()
+        else:
             _command(p, letter)
 
     def check(*args, **kwargs):
@@ -103,6 +108,29 @@ def test_a_page_written_before_the_freeze_makes_a_file_mapping_stored(
         m = _mapping(core, addrs["file"])
         assert m.stored == "all" and m.anonymous == PAGE
         assert core.read(addrs["file"], 2 * PAGE) == b"\x22" * PAGE + b"\x11" * PAGE
+
+
+def test_a_page_written_into_an_unreadable_mapping_before_the_freeze(
+        build, procs, tmp_path, monkeypatch):
+    # A PROT_NONE mapping the early read saw empty is not stored; a debugger
+    # writes a page into it (through /proc/PID/mem) just before the freeze: the
+    # fork copy shows the page, and the dump is taken again with it.
+    p, addrs = _start(build, procs, tmp_path)
+
+    def poke():
+        fd = os.open(f"/proc/{p.pid}/mem", os.O_RDWR)
+        try:
+            os.pwrite(fd, b"\x5a" * PAGE, addrs["none"] + PAGE)
+        finally:
+            os.close(fd)
+    raised = _between_early_read_and_freeze(monkeypatch, p, poke)
+    path = str(tmp_path / "core")
+    dump(p.pid, path)
+    assert len(raised) == 1 and "pages written" in str(raised[0])
+    with CoreFile(path) as core:
+        m = _mapping(core, addrs["none"])
+        assert m.stored == "all" and m.anonymous == PAGE
+        assert core.read(addrs["none"] + PAGE, PAGE) == b"\x5a" * PAGE
 
 
 def test_unchanged_mappings_take_no_second_dump(build, procs, tmp_path, monkeypatch):

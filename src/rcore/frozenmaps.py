@@ -4,9 +4,9 @@
 smaps walks every page-table entry of the process (about 70 ns a page here:
 2 ms for 100 MiB, 15 ms for 1 GiB); maps walks none.  A dump reads smaps
 just before the freeze (`Early`, the process running), and while it is frozen
-only maps, plus a PAGEMAP_SCAN of the few mappings whose Anonymous size decides
-what the core stores (private file mappings and unreadable private mappings:
-dump.plan_mapping).  The rest of smaps, the VmFlags, comes from the early read,
+only maps (compared with the early one as bytes), plus a PAGEMAP_SCAN of the
+few mappings whose Anonymous size decides what the core stores and may change
+without a change of layout (private file mappings: dump.plan_mapping).  The rest of smaps, the VmFlags, comes from the early read,
 and is checked once the process runs again (`check_flags`): against the fork
 copy's smaps when there is a copy (the copy is the process at the freeze), else
 against the process's smaps read again.  A flag that decides the core's bytes
@@ -48,33 +48,39 @@ def _layout(m):
 
 
 class Early:
-    """smaps of a process read while it runs, just before its freeze."""
+    """smaps of a process read while it runs, just before its freeze: its
+    entries, the maps text they make (compared as bytes at the freeze: parsing
+    thousands of lines while frozen would cost milliseconds) and the runs of
+    mappings that are scanned then."""
 
     def __init__(self, pid):
         self.pid = pid
-        self.entries = procfs.read_smaps(pid)
+        lines = []
+        self.entries = procfs.parse_smaps(procfs.read_bytes(pid, "smaps"), lines)
+        self.maps_text = b"".join(lines)
+        self.scanned = [m for m in self.entries if scanned_at_freeze(m)]
+        self.runs = _runs(self.entries)
 
 
 def at_freeze(pid, early):
     """(mappings, exact) of frozen process pid: exact is True when smaps was
-    read now, False when VmFlags are early's and must pass check_flags once the
-    process runs again."""
+    read now, False when they are early's entries (VmFlags, and Anonymous but
+    for the mappings scanned now) and must pass check_flags once the process
+    runs again."""
     if early is None:
         return procfs.read_smaps(pid), True
-    maps = procfs.read_maps(pid)
-    if ([_layout(m) for m in maps] != [_layout(e) for e in early.entries]
+    if (procfs.read_bytes(pid, "maps") != early.maps_text
             or not _locked_adds_up(pid, early.entries)):
         return procfs.read_smaps(pid), True
     try:
-        anonymous = _anonymous_now(pid, maps)
+        anonymous = _anonymous_now(pid, early)
     except OSError as err:
         if err.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
             return procfs.read_smaps(pid), True
         raise
-    for m, e in zip(maps, early.entries):
-        m.vmflags = list(e.vmflags)
-        m.anonymous = anonymous.get(m.start, e.anonymous)
-    return maps, False
+    for m in early.scanned:
+        m.anonymous = anonymous[m.start]
+    return early.entries, False
 
 
 def _locked_adds_up(pid, entries):
@@ -84,40 +90,54 @@ def _locked_adds_up(pid, entries):
     return int(field) * 1024 == sum(e.size for e in entries if "lo" in e.vmflags)
 
 
-def decides_plan(m):
-    """The mappings whose Anonymous bytes decide what the core stores
-    (dump.plan_mapping): private file mappings (written pages: stored whole) and
-    unreadable private mappings (never written: not stored)."""
-    return not m.shared and not m.special and (m.file_backed or m.perms[0] != "r")
+def scanned_at_freeze(m):
+    """The mappings whose Anonymous bytes, which decide what the core stores
+    (dump.plan_mapping), may change without a change of layout: private file
+    mappings (a page written is copied; then the mapping is stored whole).  An
+    unreadable private mapping (stored only if it holds pages) cannot gain a
+    page but by an mprotect, which changes the layout, or by a debugger's
+    write: check_flags compares it with the fork copy's."""
+    return not m.shared and not m.special and m.file_backed
 
 
-def _anonymous_now(pid, maps):
-    """{start: Anonymous + Swap bytes} of the mappings that decides_plan, by
-    PAGEMAP_SCAN (one scan per run of adjacent such mappings)."""
-    chosen = [m for m in maps if decides_plan(m)]
-    if not chosen:
-        return {}
+def _unreadable_private(m):
+    return not m.shared and not m.special and m.perms[0] != "r" and not m.file_backed
+
+
+def _anonymous_now(pid, early):
+    """{start: Anonymous + Swap bytes} of early.scanned, by PAGEMAP_SCAN (one
+    scan per run of adjacent such mappings)."""
+    chosen = early.scanned
     out = {m.start: 0 for m in chosen}
+    if not chosen:
+        return out
     starts = [m.start for m in chosen]
+    runs = early.runs
+    if len(runs) > _MAX_SCANS:
+        # one walk of the whole span costs less than hundreds of calls (the
+        # pages of the mappings between are walked too, ~1 ms a GiB)
+        runs = [(runs[0][0], runs[-1][1])]
     fd = procfs.open_pagemap(pid)
     try:
-        for lo, hi in _runs(maps):
+        for lo, hi in runs:
             for start, end, cats in U.pagemap_scan(
                     fd, lo, hi, anyof_mask=U.PAGE_IS_PRESENT | U.PAGE_IS_SWAPPED,
                     return_mask=_return_mask()):
-                if not _is_anonymous(cats):
-                    continue
-                _add(out, chosen, starts, start, end)
+                if _is_anonymous(cats):
+                    _add(out, chosen, starts, start, end)
     finally:
         os.close(fd)
     return out
 
 
+_MAX_SCANS = 32
+
+
 def _runs(maps):
-    """[start, end) of each run of adjacent mappings that decides_plan."""
+    """[start, end) of each run of adjacent mappings scanned_at_freeze."""
     runs = []
     for m in maps:
-        if not decides_plan(m):
+        if not scanned_at_freeze(m):
             continue
         if runs and runs[-1][1] == m.start:
             runs[-1][1] = m.end
@@ -203,6 +223,8 @@ def check_flags(pid, mappings, later, *, copy):
         gained = (set(e.vmflags) - FORK_DROPS - early) & DATA_FLAGS
         if gained:
             raise FlagsChanged(_changed(pid, m, "VmFlags " + ", ".join(sorted(gained))))
+        if _unreadable_private(m) and e.anonymous and not m.anonymous:
+            raise FlagsChanged(_changed(pid, m, "pages written"))
         m.vmflags = [f for f in e.vmflags if f not in FORK_DROPS] + [
             f for f in m.vmflags if f in FORK_DROPS]
 

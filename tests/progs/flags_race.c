@@ -3,7 +3,9 @@
  * freeze (tests/test_frozenmaps.py).  Three regions of 4 pages each, between
  * PROT_NONE guard pages (so no madvise merges them with a neighbour), filled
  * with a pattern: "wipe" and "dontfork" (anonymous), "file" (a private mapping
- * of the file argv[1], read but not written).  Prints each address, then
+ * of the file argv[1], read but not written), and "none": 4 PROT_NONE pages
+ * never written (a test writes one through /proc/PID/mem, as a debugger
+ * would).  Prints each address, then
  * "ready"; then for each line on stdin: "w" madvise(MADV_WIPEONFORK), "d"
  * madvise(MADV_DONTFORK), "c" writes the file mapping's first page (copy on
  * write), each answered by "done"; waits for its end. */
@@ -41,17 +43,22 @@ int main(int argc, char **argv)
             return 1;
         }
     unsigned char *wipe = guarded(-1), *dontfork = guarded(-1), *file = guarded(fd);
-    if (!wipe || !dontfork || !file) {
+    /* and 4 never-written PROT_NONE pages between two readable ones */
+    unsigned char *none = mmap(NULL, 6 * PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!wipe || !dontfork || !file || none == MAP_FAILED
+        || mprotect(none + PAGE, 4 * PAGE, PROT_NONE) < 0) {
         perror("mmap");
         return 1;
     }
+    none += PAGE;
     for (int i = 0; i < 4 * PAGE; i++) {
         wipe[i] = (unsigned char)(i * 5 + 1);
         dontfork[i] = (unsigned char)(i * 7 + 3);
     }
     volatile unsigned char sink = file[0];
     (void)sink;
-    printf("wipe %p\ndontfork %p\nfile %p\nready\n", (void *)wipe, (void *)dontfork, (void *)file);
+    printf("wipe %p\ndontfork %p\nfile %p\nnone %p\nready\n", (void *)wipe, (void *)dontfork,
+           (void *)file, (void *)none);
     fflush(stdout);
     char line[16];
     while (fgets(line, sizeof line, stdin)) {

@@ -86,14 +86,30 @@ def children(pid):
     stopped (a running process may fork between two reads)."""
     kids = set()
     try:
-        tids = os.listdir(procfs.path(pid, "task"))
+        task = os.open(procfs.path(pid, "task"), os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         return []
-    for tid in tids:
-        try:
-            kids.update(int(c) for c in procfs.read_bytes(pid, f"task/{tid}/children").split())
-        except NoSuchProcess:           # the thread ended meanwhile
-            continue
+    try:
+        # one open and read each, relative to the task directory: a process
+        # of 1000 threads has as many files, read while it is frozen
+        for tid in os.listdir(task):
+            try:
+                fd = os.open(f"{tid}/children", os.O_RDONLY, dir_fd=task)
+            except FileNotFoundError:   # the thread ended meanwhile
+                continue
+            try:
+                data = chunk = os.read(fd, 65536)
+                while chunk:
+                    chunk = os.read(fd, 65536) if len(chunk) == 65536 else b""
+                    data += chunk
+            except ProcessLookupError:
+                continue
+            finally:
+                os.close(fd)
+            if data:
+                kids.update(int(c) for c in data.split())
+    finally:
+        os.close(task)
     return sorted(k for k in kids if _comm(k) != COPY_NAME)
 
 

@@ -595,10 +595,10 @@ class ProcessDump:
         if self.maps_exact:
             return
         if self.copy:
-            later, copy = procfs.read_smaps(self.copy.tid), True
+            later, copy = procfs.read_bytes(self.copy.tid, "smaps"), True
         else:
-            later, copy = procfs.read_smaps(self.pid), False
-        frozenmaps.check_flags(self.pid, self.proc.mappings, later, copy=copy)
+            later, copy = procfs.read_bytes(self.pid, "smaps"), False
+        frozenmaps.check_flags(self.early, later, copy=copy)
         self.maps_exact = True
 
     def commit(self):

@@ -55,9 +55,11 @@ class Early:
 
     def __init__(self, pid):
         self.pid = pid
-        lines = []
-        self.entries = procfs.parse_smaps(procfs.read_bytes(pid, "smaps"), lines)
-        self.maps_text = b"".join(lines)
+        raw = []
+        self.entries = procfs.parse_smaps(procfs.read_bytes(pid, "smaps"), raw)
+        self.maps_text = b"".join(line for line, _, _ in raw)
+        # start -> (maps line, VmFlags text): what check_flags compares as bytes
+        self.raw = {m.start: (line, flags) for m, (line, flags, _) in zip(self.entries, raw)}
         self.scanned = [m for m in self.entries if scanned_at_freeze(m)]
         self.runs = _runs(self.entries)
 
@@ -187,9 +189,9 @@ def _return_mask():
         os.close(fd)
 
 
-def check_flags(pid, mappings, later, *, copy):
-    """Once the process runs again: check the mappings' early VmFlags against
-    `later`, smaps entries read since.
+def check_flags(early, later, *, copy):
+    """Once the process runs again: check the early VmFlags of its mappings
+    (early.entries) against `later`, smaps text read since.
 
     copy: `later` is the fork copy's, the process at the freeze but for
     FORK_DROPS and its MADV_DONTFORK mappings, which it lacks.  The copy's
@@ -202,31 +204,48 @@ def check_flags(pid, mappings, later, *, copy):
     still there as it was whose flags differ from early's raises FlagsChanged
     (they may have changed before the freeze, and a restart gives them back:
     MADV_WIPEONFORK, MADV_DONTDUMP...).  One the process has changed since
-    keeps early's flags, which it had within milliseconds of the freeze."""
-    later_at = sorted(later, key=lambda e: e.start)
-    starts = [e.start for e in later_at]
-    for m in mappings:
-        i = bisect.bisect_right(starts, m.start) - 1
-        e = later_at[i] if i >= 0 and later_at[i].end >= m.end else None
+    keeps early's flags, which it had within milliseconds of the freeze.
+
+    Entries are compared as bytes first (thousands of mappings: the common
+    case costs a dictionary lookup each)."""
+    pid = early.pid
+    after = {}
+    for line, flags, body in procfs.smaps_entries(later):
+        after[int(line[:line.index(b"-")], 16)] = (line, flags, body)
+    for m in early.entries:
+        line, flags = early.raw[m.start]
+        got = after.get(m.start)
+        if got is not None and got[0] + b"\n" == line and got[1] == flags:
+            # as it was, but an unreadable mapping may have had a page written
+            if (copy and _unreadable_private(m) and not m.anonymous
+                    and procfs.smaps_anonymous(got[2])):
+                raise FlagsChanged(_changed(pid, m, "pages written"))
+            continue
+        if got is not None and procfs.parse_maps_line(got[0]).end < m.end:
+            got = None                  # not the same mapping
         if not copy:
             # (userfaultfd flags change when the dump arms tracking; `lo` was
             # checked at the freeze, against VmLck)
-            if (e is not None and _layout(e) == _layout(m)
-                    and set(e.vmflags) - FORK_DROPS != set(m.vmflags) - FORK_DROPS):
+            if (got is not None and got[0] + b"\n" == line and
+                    _flag_set(got[1]) - FORK_DROPS != set(m.vmflags) - FORK_DROPS):
                 raise FlagsChanged(_changed(pid, m, "its VmFlags"))
             continue
-        if e is None:
+        if got is None:
             if "dc" in m.vmflags:
                 continue            # a fork does not copy it: stored from the process
             raise FlagsChanged(_changed(pid, m, "MADV_DONTFORK"))
-        early = set(m.vmflags)
-        gained = (set(e.vmflags) - FORK_DROPS - early) & DATA_FLAGS
+        now = _flag_set(got[1])
+        gained = (now - FORK_DROPS - set(m.vmflags)) & DATA_FLAGS
         if gained:
             raise FlagsChanged(_changed(pid, m, "VmFlags " + ", ".join(sorted(gained))))
-        if _unreadable_private(m) and e.anonymous and not m.anonymous:
+        if _unreadable_private(m) and not m.anonymous and procfs.smaps_anonymous(got[2]):
             raise FlagsChanged(_changed(pid, m, "pages written"))
-        m.vmflags = [f for f in e.vmflags if f not in FORK_DROPS] + [
+        m.vmflags = [f.decode() for f in got[1].split() if f.decode() not in FORK_DROPS] + [
             f for f in m.vmflags if f in FORK_DROPS]
+
+
+def _flag_set(flags):
+    return {f.decode() for f in flags.split()}
 
 
 def _changed(pid, m, what):

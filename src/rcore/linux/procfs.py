@@ -87,26 +87,38 @@ def read_smaps(pid, proc=PROC):
     return parse_smaps(_read(pid, "smaps", proc))
 
 
-def parse_smaps(data, maps_lines=None):
+def parse_smaps(data, raw=None):
     """Each entry of smaps is its maps line, "Key: value" lines, and "VmFlags:"
     last.  Cut at the VmFlags lines and look up the few fields needed, rather than
     going through every line: a process with 9000 mappings has 225 000 of them.
     (A newline in a path is shown escaped, so a path cannot fake a line.)
-    maps_lines: a list that gets each entry's maps line (with its newline)."""
+    raw: a list that gets (maps line with its newline, VmFlags text, the entry's
+    text) of each entry, as bytes."""
     entries = []
+    for line, flags, body in smaps_entries(data):
+        if raw is not None:
+            raw.append((line + b"\n", flags, body))
+        m = parse_maps_line(line)
+        m.vmflags = [f.decode() for f in flags.split()]
+        m.anonymous = smaps_anonymous(body)
+        entries.append(m)
+    return entries
+
+
+def smaps_entries(data):
+    """(maps line, VmFlags text, the entry's text) of each entry of smaps text,
+    without going through its lines."""
     parts = data.split(b"\nVmFlags:")
     body = parts[0]
     for part in parts[1:]:
         flags, _, following = part.partition(b"\n")
-        line = body.partition(b"\n")[0]
-        if maps_lines is not None:
-            maps_lines.append(line + b"\n")
-        m = parse_maps_line(line)
-        m.vmflags = [f.decode() for f in flags.split()]
-        m.anonymous = _smaps_kib(body, b"\nAnonymous:") + _smaps_kib(body, b"\nSwap:")
-        entries.append(m)
+        yield body.partition(b"\n")[0], flags, body
         body = following
-    return entries
+
+
+def smaps_anonymous(body):
+    """Anonymous + Swap bytes of one smaps entry's text."""
+    return _smaps_kib(body, b"\nAnonymous:") + _smaps_kib(body, b"\nSwap:")
 
 
 def _smaps_kib(body, key):

@@ -26,7 +26,7 @@ import os
 
 from .errors import CoreFormatError
 from .memory import CHUNK
-from .rebuild import merge_ranges
+from .ranges import merge_ranges
 
 INHERITED = "incremental"
 
@@ -233,7 +233,7 @@ def _stored(core, start, end):
 def _sources(chain, m, filesz):
     """(start, end, core, file offset) for mapping m's first filesz bytes: each
     range from the newest core of the chain that stores it."""
-    from .rebuild import merge_ranges, subtract_ranges
+    from .ranges import subtract_ranges
     start, end = m.start, m.start + filesz
     covered = []
     for core in chain:

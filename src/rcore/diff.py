@@ -15,7 +15,8 @@ import signal
 from dataclasses import dataclass
 
 from .memory import CHUNK, PAGE, LiveMemory
-from .rebuild import CoreBytes, merge_ranges
+from .ranges import merge_ranges
+from .rebuild import CoreBytes
 
 # --- the two sides -------------------------------------------------------------------
 

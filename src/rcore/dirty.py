@@ -46,7 +46,8 @@ from . import arch
 from .errors import InjectedSyscallError
 from .linux import libc, procfs
 from .linux import uffd as U
-from .rebuild import is_kernel_mapping, merge_ranges
+from .ranges import merge_ranges
+from .state import is_kernel_mapping
 
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE

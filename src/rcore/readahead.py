@@ -34,7 +34,7 @@ from .chain import INHERITED
 from .errors import ProcessExited, RcoreError
 from .linux import libc
 from .memory import PAGE, LiveMemory
-from .rebuild import merge_ranges
+from .ranges import merge_ranges
 
 # Measured here (Linux 6.18, 2 CPUs; docs/KERNEL-NOTES.md): reading another
 # process's pages into a fresh buffer costs ~3 us a range (process_vm_readv)

@@ -36,6 +36,8 @@ from .linux import libc, procfs
 from .linux.libc import (AT_FDCWD, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN,
                          MREMAP_FIXED, MREMAP_MAYMOVE)
 from .memory import CHUNK, LiveMemory
+from .ranges import merge_ranges, subtract_ranges
+from .state import is_kernel_mapping
 from .vdso import SPECIAL as SPECIAL_MOVABLE
 
 ARCH = arch.host()
@@ -53,12 +55,6 @@ USER_SPACE_END = 0x7FFFFFFFF000
 def prot_of(perms):
     return ((PROT_READ if perms[0] == "r" else 0) | (PROT_WRITE if perms[1] == "w" else 0)
             | (PROT_EXEC if perms[2] == "x" else 0))
-
-
-def is_kernel_mapping(m):
-    """[vdso], [vvar], [vsyscall], [uprobes]...: not user memory."""
-    return m.path.startswith("[") and m.path not in ("[heap]", "[stack]") \
-        and not m.path.startswith("[anon")
 
 
 def is_shared_anon(m):
@@ -201,41 +197,6 @@ def choose_free_address(taken, size):
 
 
 # --- interval helpers -------------------------------------------------------------
-
-def subtract_ranges(ranges, holes):
-    """Parts of the (start, end) `ranges` not covered by `holes`."""
-    holes = merge_ranges(holes)
-    starts = [hs for hs, _ in holes]
-    out = []
-    for s, e in ranges:
-        cur = s
-        # the holes that may overlap [s, e): from the last one starting at or before s
-        # (indexed, not sliced: a chain's pages are tens of thousands of holes)
-        for i in range(max(0, bisect.bisect_right(starts, s) - 1), len(holes)):
-            hs, he = holes[i]
-            if hs >= e:
-                break
-            if he <= cur:
-                continue
-            if hs > cur:
-                out.append((cur, hs))
-            cur = max(cur, he)
-            if cur >= e:
-                break
-        if cur < e:
-            out.append((cur, e))
-    return out
-
-
-def merge_ranges(ranges):
-    out = []
-    for s, e in sorted(ranges):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
-
 
 def pieces(live, start, end):
     """Live maps entries overlapping [start, end), in order (live: maps entries,

@@ -29,8 +29,9 @@ from .errors import Incompatible, NoSuchProcess, ProcessExited, RcoreError
 from .linux import inject, procfs, ptrace
 from .linux.inject import Injector
 from .linux.ptrace import FrozenProcess
-from .rebuild import (Workspace, check_rebuild, fill_memory, is_kernel_mapping,
-                      is_shared_anon, pieces, rebuild_address_space)
+from .rebuild import (Workspace, check_rebuild, fill_memory, is_shared_anon, pieces,
+                      rebuild_address_space)
+from .state import is_kernel_mapping
 
 ARCH = arch.host()
 

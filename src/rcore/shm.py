@@ -47,17 +47,16 @@ import ctypes
 import errno
 import mmap
 import os
-import re
 from dataclasses import dataclass, field, replace
 
-from . import arch, owner, rebuild
+from . import arch, owner, ranges, rebuild
+from .state import is_sysv
 from .errors import Incompatible, Unsupported
 from .linux import libc, procfs
 from .linux.libc import SHM_EXEC, SHM_RDONLY, SHM_REMAP
 from .memory import nonzero_runs
 
 CHUNK = 1 << 20
-SYSV_PATH = re.compile(r"/SYSV[0-9a-f]{8}")
 FALLBACK_NAME = "rcore-shared-anonymous"
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 NOT_FILES = {"ht", "io", "pf"}      # VmFlags of hugetlb and device mappings
@@ -87,13 +86,6 @@ def kind_of(m):
             or NOT_FILES & set(m.vmflags) or os.path.basename(m.path).startswith("["):
         return None     # hugetlb ("/anon_hugepage"), device memory, "/[aio]"...
     return "deleted"
-
-
-def is_sysv(m):
-    """A SysV segment shows as "/SYSV" and its key in 8 hex digits, deleted,
-    with its id as inode: 0 for the first segment, so that Mapping.file_backed
-    does not tell it."""
-    return m.shared and m.deleted and SYSV_PATH.fullmatch(m.path) is not None
 
 
 def rebuildable(m):
@@ -221,7 +213,7 @@ def _fill(obj, mappings, read_memory, write):
                     length = min(length, n - run)
                     if length > 0:
                         write(off + run, data[run:run + length])
-    obj.filled = rebuild.merge_ranges(obj.filled + _wanted(obj, mappings))
+    obj.filled = ranges.merge_ranges(obj.filled + _wanted(obj, mappings))
 
 
 def _wanted(obj, mappings):
@@ -233,7 +225,7 @@ def _wanted(obj, mappings):
 
 def _missing(obj, mappings):
     """The ranges the mappings show that no process has filled yet."""
-    return rebuild.subtract_ranges(_wanted(obj, mappings), obj.filled)
+    return ranges.subtract_ranges(_wanted(obj, mappings), obj.filled)
 
 
 # --- SysV shared memory ------------------------------------------------------------
@@ -295,7 +287,7 @@ def attach(inj, m):
         base = inj.call("shmat", m.inode, 0, flags)
         inj.call("mremap", base + m.offset, m.size, m.size, MREMAP_MAYMOVE | MREMAP_FIXED,
                  m.start)
-    for s, e in rebuild.subtract_ranges([(base, base + seg)], [(m.start, m.end)]):
+    for s, e in ranges.subtract_ranges([(base, base + seg)], [(m.start, m.end)]):
         inj.call("munmap", s, e - s)
 
 

@@ -6,6 +6,7 @@ Every class converts to and from plain dicts (to_dict/from_dict) for rcore's not
 fields added later must get defaults so that older cores still load."""
 
 import functools
+import re
 from dataclasses import dataclass, field, fields
 
 from . import arch
@@ -250,3 +251,19 @@ class ProcessState:
             if m.start <= addr < m.end:
                 return m
         return None
+
+
+def is_kernel_mapping(m):
+    """[vdso], [vvar], [vsyscall], [uprobes]...: not user memory."""
+    return m.path.startswith("[") and m.path not in ("[heap]", "[stack]") \
+        and not m.path.startswith("[anon")
+
+
+SYSV_PATH = re.compile(r"/SYSV[0-9a-f]{8}")
+
+
+def is_sysv(m):
+    """A SysV segment shows as "/SYSV" and its key in 8 hex digits, deleted,
+    with its id as inode: 0 for the first segment, so that Mapping.file_backed
+    does not tell it."""
+    return m.shared and m.deleted and SYSV_PATH.fullmatch(m.path) is not None

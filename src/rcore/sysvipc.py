@@ -37,7 +37,7 @@ from .errors import Incompatible
 from .linux import libc
 from .linux.libc import (GETALL, GETPID, IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC64_PERM, MSG_COPY,
                          SETALL)
-from .shm import Shared, is_sysv, sysv_key
+from .state import is_sysv
 
 ARCH = arch.host()
 SHM_DEST = 0o1000           # in a segment's mode: IPC_RMID done, gone at its last detach
@@ -187,6 +187,7 @@ def restore(objects, registry, warnings_out):
     for shm.map_sources (to attach as it is, or to fill from the core).
     Returns what it created, for undo() if the restart fails.  Raises
     Incompatible when another object holds an id or a key."""
+    from .shm import Shared, sysv_key       # the restart's: a dump does not load them
     made = []
     try:
         for kind in KINDS:

@@ -38,7 +38,8 @@ from .elf.rcore_notes import NAMES as NOTE_NAMES, NT_RCORE_FILES, NT_RCORE_MAPPI
 from .errors import CoreFormatError
 from .linux.libc import (MINSIGSTKSZ, NSIG, PATH_MAX, PID_MAX_LIMIT, RSEQ_MIN_SIZE, SA_FLAGS_KEPT, SIG_DFL, SIG_IGN, SS_AUTODISARM,
                          SS_DISABLE, SS_ONSTACK)
-from .rebuild import is_file_mapping, is_kernel_mapping, writes_past_end_of_file
+from .rebuild import is_file_mapping, writes_past_end_of_file
+from .state import is_kernel_mapping
 
 PROCESS, THREAD = NOTE_NAMES[NT_RCORE_PROCESS], NOTE_NAMES[NT_RCORE_THREAD]
 MAPPINGS, FILES = NOTE_NAMES[NT_RCORE_MAPPINGS], NOTE_NAMES[NT_RCORE_FILES]

@@ -206,10 +206,7 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None,
     actions = ask_sigactions(calls, pid)
     itimers = [calls.add("getitimer", which, OUT, out=32) for which in range(len(ITIMERS))]
     dumpable = calls.add("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
-    tid_address = calls.add("prctl", PR_GET_TID_ADDRESS, OUT, 0, 0, 0, out=8)
-    altstack = calls.add("sigaltstack", 0, OUT, out=24)
-    name = calls.add("prctl", PR_GET_NAME, OUT, 0, 0, 0, out=16)
-    robust = calls.add("get_robust_list", 0, OUT, OUT + 8, out=16)
+    leader_info = _ask_thread_info(calls, pid)
     finish = [timers.capture(calls, pid), settings.capture(calls, pid, proc.mappings)]
     if also is not None:
         finish.append(also(calls))
@@ -239,12 +236,7 @@ def _capture_injected(frozen, syscall_addr, proc, status, safe=None, known=None,
             proc.sigactions = actions()
             proc.itimers = {name: _itimer(call, pid) for name, call in zip(ITIMERS, itimers)}
             proc.dumpable = dumpable.result(pid)
-            for call in (tid_address, altstack, name, robust):
-                call.result(pid)
-            leader_state = proc.threads[0]
-            _set_thread_info(leader_state, tid_address.data + altstack.data)
-            leader_state.comm = _decode_comm(name.data)
-            leader_state.robust_list = list(struct.unpack("<QQ", robust.data))
+            leader_info(proc.threads[0])
             proc.timers, proc.settings, *_ = [done() for done in finish]
             runner = _Runner(code, sig, scratch, pid)
             others = [(ts, lambda frames, ts=ts: Injector(
@@ -271,6 +263,24 @@ def ask_sigactions(calls, pid):
             handler, flags, restorer, mask = struct.unpack("<QQQQ", call.data)
             actions.append(SigAction(sig, handler, flags, restorer, mask))
         return actions
+    return done
+
+
+def _ask_thread_info(calls, pid):
+    """Add the calling thread's thread_info calls (arch THREAD_INFO_CODE's) to
+    `calls`; returns the function that, once they have run, sets them in a
+    ThreadState."""
+    tid_address = calls.add("prctl", PR_GET_TID_ADDRESS, OUT, 0, 0, 0, out=8)
+    altstack = calls.add("sigaltstack", 0, OUT, out=24)
+    name = calls.add("prctl", PR_GET_NAME, OUT, 0, 0, 0, out=16)
+    robust = calls.add("get_robust_list", 0, OUT, OUT + 8, out=16)
+
+    def done(ts):
+        for call in (tid_address, altstack, name, robust):
+            call.result(pid)
+        _set_thread_info(ts, tid_address.data + altstack.data)
+        ts.comm = _decode_comm(name.data)
+        ts.robust_list = list(struct.unpack("<QQ", robust.data))
     return done
 
 

@@ -103,8 +103,9 @@ class _Work:
     captured side by side.  While the tree is frozen, only as many threads as
     there are CPUs run their steps at a time (`frozen_turns`): the Python
     between two ptrace calls is the GIL's, and ten threads taking turns for it
-    on two CPUs waited more than they overlapped (the freeze of 10 processes
-    median 91 ms against 75 ms, interleaved in one run of bench-like dumps).  The memory is then stored by all at once."""
+    on two CPUs waited more than they overlapped (the freeze of 10 processes:
+    median 91 ms against 75 ms, interleaved in one run of bench-like dumps).
+    The memory is then stored by all at once."""
 
     def __init__(self, progress=None):
         self.dumps = {}             # pid -> ProcessDump

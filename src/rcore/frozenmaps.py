@@ -6,8 +6,8 @@ smaps walks every page-table entry of the process (about 70 ns a page here:
 just before the freeze (`Early`, the process running), and while it is frozen
 only maps (compared with the early one as bytes), plus a PAGEMAP_SCAN of the
 few mappings whose Anonymous size decides what the core stores and may change
-without a change of layout (private file mappings: dump.plan_mapping).  The rest of smaps, the VmFlags, comes from the early read,
-and is checked once the process runs again (`check_flags`): against the fork
+without a change of layout (private file mappings: dump.plan_mapping).  The
+rest of smaps, the VmFlags, comes from the early read, and is checked once the process runs again (`check_flags`): against the fork
 copy's smaps when there is a copy (the copy is the process at the freeze), else
 against the process's smaps read again.  A flag that decides the core's bytes
 (MADV_DONTFORK, MADV_WIPEONFORK, guard pages...) gained in between fails the
@@ -27,8 +27,7 @@ import os
 from .errors import RcoreError
 from .linux import procfs
 from .linux import uffd as U
-
-PAGE = 4096
+from .memory import PAGE
 
 # VmFlags a fork does not give the child (mm/mmap.c dup_mmap, userfaultfd's
 # dup_userfaultfd without UFFD_FEATURE_EVENT_FORK): the copy cannot confirm them.
@@ -43,10 +42,6 @@ class FlagsChanged(RcoreError):
     in a way that changes the core's bytes: the dump must be taken again."""
 
 
-def _layout(m):
-    return (m.start, m.end, m.perms, m.offset, m.dev, m.inode, m.path, m.deleted)
-
-
 class Early:
     """smaps of a process read while it runs, just before its freeze: its
     entries, the maps text they make (compared as bytes at the freeze: parsing
@@ -57,7 +52,7 @@ class Early:
         self.pid = pid
         raw = []
         self.entries = procfs.parse_smaps(procfs.read_bytes(pid, "smaps"), raw)
-        self.maps_text = b"".join(line for line, _, _ in raw)
+        self.maps_text = b"".join(line + b"\n" for line, _, _ in raw)
         # start -> (maps line, VmFlags text): what check_flags compares as bytes
         self.raw = {m.start: (line, flags) for m, (line, flags, _) in zip(self.entries, raw)}
         self.scanned = [m for m in self.entries if scanned_at_freeze(m)]
@@ -215,7 +210,7 @@ def check_flags(early, later, *, copy):
     for m in early.entries:
         line, flags = early.raw[m.start]
         got = after.get(m.start)
-        if got is not None and got[0] + b"\n" == line and got[1] == flags:
+        if got is not None and got[0] == line and got[1] == flags:
             # as it was, but an unreadable mapping may have had a page written
             if (copy and _unreadable_private(m) and not m.anonymous
                     and procfs.smaps_anonymous(got[2])):
@@ -226,7 +221,7 @@ def check_flags(early, later, *, copy):
         if not copy:
             # (userfaultfd flags change when the dump arms tracking; `lo` was
             # checked at the freeze, against VmLck)
-            if (got is not None and got[0] + b"\n" == line and
+            if (got is not None and got[0] == line and
                     _flag_set(got[1]) - FORK_DROPS != set(m.vmflags) - FORK_DROPS):
                 raise FlagsChanged(_changed(pid, m, "its VmFlags"))
             continue

@@ -94,20 +94,9 @@ def children(pid):
         # of 1000 threads has as many files, read while it is frozen
         for tid in os.listdir(task):
             try:
-                fd = os.open(f"{tid}/children", os.O_RDONLY, dir_fd=task)
-            except FileNotFoundError:   # the thread ended meanwhile
+                kids.update(int(c) for c in procfs.read_at(task, f"{tid}/children").split())
+            except (FileNotFoundError, ProcessLookupError):   # the thread ended meanwhile
                 continue
-            try:
-                data = chunk = os.read(fd, 65536)
-                while chunk:
-                    chunk = os.read(fd, 65536) if len(chunk) == 65536 else b""
-                    data += chunk
-            except ProcessLookupError:
-                continue
-            finally:
-                os.close(fd)
-            if data:
-                kids.update(int(c) for c in data.split())
     finally:
         os.close(task)
     return sorted(k for k in kids if _comm(k) != COPY_NAME)

@@ -49,6 +49,10 @@ class Call:
         self.name, self.args, self.out = name, args, out
         self.ret, self.data, self._at = None, b"", 0
 
+    def arguments(self):
+        """The arguments, OUT (OUT + n) as the address in its output."""
+        return [self._at + a.offset if isinstance(a, _Out) else a for a in self.args]
+
     def result(self, pid):
         """ret, raising InjectedSyscallError for an error."""
         if -4096 < self.ret < 0:
@@ -74,11 +78,12 @@ class CallList:
         return sum(ENTRY.size + c.out for c in self.calls)
 
     def _table(self, scratch):
+        """The table CALL_LIST_CODE runs, each call given its output's address."""
         table = bytearray()
         at = scratch + len(self.calls) * ENTRY.size
         for c in self.calls:
             c._at = at
-            args = [at + a.offset if isinstance(a, _Out) else a for a in c.args]
+            args = c.arguments()
             table += ENTRY.pack(ARCH.SYS[c.name], *args, *[0] * (6 - len(args)), 0)
             at += c.out
         return table
@@ -94,8 +99,7 @@ class CallList:
         table = self._table(scratch)
         if code is None:
             for c in self.calls:
-                c.ret = inj.call(c.name, *[c._at + a.offset if isinstance(a, _Out) else a
-                                           for a in c.args], check=False)
+                c.ret = inj.call(c.name, *c.arguments(), check=False)
         else:
             libc.write_memory(pid, scratch, bytes(table))
             inj.run_to_signal(code, scratch, len(self.calls), sig=sig,

@@ -34,9 +34,15 @@ def path(pid, *parts, proc=PROC):
 
 
 def _read(pid, name, proc=PROC):
-    # os.open and os.read: a dump reads a few small files per thread, and a
-    # buffered file object costs several times more to set up than they take.
-    fd = os.open(path(pid, name, proc=proc), os.O_RDONLY | os.O_CLOEXEC)
+    return read_at(None, path(pid, name, proc=proc))
+
+
+def read_at(dir_fd, name):
+    """The bytes of file `name` (relative to the open directory dir_fd, if not
+    None).  os.open and os.read: a dump reads a few small files per thread, and
+    a buffered file object costs several times more to set up than they take;
+    a directory descriptor saves resolving /proc/PID/task again for each."""
+    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         chunks = []
         while True:
@@ -92,12 +98,12 @@ def parse_smaps(data, raw=None):
     last.  Cut at the VmFlags lines and look up the few fields needed, rather than
     going through every line: a process with 9000 mappings has 225 000 of them.
     (A newline in a path is shown escaped, so a path cannot fake a line.)
-    raw: a list that gets (maps line with its newline, VmFlags text, the entry's
-    text) of each entry, as bytes."""
+    raw: a list that gets (maps line, VmFlags text, the entry's text) of each
+    entry, as bytes."""
     entries = []
     for line, flags, body in smaps_entries(data):
         if raw is not None:
-            raw.append((line + b"\n", flags, body))
+            raw.append((line, flags, body))
         m = parse_maps_line(line)
         m.vmflags = [f.decode() for f in flags.split()]
         m.anonymous = smaps_anonymous(body)

@@ -184,3 +184,27 @@ def test_poll_with_a_timeout_times_out_after_restart(build, procs, tmp_path):
                  what="the program in poll()")
     assert restarted_output(procs, tmp_path, [build("poll_timeout"), "3000"], in_poll) == [
         "polling", "poll 0 timeout"]
+
+
+def test_signals_pending_for_a_thread_not_the_leader(build, procs, tmp_path):
+    """A thread's own pending signals (the dump asks for them only when the
+    thread says it has some) are in the core under that thread, and come back
+    to it: it takes them, with their value, after the restart."""
+    exe = build("thread_pending")
+    ref = procs.start([exe])
+    p = procs.start([exe])
+    wait_lines(ref.out_path, 1)
+    ref.send_signal(signal.SIGUSR2)
+    wait_lines(p.out_path, 1)
+    checkpoint_and_kill(p, tmp_path / "core")
+    with CoreFile(str(tmp_path / "core")) as c:
+        pending = [sorted(int.from_bytes(info[:4], "little") for info in t.pending)
+                   for t in c.state.threads]
+    assert len(pending) == 3 and pending[0] == []
+    assert sorted(pending[1:]) == [[], [signal.SIGUSR1, signal.SIGRTMIN + 3]]
+    h = restart(procs, tmp_path / "core")
+    os.kill(h.pid, signal.SIGUSR2)
+    assert h.wait(timeout=30) == 0
+    out = sorted(read_lines(p.out_path))
+    assert out == sorted(finished_output(ref))
+    assert "first RTMIN+3 555" in out and "first SIGUSR1 0" in out and "second pending none" in out

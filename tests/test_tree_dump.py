@@ -369,3 +369,45 @@ def test_one_progress_for_the_whole_tree(family, tmp_path):
     done, total = max(seen)
     # the sums over every process (one process's alone is less than all stored)
     assert total >= done >= s.bytes_stored, (done, total, s.bytes_stored)
+
+
+_FORKS_ON_USR1 = """
+import os, signal, sys, time
+def fork(*_):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+signal.signal(signal.SIGUSR1, fork)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_children_of_a_frozen_process_without_reading_each_thread(procs, tmp_path, monkeypatch):
+    """tree.children_frozen: a child forked after the process was looked at
+    running (tree.Before) is found while it is frozen; with no task created
+    since and no child before, none is, without reading its children files;
+    a namespace's init, which orphans are given to, is always read."""
+    from rcore.linux import procfs
+    from rcore.linux.ptrace import FrozenProcess
+    p = procs.start([sys.executable, "-c", _FORKS_ON_USR1])
+    wait_lines(p.out_path, 1)
+    before = tree.Before(p.pid)
+    assert before.children == []
+    p.send_signal(signal.SIGUSR1)
+    kid = wait_for(lambda: tree.children(p.pid), what="the forked child")
+    procs.adopt(kid[0])
+    assert procfs.read_forks() > before.forks
+    with FrozenProcess(p.pid):
+        assert tree.children_frozen(p.pid, before) == kid
+    # the machine forks on meanwhile: its count held still
+    monkeypatch.setattr(procfs, "read_forks", lambda: 12345)
+    quiet = tree.Before(p.pid)
+    quiet.children = []
+    read = []
+    monkeypatch.setattr(tree, "children", lambda pid: read.append(pid) or [])
+    assert tree.children_frozen(p.pid, quiet) == [] and read == []
+    assert tree.children_frozen(p.pid, quiet, ns_init=True) == [] and read == [p.pid]
+    quiet.children = kid
+    assert tree.children_frozen(p.pid, quiet) == [] and read == [p.pid] * 2

@@ -99,12 +99,14 @@ def capture_creds(status):
             "groups": [int(x) for x in status.get("Groups", "").split()]}
 
 
-def capture_thread(thread, known=None):
+def capture_thread(thread, known=None, pending=True):
     """Everything ptrace shows of a stopped thread; the rest (its name and
     robust list too: one /proc read and one system call fewer per thread) is
     asked by the thread itself later (_Runner.thread_info).
     known: a dict that gets, under the tid, what an Injector of this thread
-    would read again (inject.Injector's `known`)."""
+    would read again (inject.Injector's `known`).
+    pending false: its pending signals are left for _Runner, which asks for
+    them only if the thread says it has some (a request fewer per thread)."""
     regs = thread.get_regs()
     rseq = thread.rseq_config()
     sigmask = thread.get_sigmask()
@@ -112,21 +114,21 @@ def capture_thread(thread, known=None):
         known[thread.tid] = (regs, sigmask, rseq)     # (capture_process adds the rseq area)
     return ThreadState(
         tid=thread.tid, regs=regs.as_dict(), xstate=thread.get_xstate(),
-        sigmask=sigmask, pending=thread.peek_siginfo(shared=False),
+        sigmask=sigmask, pending=thread.peek_siginfo(shared=False) if pending else [],
         rseq=({"ptr": rseq.rseq_abi_pointer, "size": rseq.rseq_abi_size,
                "signature": rseq.signature} if rseq and rseq.rseq_abi_pointer else {}))
 
 
 def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_state=None,
                     unlinked_limit=UNLINKED_FILE_LIMIT, tcp_lock=None, safe=None,
-                    rseq_areas=None, also=None):
+                    rseq_areas=None, also=None, before=None):
     """The whole ProcessState of a FrozenProcess.  Threads are listed leader first.
     run_state: the state letter read before freezing (frozen, it reads "t").
     safe (inject.SafeSites): guard the injected calls against rcore's death.
     rseq_areas: a dict that gets each thread's rseq area (address -> bytes) as
     it is at the freeze, read before any injected call (see read_rseq_areas).
     also(inj, scratch): more calls to inject with the others (a tree's
-    pdeath signal)."""
+    pdeath signal).  before: its tree.Before, read before the freeze."""
     pid = frozen.pid
     clocks = timens.capture_clocks(pid)
     st = procfs.read_stat(pid)
@@ -151,11 +153,11 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         nice=st.nice,
         times={"utime": st.utime, "stime": st.stime, "cutime": st.cutime, "cstime": st.cstime},
         clocks=clocks, start_time=st.start_time, boot_id=procfs.read_boot_id(),
-        children=tree.children(pid))
+        children=tree.children_frozen(pid, before, _namespace_init(status)))
     leader = frozen.leader()
     tids = [pid] + sorted(t for t in frozen.threads if t != pid)
     known = {}
-    proc.threads = [capture_thread(frozen.threads[t], known) for t in tids]
+    proc.threads = [capture_thread(frozen.threads[t], known, pending=t == pid) for t in tids]
     proc.shared_pending = leader.peek_siginfo(shared=True)
     areas = read_rseq_areas(pid, proc.threads)
     if rseq_areas is not None:
@@ -164,6 +166,11 @@ def capture_process(frozen, syscall_addr, mappings=None, mapped_files=None, run_
         known[ts.tid] += (areas.get(ts.rseq.get("ptr")) if ts.rseq else None,)
     _capture_injected(frozen, syscall_addr, proc, status, safe, known, also)
     return proc
+
+
+def _namespace_init(status):
+    # NSpid lists the process's PID in each namespace, its own last
+    return status.get("NSpid", "").split()[-1:] == ["1"]
 
 
 def read_rseq_areas(pid, threads):
@@ -299,7 +306,11 @@ def stop_signal(status, proc):
     process ignores (no handler: SigCgt; SIG_IGN or ignored by default), that no
     thread blocks (a thread could be waiting for it with sigwait) and that is not
     pending.  Whichever thread it reached, the kernel would discard it: the
-    process cannot tell.  None if there is none."""
+    process cannot tell.  None if there is none.
+    Only the leader's pending signals are known yet (the others' are asked
+    after their runs): an ignored, unblocked signal pending in another thread
+    can only have come during the freeze (the kernel queues it only to a traced
+    thread), and the run it ends first is run again (_Runner.threads_info)."""
     caught = int(status.get("SigCgt", "f" * 16), 16)
     ignored = int(status.get("SigIgn", "0"), 16)
     blocked = 0
@@ -344,12 +355,14 @@ class _Runner:
         self.sig, self.scratch, self.pid = sig, scratch, pid
 
     def thread_info(self, inj, ts):
+        """Also its pending signals (ThreadState.pending), which capture_thread
+        left out."""
         if self.code is None:
             return _read_thread_injected(inj, self.scratch, self.pid, ts)
         at = self.scratch
         code = self.code + _THREAD_CODE_OFFSET
         inj.run_to_signal(code, at, sig=self.sig, end=code + len(ARCH.THREAD_INFO_CODE) - 1)
-        self._set_info(ts, libc.read_memory(self.pid, at, ARCH.THREAD_INFO_SIZE))
+        self._set_info(ts, libc.read_memory(self.pid, at, ARCH.THREAD_INFO_SIZE), inj.thread)
 
     def threads_info(self, threads, results_at):
         """thread_info of every (ThreadState, Injector factory) in `threads`.  With
@@ -393,17 +406,22 @@ class _Runner:
                     with make(None) as tinj:        # again, alone, to its end
                         self.thread_info(tinj, ts)
                 else:
-                    self._set_info(ts, slot)
+                    self._set_info(ts, slot, made[i].thread)
 
-    def _set_info(self, ts, data):
+    def _set_info(self, ts, data, thread):
         for name, off in (("prctl", 32), ("sigaltstack", 40), ("prctl", 64),
-                          ("get_robust_list", 88)):
+                          ("get_robust_list", 88), ("rt_sigpending", 104)):
             (ret,) = struct.unpack_from("<q", data, off)
             if -4096 < ret < 0:
                 raise InjectedSyscallError(self.pid, name, -ret)
         _set_thread_info(ts, data)
         ts.comm = _decode_comm(data[48:64])
         ts.robust_list = list(struct.unpack_from("<QQ", data, 72))
+        # Pending for the thread: its own signals and the process's (blocked,
+        # as all but the run's signal were).  Signals that came during the
+        # freeze are taken too: the program would have found them pending.
+        if data[96:104] != _NONE_PENDING:
+            ts.pending = thread.peek_siginfo(shared=False)
 
 
 def _write_all(pid, pieces):
@@ -438,6 +456,7 @@ def _first_error(error, step, **kwargs):
 _RESULT_SLOT = (ARCH.THREAD_INFO_SIZE + 7) & ~7
 _LAST_RESULT = ARCH.THREAD_INFO_SIZE - 8
 _UNSET = struct.pack("<Q", 1 << 63)
+_NONE_PENDING = bytes(8)
 _PARALLEL = 256
 
 
@@ -447,6 +466,7 @@ def _read_thread_injected(inj, scratch, pid, ts):
     inj.call("prctl", PR_GET_TID_ADDRESS, scratch, 0, 0, 0)
     inj.call("sigaltstack", 0, scratch + 8)
     _set_thread_info(ts, libc.read_memory(pid, scratch, 32))
+    ts.pending = inj.thread.peek_siginfo(shared=False)
     ts.comm = procfs.read_comm(pid, tid=ts.tid)
     ts.robust_list = list(libc.get_robust_list(ts.tid))
 

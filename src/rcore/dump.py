@@ -342,8 +342,10 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
         raise NoSuchProcess(pid)
     run_state = procfs.read_stat(pid).state
     one = _dump
-    if children and tree.children(pid):
+    before = tree.Before(pid)
+    if children and before.children:
         from .dumptree import dump_tree as one
+        before = None
     increment, note = chain.prepare_increment(pid, incremental) if incremental else (None, "")
     lock = tcp_repair.NetworkLock() if tcp_established else None
     # --kill: what the program does after the checkpoint is undone by the restart,
@@ -356,6 +358,8 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
                    progress=progress, unlinked_limit=unlinked_limit, run_state=run_state,
                    tcp_lock=lock, stopped=stopped,
                    track=(track or bool(incremental)) and not kill, increment=increment)
+    if before is not None:
+        options["before"] = before
     try:
         try:
             summary = one(pid, path, stream=stream and fork, **options)
@@ -404,10 +408,10 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
 
 
 def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_state,
-          tcp_lock, stopped, track, increment, exact_maps=False):
+          tcp_lock, stopped, track, increment, exact_maps=False, before=None):
     one = ProcessDump(pid, path, full=full, fork=fork, stream=stream, progress=progress,
                       unlinked_limit=unlinked_limit, run_state=run_state, tcp_lock=tcp_lock,
-                      track=track, increment=increment, exact_maps=exact_maps)
+                      track=track, increment=increment, exact_maps=exact_maps, before=before)
     try:
         one.read_ahead()
         # from the first seize, as the tree dump counts: seizing a thread stops it
@@ -440,8 +444,9 @@ class ProcessDump:
 
     def __init__(self, pid, path, *, full=False, fork=True, stream=True, progress=None,
                  unlinked_limit=UNLINKED_FILE_LIMIT, run_state=None, tcp_lock=None,
-                 track=False, increment=None, exact_maps=False):
+                 track=False, increment=None, exact_maps=False, before=None):
         self.pid, self.path = pid, path
+        self.before = before         # tree.Before: its children while it ran
         # smaps read now, while the process runs, keeps its page walk out of the
         # freeze (frozenmaps.py); exact_maps reads it while frozen instead.
         self.early = None if exact_maps else frozenmaps.Early(pid)
@@ -479,7 +484,8 @@ class ProcessDump:
             self.rseq_areas = {}
             self.proc = capture_process(frozen, self.syscall_addr, mappings, files,
                                         self.run_state, self.unlinked_limit, self.tcp_lock,
-                                        safe=self.safe, rseq_areas=self.rseq_areas, also=also)
+                                        safe=self.safe, rseq_areas=self.rseq_areas, also=also,
+                                        before=self.before)
 
     def prepare(self, frozen, now=True):
         """Plan the core, store what a fork would not carry (unless now is

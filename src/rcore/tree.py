@@ -102,6 +102,28 @@ def children(pid):
     return sorted(k for k in kids if _comm(k) != COPY_NAME)
 
 
+class Before:
+    """A process's children read while it runs, and the kernel's count of
+    created tasks, read first (see children_frozen)."""
+
+    def __init__(self, pid):
+        self.forks = procfs.read_forks()
+        self.children = children(pid)
+
+
+def children_frozen(pid, before=None, ns_init=False):
+    """children(pid) of a frozen pid.  When it had none while it ran (before, a
+    Before) and no task was created on the machine since, it has none now: a
+    child comes from a clone, or, for a namespace's init (ns_init) only, from an
+    orphan handed to it (a subreaper gets orphans of its descendants only, and
+    it had none).  That spares reading one children file per thread while the
+    process is frozen: 3-7 ms for 1000 threads."""
+    if before is not None and not before.children and not ns_init \
+            and procfs.read_forks() == before.forks:
+        return []
+    return children(pid)
+
+
 def descendants(root):
     """root and all its descendants, pre-order, siblings by ascending PID."""
     out = []

@@ -28,7 +28,7 @@ class UserRegs(ctypes.Structure):
     def as_dict(self):
         # one unpack of the whole structure (every field a u64): a dump of many
         # threads makes one of these per thread
-        return dict(zip(_REG_NAMES, _REGS_STRUCT.unpack(bytes(self))))
+        return dict(zip(_REG_NAMES, _REGS_STRUCT.unpack_from(self)))
 
     @classmethod
     def from_dict(cls, values):
@@ -57,6 +57,7 @@ class UserRegs(ctypes.Structure):
 
 _REG_NAMES = tuple(name for name, _ in UserRegs._fields_)
 _REGS_STRUCT = struct.Struct(f"<{len(_REG_NAMES)}Q")
+_U64 = struct.Struct("<Q")
 
 
 assert ctypes.sizeof(UserRegs) == 216
@@ -253,13 +254,16 @@ def _frame_xstate(xstate):
     ptrace gives the image at the CPU's largest size, with XCR0 in the spare
     bytes; a signal frame may be no larger than the thread's own size, which
     leaves out AMX tile data unless the thread has used it."""
-    import struct
-    (xcr0,) = struct.unpack_from("<Q", xstate, XSAVE_SW_XFEATURES)
-    (xstate_bv,) = struct.unpack_from("<Q", xstate, FXSAVE_SIZE)
-    features = xcr0
-    if not xstate_bv >> XFEATURE_TILEDATA & 1:
-        features &= ~(1 << XFEATURE_TILEDATA)
-    return features, min(len(xstate), _xsave_end(features))
+    (xcr0,) = _U64.unpack_from(xstate, XSAVE_SW_XFEATURES)
+    (xstate_bv,) = _U64.unpack_from(xstate, FXSAVE_SIZE)
+    return _frame_layout(xcr0, xstate_bv >> XFEATURE_TILEDATA & 1, len(xstate))
+
+
+@functools.cache
+def _frame_layout(xcr0, tiles_used, image_size):
+    # cached: a dump encodes a frame for every thread, all alike
+    features = xcr0 if tiles_used else xcr0 & ~(1 << XFEATURE_TILEDATA)
+    return features, min(image_size, _xsave_end(features))
 
 
 @functools.cache
@@ -283,7 +287,7 @@ def encode_sigframe(regs, xstate, sigmask, at, pretcode):
     frame = bytearray(fp_off + size + 4)
     _UCONTEXT.pack_into(frame, 0, pretcode,
                         UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS,
-                        0, 0, SS_FLAGS_KEEP, 0, *_sigcontext_regs(_REGS_STRUCT.unpack(bytes(regs))),
+                        0, 0, SS_FLAGS_KEEP, 0, *_sigcontext_regs(_REGS_STRUCT.unpack_from(regs)),
                         regs.cs, 0, 0, regs.ss, 0, 0, sigmask, 0, at - 8 + fp_off, sigmask)
     frame[fp_off:fp_off + size] = memoryview(xstate)[:size]
     # struct _fpx_sw_bytes, where a signal frame keeps it (the kernel checks it)
@@ -353,11 +357,12 @@ CALL_LIST_CODE = bytes.fromhex(
 
 # thread_info(results): prctl(PR_GET_TID_ADDRESS, &results[0]),
 # sigaltstack(NULL, &results[8]) (a 24-byte stack_t), prctl(PR_GET_NAME,
-# &results[48]) (16 bytes) and get_robust_list(0, &results[72], &results[80]),
-# their return values at results[32], [40], [64] and [88].  The name and the
+# &results[48]) (16 bytes), get_robust_list(0, &results[72], &results[80]) and
+# rt_sigpending(&results[96], 8), their return values at results[32], [40],
+# [64], [88] and [104].  The name and the
 # robust list would be one /proc read and one system call each from rcore, for
 # every thread of the freeze.
-THREAD_INFO_SIZE = 96
+THREAD_INFO_SIZE = 112
 THREAD_INFO_CODE = bytes.fromhex(
     "4989f9"        # mov r9, rdi          results
     "b89d000000"    # mov eax, 157         prctl
@@ -384,6 +389,11 @@ THREAD_INFO_CODE = bytes.fromhex(
     "498d5150"      # lea rdx, [r9+80]     its length
     "0f05"          # syscall
     "49894158"      # mov [r9+88], rax
+    "b87f000000"    # mov eax, 127         rt_sigpending: its pending signals, so
+    "498d7960"      # lea rdi, [r9+96]     that the dump asks for their siginfo
+    "be08000000"    # mov esi, 8           only when there are some
+    "0f05"          # syscall
+    "49894168"      # mov [r9+104], rax
 ) + _STOP_THEN_RET
 
 

@@ -192,6 +192,15 @@ def parse_status(data):
     return out
 
 
+def read_forks(proc=PROC):
+    """How many tasks (processes and threads) the kernel has created since boot:
+    /proc/stat's `processes` line, which every clone counts, whatever namespace
+    or set_tid (the ns_last_pid of /proc/sys/kernel misses clones given their PID)."""
+    data = read_at(None, f"{proc}/stat")
+    at = data.index(b"\nprocesses ") + 11
+    return int(data[at:data.index(b"\n", at)])
+
+
 def read_boot_id(proc=PROC):
     """This boot's random ID (a UUID string): start times count from the boot."""
     with open(os.path.join(proc, "sys/kernel/random/boot_id")) as f:

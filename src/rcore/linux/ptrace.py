@@ -9,6 +9,7 @@ import errno
 import os
 import signal
 import threading
+import time
 
 from .. import arch
 from ..errors import AccessDenied, NoSuchProcess, ProcessExited, PtraceError, RcoreError
@@ -301,13 +302,19 @@ class FrozenProcess:
     Use as a context manager: on leaving, every thread is detached again, whatever
     happened inside (an error, Ctrl-C).  Threads created while seizing are caught by
     listing /proc/PID/task again until every listed thread is stopped: a stopped
-    thread cannot create another."""
+    thread cannot create another.
 
-    def __init__(self, pid, options=PTRACE_O_TRACESYSGOOD):
+    leader_only: the main thread alone, the others running on: for a call in
+    it that needs no instant (a dump's last call, reaping its copy).
+    seized_at: time.monotonic() of the first seize, where the freeze begins."""
+
+    def __init__(self, pid, options=PTRACE_O_TRACESYSGOOD, leader_only=False):
         self.pid = pid
         self.options = options
+        self.leader_only = leader_only
         self.threads = {}          # tid -> Thread, in stopped state
         self.was_group_stopped = False
+        self.seized_at = None
 
     def __enter__(self):
         if not os.path.exists(f"/proc/{self.pid}"):
@@ -325,9 +332,14 @@ class FrozenProcess:
 
     def _freeze(self):
         while True:
-            new = [tid for tid in list_threads(self.pid) if tid not in self.threads]
+            if self.leader_only:
+                new = [] if self.threads else [self.pid]
+            else:
+                new = [tid for tid in list_threads(self.pid) if tid not in self.threads]
             if not new:
                 break
+            if self.seized_at is None:
+                self.seized_at = time.monotonic()
             for tid in new:
                 thread = Thread(tid, self.pid)
                 try:

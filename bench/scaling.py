@@ -8,16 +8,18 @@ gdb's gcore on the same process, in one run.
 a) a process with --maps private file pages and as many two-page anonymous
    regions (3 mappings each: tests/progs/many_maps.c): rcore dump (its freeze and
    total time), rcore restore of the same process, gdb gcore.
-b) a process with --threads threads in pause() (bench/targets/threads.c): rcore
-   dump (freeze, total), gdb gcore.
+b) a process with --threads threads in pause() and a ticker thread
+   (bench/targets/threads.c): rcore dump (freeze, total, and the longest gap of
+   the ticker, every pause of a dump counted), gdb gcore.
 The freeze is rcore's DumpSummary.freeze_seconds: from the first thread seized to
 the last one released.
-Best of --reps; rcore timed through its Python API.  Every process started here
+Best of --reps (and the median of the freezes); rcore timed through its Python API.  Every process started here
 is killed by PID at the end."""
 
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from benchlib import end_process  # noqa: E402
+from benchlib import end_process, longest_gap  # noqa: E402
 from rcore import dump, restore  # noqa: E402
 
 
@@ -41,6 +43,7 @@ def start(argv, workdir, procs):
     out = os.path.join(workdir, f"out.{len(procs)}")
     with open(out, "wb") as f:
         p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    p.out_path = out
     procs.append(p)
     deadline = time.monotonic() + 60
     while b"ready" not in open(out, "rb").read():
@@ -60,21 +63,30 @@ def gcore_seconds(pid, path):
     return seconds
 
 
-def measure(pid, workdir, reps, with_restore):
+def measure(pid, workdir, reps, with_restore, ticker=None):
+    """ticker: the target's output file, where it prints a 10 ms ticker."""
     core = os.path.join(workdir, "rcore.core")
-    freeze, total, rest, gdb = [], [], [], []
+    freeze, total, rest, gdb, gaps = [], [], [], [], []
     for _ in range(reps):
+        time.sleep(0.1)              # ticks before the dump: its gap is measured
+        t0 = time.monotonic()
         t = time.perf_counter()
         s = dump(pid, core)
         total.append(time.perf_counter() - t)
         freeze.append(s.freeze_seconds)
+        if ticker:
+            time.sleep(0.05)         # and after it
+            gaps.append(longest_gap(ticker, t0, time.monotonic()))
         if with_restore:
             t = time.perf_counter()
             restore(pid, core)
             rest.append(time.perf_counter() - t)
         os.unlink(core)
         gdb.append(gcore_seconds(pid, os.path.join(workdir, "gdb.core")))
-    line = (f"rcore dump {min(total) * 1000:.0f} ms (freeze {min(freeze) * 1000:.0f} ms)"
+    line = (f"rcore dump {min(total) * 1000:.0f} ms (freeze {min(freeze) * 1000:.0f} ms, "
+            f"median {statistics.median(freeze) * 1000:.0f} ms"
+            + (f"; longest gap of the target's 10 ms ticker {min(gaps) * 1000:.0f} ms, "
+               f"median {statistics.median(gaps) * 1000:.0f} ms" if gaps else "") + ")"
             + (f", rcore restore {min(rest) * 1000:.0f} ms" if rest else "")
             + f"; gdb gcore {min(gdb) * 1000:.0f} ms: rcore {min(gdb) / min(total):.1f}x faster")
     return line
@@ -99,7 +111,8 @@ def main():
         if args.only != "maps":
             threads = build(workdir, os.path.join(HERE, "targets", "threads.c"))
             p = start([threads, str(args.threads)], workdir, procs)
-            print(f"b) {args.threads + 1} threads: " + measure(p.pid, workdir, args.reps, False))
+            print(f"b) {args.threads + 2} threads: " + measure(p.pid, workdir, args.reps, False,
+                                                                ticker=p.out_path))
     finally:
         for p in procs:
             end_process(p)

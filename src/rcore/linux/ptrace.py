@@ -296,13 +296,24 @@ def list_threads(pid):
         raise NoSuchProcess(pid) from None
 
 
+def _thread_count(pid):
+    """How many threads pid has: the link count of /proc/PID/task is 2 plus
+    the thread group's count.  One stat, where listing them took a millisecond
+    for 1000 threads."""
+    try:
+        return os.stat(f"/proc/{pid}/task").st_nlink - 2
+    except FileNotFoundError:
+        raise NoSuchProcess(pid) from None
+
+
 class FrozenProcess:
     """All threads of `pid` seized and stopped at one instant.
 
     Use as a context manager: on leaving, every thread is detached again, whatever
     happened inside (an error, Ctrl-C).  Threads created while seizing are caught by
-    listing /proc/PID/task again until every listed thread is stopped: a stopped
-    thread cannot create another.
+    listing /proc/PID/task again until every listed thread is stopped (or the
+    process has as many threads as are stopped): a stopped thread cannot create
+    another.
 
     leader_only: the main thread alone, the others running on: for a call in
     it that needs no instant (a dump's last call, reaping its copy).
@@ -334,6 +345,10 @@ class FrozenProcess:
         while True:
             if self.leader_only:
                 new = [] if self.threads else [self.pid]
+            elif self.threads and _thread_count(self.pid) == len(self.threads):
+                # every thread is seized: a stopped thread leaves its stop only
+                # by an end of the whole process, which the dump then meets
+                break
             else:
                 new = [tid for tid in list_threads(self.pid) if tid not in self.threads]
             if not new:

@@ -186,7 +186,7 @@ class _Copier:
 
 def _segments(plan):
     """The core writer's (mapping, filesz) of each (mapping, how) of plan."""
-    return [(m, {NOTHING: 0, HEADER: PAGE}.get(how, m.size)) for m, how in plan]
+    return [(m, 0 if how == NOTHING else PAGE if how == HEADER else m.size) for m, how in plan]
 
 
 def _fork_copy(frozen, syscall_addr, safe):

@@ -401,6 +401,8 @@ def test_children_of_a_frozen_process_without_reading_each_thread(procs, tmp_pat
     assert procfs.read_forks() > before.forks
     with FrozenProcess(p.pid):
         assert tree.children_frozen(p.pid, before) == kid
+    before.refresh()                        # as the dump does before freezing
+    assert before.children == kid
     # the machine forks on meanwhile: its count held still
     monkeypatch.setattr(procfs, "read_forks", lambda: 12345)
     quiet = tree.Before(p.pid)

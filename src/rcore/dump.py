@@ -419,6 +419,8 @@ def _dump(pid, path, *, stop, full, fork, stream, progress, unlinked_limit, run_
                       track=track, increment=increment, exact_maps=exact_maps, before=before)
     try:
         one.read_ahead()
+        if before is not None:
+            before.refresh()
         with signals_held(), FrozenProcess(pid, one.options) as frozen:
             # from the first seize, as the tree dump counts: seizing a thread stops it
             t_freeze = frozen.seized_at

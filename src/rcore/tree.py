@@ -107,8 +107,16 @@ class Before:
     created tasks, read first (see children_frozen)."""
 
     def __init__(self, pid):
+        self.pid = pid
         self.forks = procfs.read_forks()
         self.children = children(pid)
+
+    def refresh(self):
+        """Read again if a task was created since: just before the freeze,
+        the less time for one to be."""
+        forks = procfs.read_forks()
+        if forks != self.forks:
+            self.forks, self.children = forks, children(self.pid)
 
 
 def children_frozen(pid, before=None, ns_init=False):

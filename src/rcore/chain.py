@@ -21,12 +21,12 @@ from a file.  `rcore flatten` writes that standalone core under a name."""
 
 import bisect
 import copy
-import dataclasses
 import os
 
 from .errors import CoreFormatError
 from .memory import CHUNK
 from .ranges import merge_ranges
+from .record import record, replace
 
 INHERITED = "incremental"
 
@@ -100,7 +100,7 @@ def describe_chain(core):
     return out
 
 
-@dataclasses.dataclass
+@record
 class Increment:
     """What an incremental dump builds on: the parent's identity (for the
     RCORE_PARENT note), its mappings, and the dirty.Tracking relative to it."""
@@ -194,7 +194,7 @@ def flatten(core, out_path):
     chain = [core] + open_chain(core)
     try:
         proc = copy.copy(core.state)
-        proc.mappings = [dataclasses.replace(m, stored="all") if m.stored == INHERITED else m
+        proc.mappings = [replace(m, stored="all") if m.stored == INHERITED else m
                          for m in core.state.mappings]
         inherited = {m.start for m in core.state.mappings if m.stored == INHERITED}
         segments = []

@@ -17,7 +17,6 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 
 from . import arch, chain, dirty, fds, frozenmaps, readahead, sysvipc, timers, tree
 from .fds import tcp_repair
@@ -28,13 +27,14 @@ from .errors import AccessDenied, NoSuchProcess, ProcessExited, RcoreError
 from .linux import inject, libc, procfs, ptrace
 from .linux.ptrace import FrozenProcess, Thread
 from .memory import CHUNK, PAGE, LiveMemory, nonzero_runs
+from .record import field, record
 from .stream import CopyStream, StreamFailed, stream_eligible
 
 ARCH = arch.host()
 ELF_MAGIC = b"\x7fELF"
 
 
-@dataclass
+@record
 class DumpSummary:
     """What dump() wrote, and how long the process was frozen."""
     path: str

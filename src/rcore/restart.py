@@ -37,7 +37,6 @@ sleeps resume with the time they had left."""
 import os
 import select
 import signal
-from dataclasses import replace
 
 from . import (apply, arch, attrs, fds, identity, mm, owner, rebuild, rseq, settings,
                shm, spawn, sysvipc, timens, timers, validate, vdso)
@@ -48,6 +47,7 @@ from .interrupts import signals_held
 from .linux import inject, procfs, ptrace
 from .linux.inject import Injector
 from .linux.ptrace import FrozenProcess
+from .record import replace
 
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE

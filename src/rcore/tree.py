@@ -8,17 +8,17 @@ parent before its children, siblings by PID), zombies included (they have no
 core)."""
 
 import os
-from dataclasses import dataclass, field
 
 from . import arch
 from .errors import NoSuchProcess, RcoreError
 from .linux import procfs
+from .record import field, record
 from .state import _Record
 
 COPY_NAME = arch.host().COPY_NAME.decode()
 
 
-@dataclass
+@record
 class Member(_Record):
     """One process of a checkpointed tree."""
     pid: int
@@ -33,7 +33,7 @@ class Member(_Record):
     tids: list = field(default_factory=list)
 
 
-@dataclass
+@record
 class Tree(_Record):
     """A checkpointed process tree: its root and its processes."""
     root: int

@@ -1,10 +1,10 @@
 """Directories, deleted ones among them."""
 
 import os
-from dataclasses import replace
 
 from . import ghost
 from .kind import Rebuilt, open_path
+from ..record import replace
 
 
 class Directory(Rebuilt):

@@ -2,12 +2,12 @@
 
 import fcntl
 import os
-from dataclasses import replace
 
 from ..errors import Unsupported
 from ..linux import procfs
 from .file import write_all
 from .kind import Rebuilt, check_int
+from ..record import replace
 
 PREFIX = "/memfd:"
 NAME_MAX = 249                              # MFD_NAME_MAX_LEN

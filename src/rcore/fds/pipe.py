@@ -2,13 +2,13 @@
 
 import os
 import stat
-from dataclasses import replace
 
 from .. import arch
 from ..errors import Incompatible, Unsupported
 from ..linux import pipes
 from . import ghost
 from .kind import STATUS_FLAGS, Rebuilt, check_int, copy_of
+from ..record import replace
 
 
 class Pipe(Rebuilt):

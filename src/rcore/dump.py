@@ -19,7 +19,6 @@ import threading
 import time
 
 from . import arch, chain, dirty, fds, frozenmaps, readahead, sysvipc, timers, tree
-from .fds import tcp_repair
 from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
@@ -345,7 +344,10 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
     if children and tree.children(pid):
         from .dumptree import dump_tree as one
     increment, note = chain.prepare_increment(pid, incremental) if incremental else (None, "")
-    lock = tcp_repair.NetworkLock() if tcp_established else None
+    lock = None
+    if tcp_established:
+        from .fds.tcp_repair import NetworkLock     # (sockets: imported only for them)
+        lock = NetworkLock()
     # --kill: what the program does after the checkpoint is undone by the restart,
     # so it is held stopped until killed: running on, it could write files or
     # pipes, and in a tree, a member killed before another lets that one see end

@@ -15,7 +15,6 @@ class Device(Rebuilt):
     (its own fd of that number if it is a terminal, else its stdin/stdout/
     stderr), with the settings put back (tty.py).  Restore: kept, or reopened
     by path."""
-    names = ("chr", "blk")
     reopenable = True
 
     def seekable(self, f):

@@ -23,7 +23,6 @@ class Memfd(Rebuilt):
     back; each description opens it again with its own access mode and
     offset.  A shared mapping of it maps the same new memfd (restart.py).
     Restore: kept if still open; refused if closed since."""
-    names = ("memfd",)
     new_description = True
 
     def capture(self, ctx, f, fdinfo):

@@ -22,7 +22,6 @@ class Pipe(Rebuilt):
     path, with its queued bytes; a deleted one is made again in a private
     place, opened and removed (ghost.py).
     Restore: kept if still open; a pipe closed since cannot be reopened."""
-    names = ("pipe", "fifo")
 
     def capture(self, ctx, f, fdinfo):
         if f.kind == "fifo" and f.deleted:

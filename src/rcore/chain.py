@@ -20,7 +20,6 @@ diff see an ordinary core whose data are read (CoreBytes) but never mapped
 from a file.  `rcore flatten` writes that standalone core under a name."""
 
 import bisect
-import copy
 import os
 
 from .errors import CoreFormatError
@@ -193,9 +192,8 @@ def flatten(core, out_path):
     from .elf.writer import CoreWriter
     chain = [core] + open_chain(core)
     try:
-        proc = copy.copy(core.state)
-        proc.mappings = [replace(m, stored="all") if m.stored == INHERITED else m
-                         for m in core.state.mappings]
+        proc = replace(core.state, mappings=[replace(m, stored="all") if m.stored == INHERITED
+                                             else m for m in core.state.mappings])
         inherited = {m.start for m in core.state.mappings if m.stored == INHERITED}
         segments = []
         for m in proc.mappings:

@@ -19,7 +19,7 @@ import threading
 import time
 
 from . import arch, chain, dirty, fds, frozenmaps, readahead, sysvipc, timers, tree
-from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
+from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
 from .errors import AccessDenied, NoSuchProcess, ProcessExited, RcoreError
@@ -624,7 +624,7 @@ class ProcessDump:
         proc = self.proc
         return DumpSummary(self.path, self.pid, len(proc.threads), len(self.segments),
                            self.copier.stored, self.writer.size, freeze, 0.0, self.method,
-                           ([children_not_carried(proc)] if proc.children else [])
+                           ([tree.children_not_carried(proc)] if proc.children else [])
                            + fds.dump_warnings(proc) + timers.warnings(proc.timers)
                            + self.ipc_warnings,
                            self.track_note, cores=[self.path])

@@ -195,7 +195,7 @@ class ProcessState:
     rlimits: dict = field(default_factory=dict)          # name -> [soft, hard]
     sigactions: list = field(default_factory=list)       # SigAction for 1..64
     shared_pending: list = field(default_factory=list)   # siginfo bytes
-    itimers: dict = field(default_factory=dict)          # real/virtual/prof -> [interval, value] in us
+    itimers: dict = field(default_factory=dict)          # ITIMERS name -> [interval, value] in us
     personality: int = 0
     creds: dict = field(default_factory=dict)            # uid/gid/groups lists
     dumpable: int = 1
@@ -222,6 +222,10 @@ class ProcessState:
             if m.start <= addr < m.end:
                 return m
         return None
+
+
+# ProcessState.itimers' keys: ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF (0, 1, 2).
+ITIMERS = ("real", "virtual", "prof")
 
 
 def is_kernel_mapping(m):

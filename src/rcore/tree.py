@@ -102,6 +102,14 @@ def children(pid):
     return sorted(k for k in kids if _comm(k) != COPY_NAME)
 
 
+def children_not_carried(proc):
+    """What to say, at dump and at restart, of a process that had children."""
+    pids = ", ".join(map(str, proc.children[:10])) + (", ..." if len(proc.children) > 10 else "")
+    return (f"process {proc.pid} has {len(proc.children)} child process(es) ({pids}) that "
+            "this single-process checkpoint does not hold (dump --no-children): after a "
+            "restart, waiting for them fails with ECHILD and what they were doing is lost")
+
+
 def descendants(root):
     """root and all its descendants, pre-order, siblings by ascending PID."""
     out = []

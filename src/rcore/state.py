@@ -5,8 +5,6 @@ here: they come from a MemorySource (a live process or a core file).
 Every class converts to and from plain dicts (to_dict/from_dict) for rcore's notes;
 fields added later must get defaults so that older cores still load."""
 
-import re
-
 from . import arch
 from .record import asdict, field, fields, record
 
@@ -234,11 +232,9 @@ def is_kernel_mapping(m):
         and not m.path.startswith("[anon")
 
 
-SYSV_PATH = re.compile(r"/SYSV[0-9a-f]{8}")
-
-
 def is_sysv(m):
     """A SysV segment shows as "/SYSV" and its key in 8 hex digits, deleted,
     with its id as inode: 0 for the first segment, so that Mapping.file_backed
     does not tell it."""
-    return m.shared and m.deleted and SYSV_PATH.fullmatch(m.path) is not None
+    return m.shared and m.deleted and len(m.path) == 13 and m.path.startswith("/SYSV") \
+        and all(c in "0123456789abcdef" for c in m.path[5:])

@@ -53,6 +53,25 @@ def test_init_defaults_and_factories_as_dataclasses():
         RB(1, start=2)
 
 
+def test_first_instances_bound_generically_then_compiled():
+    """The first HOT instances of a class are made without a compiled __init__,
+    the next ones with it: the same fields, defaults and errors either way."""
+    (DB, DS), _ = _pair()
+    _, (RB, RS) = _pair()
+    stand_in = RS.__init__
+    cases = [((1,), {}), ((1, "x", [1], b"b", 9), {}), ((), {"start": 2, "extra": 3}),
+             ((1,), {"flags": [2], "perms": "p"})]
+    errors = [((), {}), ((1, 2, 3, 4, 5, 6), {}), ((1,), {"start": 1}), ((1,), {"nope": 1})]
+    for _ in range(R.HOT + 1):
+        for args, kwargs in cases:
+            assert RS(*args, **kwargs).__dict__ == DS(*args, **kwargs).__dict__
+        for args, kwargs in errors:
+            with pytest.raises(TypeError):
+                RS(*args, **kwargs)
+    assert RS.__init__ is not stand_in            # compiled by now
+    assert RS(1).flags is not RS(1).flags
+
+
 def test_repr_eq_hash_as_dataclasses():
     (DB, DS), (RB, RS) = _pair()
     assert repr(RS(1, flags=[1])) == repr(DS(1, flags=[1])).replace(DS.__qualname__,

@@ -7,11 +7,13 @@ Why not dataclasses: every command a user types pays for rcore's imports, and
 `import dataclasses` costs 11-12 ms (it imports inspect, which imports ast,
 dis, tokenize, linecache...), then each decorated class 0.5-0.6 ms more (an
 exec per method, signature inspection): about 25 ms of a CLI dump for rcore's
-25 classes.  A record class costs 0.04 ms to declare: its __init__ and __eq__
-are compiled on first use (about 0.1 ms each), its repr and a frozen record's
-hash are shared functions.  Instances are made by the same straight-line
-__init__ a dataclass has, as fast (thousands of Mappings in a big dump), and
-compared as fast.
+25 classes.  A record class costs 0.04 ms to declare: its first 8 instances
+are made by one generic __init__ (a few microseconds each), then the
+straight-line one a dataclass has is compiled (0.1-0.6 ms by the number of
+fields) and makes the others as fast (thousands of Mappings in a big dump);
+__eq__ is compiled on first use, repr and a frozen record's hash are shared
+functions.  A class made a few times per command (ProcessState, Stat,
+DumpSummary) is never compiled: 2-2.5 ms of a CLI dump.
 
 Differences from dataclasses, none of which rcore relies on: every annotation
 is a field (no ClassVar, InitVar, __post_init__, kw_only, slots, order); a
@@ -134,7 +136,8 @@ def _build(cls, frozen):
         raise TypeError(f"{cls.__name__}: a field without a default follows one with a default")
     setattr(cls, _FIELDS, all_fields)
     setattr(cls, _NAMES, names)
-    methods = {"__init__": _deferred(cls, "__init__", lambda: _compile_init(cls, frozen)),
+    methods = {"__init__": _deferred(cls, "__init__", lambda: _compile_init(cls, frozen),
+                                     _bind_frozen if frozen else _bind),
                "__eq__": _deferred(cls, "__eq__", lambda: _compile_eq(cls)),
                "__repr__": _repr}
     if frozen:
@@ -147,17 +150,63 @@ def _build(cls, frozen):
     return cls
 
 
-def _deferred(cls, name, make):
-    """Method `name` of cls as a stand-in that, on its first call, compiles the
-    real one (make()), puts it in its place and hands over to it: declaring a
-    class compiles nothing, and one never used in a run costs nothing more."""
+# Instances of a class made through _bind before its __init__ is compiled.
+HOT = 8
+
+
+def _deferred(cls, name, make, generic=None):
+    """Method `name` of cls as a stand-in that compiles the real one (make()),
+    puts it in its place and hands over to it: on its first call, or with
+    `generic` after HOT calls of generic(cls, self, ...).  Declaring a class
+    compiles nothing, one never used in a run costs nothing more, and one made
+    only a few times per command (a ProcessState: 0.6 ms to compile its 38
+    fields) costs no compilation either."""
+    calls = 0
+
     def method(self, *args, **kwargs):
+        nonlocal calls
+        if generic is not None and calls < HOT:
+            calls += 1
+            return generic(cls, self, args, kwargs)
         real = make()
         if cls.__dict__.get(name) is method:
             setattr(cls, name, real)
         return real(self, *args, **kwargs)
     method.__qualname__ = f"{cls.__qualname__}.{name}"
     return method
+
+
+def _bind(cls, self, args, kwargs, set_field=setattr):
+    """What the compiled __init__ does, for any record, argument by argument
+    (a few microseconds an instance); the same TypeErrors."""
+    names = getattr(cls, _NAMES)
+    if len(args) > len(names):
+        raise TypeError(f"{cls.__qualname__}.__init__() takes {len(names) + 1} positional "
+                        f"arguments but {len(args) + 1} were given")
+    values = dict(zip(names, args))
+    for name, value in kwargs.items():
+        if name in values:
+            raise TypeError(f"{cls.__qualname__}.__init__() got multiple values for "
+                            f"argument {name!r}")
+        values[name] = value
+    for f in getattr(cls, _FIELDS):
+        if f.name in values:
+            value = values.pop(f.name)
+        elif f.default_factory is not MISSING:
+            value = f.default_factory()
+        elif f.default is not MISSING:
+            value = f.default
+        else:
+            raise TypeError(f"{cls.__qualname__}.__init__() missing required argument: "
+                            f"{f.name!r}")
+        set_field(self, f.name, value)
+    if values:
+        raise TypeError(f"{cls.__qualname__}.__init__() got an unexpected keyword argument "
+                        f"{next(iter(values))!r}")
+
+
+def _bind_frozen(cls, self, args, kwargs):
+    _bind(cls, self, args, kwargs, object.__setattr__)
 
 
 def _compile(cls, name, lines, namespace):

@@ -1,3 +1,3 @@
-from .cli import exit_with, main
+from .cli import command
 
-exit_with(main())
+command()

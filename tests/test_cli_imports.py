@@ -1,7 +1,8 @@
 """The CLI imports only what a command needs (every command a user types pays
 for its imports): a dump of a process without sockets loads no socket code, a
-restart none of the dump's capture, neither loads dataclasses (rcore.record) or
-shutil, nor the other commands' modules.  What is loaded, not how long it
+restart none of the dump's capture, neither loads dataclasses (rcore.record),
+shutil, termios for a process without a terminal, nor the other commands'
+modules.  What is loaded, not how long it
 takes: a behaviour test."""
 
 import os
@@ -24,7 +25,8 @@ def _modules(*argv):
 
 
 NEVER = {"dataclasses", "inspect", "shutil", "copy", "rcore.commands.info",
-         "rcore.commands.diff", "rcore.commands.run"}
+         "rcore.commands.diff", "rcore.commands.run",
+         "termios", "rcore.fds.tty"}        # (its descriptors: /dev/null and a file)
 SOCKETS = {"socket", "rcore.fds.sockets", "rcore.fds.unix", "rcore.fds.inet",
            "rcore.fds.tcp_repair", "rcore.linux.sockdiag"}
 CAPTURE = {"rcore.capture", "rcore.frozenmaps", "rcore.dump", "rcore.commands.dump"}

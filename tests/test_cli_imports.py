@@ -37,7 +37,7 @@ def test_dump_and_restart_load_only_their_modules(procs, tmp_path):
     core = tmp_path / "core"
     _, loaded = _modules("dump", p.pid, "-o", core)
     assert "rcore.dump" in loaded and "rcore.fds.device" in loaded     # it did dump /dev/null
-    assert not loaded & (NEVER | SOCKETS | {"rcore.commands.restart"})
+    assert not loaded & (NEVER | SOCKETS | {"rcore.commands.restart", "rcore.elf.schema"})
     out, loaded = _modules("restart", "--detach", "--any-pid", core)
     procs.adopt(int(out))
     assert "rcore.restart" in loaded

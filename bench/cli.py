@@ -1,6 +1,6 @@
 """The command line's own cost, against the interpreter and the Python API.
 
-    python3 bench/cli.py [--reps N] [--rcore PATH]
+    python3 bench/cli.py [--reps N] [--rcore PATH] [--against PATH]
 
 The CLI is timed as users type it: the installed `rcore` command (the launcher,
 scripts/rcore), here this checkout installed with `pip install -e` (as .ci/run
@@ -16,6 +16,9 @@ brackets), in one run:
   - a restart of that core (detached) through the API and the CLI;
   - dump and restart through rcore-python run directly: the command as the
     console script it replaced started, site first.
+--against names another installed launcher (an older checkout's) whose --help,
+dump, info and restart are timed in the same run, alternating with these rep by
+rep (bytecode cached only: its tree keeps its own cache).
 Both with the bytecode cache as users have it (compiled once, then read) and
 without it (PYTHONDONTWRITEBYTECODE=1, as in this workplace's sessions, where an
 editable install recompiles every module at every start).  Targets (issue 12):
@@ -50,6 +53,17 @@ def _timed(argv, env):
 def _series(fn, reps):
     times = [fn() for _ in range(reps)]
     return statistics.median(times), min(times)
+
+
+def _alternating(fn, commands, reps):
+    """fn(command) timed for each of commands in turn, reps times: one series
+    each (None for a None command)."""
+    times = [[] for _ in commands]
+    for _ in range(reps):
+        for cmd, series in zip(commands, times):
+            if cmd:
+                series.append(fn(cmd))
+    return [(statistics.median(t), min(t)) if t else None for t in times]
 
 
 def _show(label, series):
@@ -113,11 +127,14 @@ def main():
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--rcore", metavar="PATH", help="an installed rcore launcher to time "
                     "(default: this checkout installed into a temporary venv)")
+    ap.add_argument("--against", metavar="PATH", help="another installed rcore launcher, "
+                    "timed alternately with the first (bytecode cached)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rcore-bench-cli-")
     results = []
     try:
         rcore_cmd = installed_rcore(work, args.rcore)
+        against = args.against and os.path.abspath(args.against)
         # rcore-python run directly is the command as a console script was: site
         # first.  (An older install given by --rcore, a console script, has none.)
         with_site = rcore_cmd + "-python"
@@ -140,7 +157,9 @@ def main():
             print("bytecode cached" if cached else "no bytecode cache (PYTHONDONTWRITEBYTECODE=1)")
             py = _series(lambda: _timed([sys.executable, "-c", "pass"], env), args.reps)
             py_s = _series(lambda: _timed([sys.executable, "-S", "-c", "pass"], env), args.reps)
-            helps = _series(lambda: _timed([rcore_cmd, "--help"], env), args.reps)
+            other = against if cached else None
+            helps, helps_other = _alternating(lambda cmd: _timed([cmd, "--help"], env),
+                                              [rcore_cmd, other], args.reps)
             module_helps = _series(lambda: _timed([sys.executable, "-m", "rcore", "--help"],
                                                   module_env), args.reps)
             # Its descriptors are /dev/null: a pipe of this script would come back
@@ -149,15 +168,17 @@ def main():
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 api = _series(lambda: _api_dump(target.pid, core), args.reps)
-                cli = _series(lambda: _timed([rcore_cmd, "dump", str(target.pid), "-o", core],
-                                             env), args.reps)
+                cli, cli_other = _alternating(lambda cmd: _timed(
+                    [cmd, "dump", str(target.pid), "-o", core], env), [rcore_cmd, other], args.reps)
                 cli_site = with_site and _series(lambda: _timed(
                     [with_site, "dump", str(target.pid), "-o", core], env), args.reps)
-                info = _series(lambda: _timed([rcore_cmd, "info", core], env), args.reps)
+                info, info_other = _alternating(lambda cmd: _timed([cmd, "info", core], env),
+                                                [rcore_cmd, other], args.reps)
             finally:
                 end_process(target)
             api_restart = _series(lambda: _api_restart(core), args.reps)
-            cli_restart = _series(lambda: _cli_restart(rcore_cmd, core, env), args.reps)
+            cli_restart, cli_restart_other = _alternating(
+                lambda cmd: _cli_restart(cmd, core, env), [rcore_cmd, other], args.reps)
             cli_restart_site = with_site and _series(lambda: _cli_restart(with_site, core, env),
                                                      args.reps)
             _show("python3 -c pass (with site)", py)
@@ -173,6 +194,12 @@ def main():
             _show("restart --detach, CLI", cli_restart)
             if with_site:
                 _show("restart --detach, CLI with site (rcore-python)", cli_restart_site)
+            if other:
+                print(f"  against {other}, alternating with the above:")
+                _show("rcore --help", helps_other)
+                _show("dump, CLI", cli_other)
+                _show("info, CLI", info_other)
+                _show("restart --detach, CLI", cli_restart_other)
             print(f"  site's start-up on this machine: {(py[0] - py_s[0]) * 1000:.1f} ms "
                   f"(.pth files; the launcher skips it)")
             shim = _shim_cost(args.reps, env) if cached else None
@@ -183,6 +210,10 @@ def main():
                 _verdict("rcore --help - python3 -c pass", helps[0] - py[0], 0.040),
                 _verdict("dump: CLI - API", cli[0] - api[0], 0.050),
                 _verdict("restart: CLI - API", cli_restart[0] - api_restart[0], 0.050)]
+            if other:
+                print("  against (not counted):")
+                _verdict("dump: CLI - API", cli_other[0] - api[0], 0.050)
+                _verdict("restart: CLI - API", cli_restart_other[0] - api_restart[0], 0.050)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if all(results) else 1

@@ -387,8 +387,7 @@ def test_parser_built_for_the_named_command_only():
     """The CLI builds only the sub-parser its arguments name (start-up time);
     --help and a mistyped command still see every command."""
     from rcore import cli
-    from rcore.commands import COMMANDS
-    names = [m.__name__.rsplit(".", 1)[1] for m in COMMANDS]
+    from rcore.commands import NAMES as names
     def choices(argv):
         sub = next(a for a in cli.build_parser(argv)._actions if a.dest == "command")
         return sorted(sub.choices)

@@ -17,7 +17,6 @@ callers can refuse before they change anything."""
 import errno
 import os
 import struct
-from dataclasses import dataclass, field
 from fcntl import F_SETFD, F_SETFL, FD_CLOEXEC
 from os import O_ACCMODE, O_CLOEXEC, SEEK_SET
 
@@ -28,6 +27,7 @@ from .linux import procfs, ptrace
 from .linux.inject import Injector
 from .linux.libc import AT_FDCWD, PR_SET_NAME, SS_DISABLE
 from .linux.ptrace import Thread
+from .record import field, record
 
 ARCH = arch.host()
 SIGKILL, SIGSTOP = 9, 19
@@ -106,7 +106,7 @@ def _apply_rseq(inj, thread, ts):
         inj.call("rseq", ts.rseq["ptr"], ts.rseq["size"], 0, ts.rseq["signature"])
 
 
-@dataclass
+@record
 class ThreadPlan:
     """How a live thread set becomes the checkpoint's.  pairs: (live Thread,
     ThreadState) to overwrite; extra: live Threads to end; missing: ThreadStates
@@ -221,7 +221,7 @@ def set_thread_name(thread, ws, name):
 
 # --- files ------------------------------------------------------------------------
 
-@dataclass
+@record
 class FilesPlan:
     """What turns the live descriptor table into the checkpoint's.  Computed by
     plan_files() before anything changes; applied by apply_files()."""

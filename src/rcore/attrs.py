@@ -8,9 +8,9 @@ others would need more privilege from outside."""
 
 import struct
 
-from .capture import ITIMERS
 from .linux import procfs
 from .linux.libc import PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS
+from .state import ITIMERS
 
 RLIMITS = {name: num for num, name in procfs.RLIMIT_NAMES.items()}
 U64 = (1 << 64) - 1

@@ -16,13 +16,12 @@ from .linux.libc import PR_GET_DUMPABLE, PR_GET_NAME, PR_GET_TID_ADDRESS
 from .elf.notes import find_build_id
 from .errors import InjectedSyscallError, RcoreError
 from .fds import UNLINKED_FILE_LIMIT, capture_files
-from .state import (ExeIdentity, FileIdentity, MmFields,
+from .state import (ITIMERS, ExeIdentity, FileIdentity, MmFields,
                     ProcessState, SigAction, ThreadState)
 
 ARCH = arch.host()
 NSIG = 64
 SIGKILL, SIGSTOP = 9, 19
-ITIMERS = ("real", "virtual", "prof")
 
 
 def capture_mappings(pid, early=None):
@@ -83,14 +82,6 @@ def capture_exe(pid):
     if path.endswith(" (deleted)"):
         path = path[: -len(" (deleted)")]
     return _identity(ExeIdentity, path, procfs.stat_exe(pid), procfs.path(pid, "exe"))
-
-
-def children_not_carried(proc):
-    """What to say, at dump and at restart, of a process that had children."""
-    pids = ", ".join(map(str, proc.children[:10])) + (", ..." if len(proc.children) > 10 else "")
-    return (f"process {proc.pid} has {len(proc.children)} child process(es) ({pids}) that "
-            "this single-process checkpoint does not hold (dump --no-children): after a "
-            "restart, waiting for them fails with ECHILD and what they were doing is lost")
 
 
 def capture_creds(status):

@@ -20,13 +20,12 @@ diff see an ordinary core whose data are read (CoreBytes) but never mapped
 from a file.  `rcore flatten` writes that standalone core under a name."""
 
 import bisect
-import copy
-import dataclasses
 import os
 
 from .errors import CoreFormatError
 from .memory import CHUNK
 from .ranges import merge_ranges
+from .record import record, replace
 
 INHERITED = "incremental"
 
@@ -100,7 +99,7 @@ def describe_chain(core):
     return out
 
 
-@dataclasses.dataclass
+@record
 class Increment:
     """What an incremental dump builds on: the parent's identity (for the
     RCORE_PARENT note), its mappings, and the dirty.Tracking relative to it."""
@@ -193,9 +192,8 @@ def flatten(core, out_path):
     from .elf.writer import CoreWriter
     chain = [core] + open_chain(core)
     try:
-        proc = copy.copy(core.state)
-        proc.mappings = [dataclasses.replace(m, stored="all") if m.stored == INHERITED else m
-                         for m in core.state.mappings]
+        proc = replace(core.state, mappings=[replace(m, stored="all") if m.stored == INHERITED
+                                             else m for m in core.state.mappings])
         inherited = {m.start for m in core.state.mappings if m.stored == INHERITED}
         segments = []
         for m in proc.mappings:

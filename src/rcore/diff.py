@@ -12,11 +12,11 @@ bytes equality first; only chunks that differ are looked at page by page."""
 
 import os
 import signal
-from dataclasses import dataclass
 
 from .memory import CHUNK, PAGE, LiveMemory
 from .ranges import merge_ranges
 from .rebuild import CoreBytes
+from .record import record
 
 # --- the two sides -------------------------------------------------------------------
 
@@ -101,7 +101,7 @@ class LiveImage:
             buf[got:n] = bytes(n - got)
 
 
-@dataclass
+@record
 class Side:
     """One side of a diff: a checkpoint or the live process."""
     label: str

@@ -40,13 +40,13 @@ import functools
 import json
 import mmap
 import os
-from dataclasses import asdict, dataclass
 
 from . import arch
 from .errors import InjectedSyscallError
 from .linux import libc, procfs
 from .linux import uffd as U
 from .ranges import merge_ranges
+from .record import asdict, record
 from .state import is_kernel_mapping
 
 ARCH = arch.host()
@@ -78,7 +78,7 @@ def _starttime(pid):
     return int(data[data.rindex(b")") + 2:].split()[19])     # proc(5) field 22
 
 
-@dataclass
+@record
 class Tracking:
     """Dirty tracking armed in a process: its userfaultfd, and the core it is relative to."""
     pid: int

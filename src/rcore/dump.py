@@ -17,24 +17,23 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 
 from . import arch, chain, dirty, fds, frozenmaps, readahead, sysvipc, timers, tree
-from .fds import tcp_repair
-from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process, children_not_carried
+from .capture import UNLINKED_FILE_LIMIT, capture_mappings, capture_process
 from .elf.writer import CoreWriter
 from .interrupts import signals_held
 from .errors import AccessDenied, NoSuchProcess, ProcessExited, RcoreError
 from .linux import inject, libc, procfs, ptrace
 from .linux.ptrace import FrozenProcess, Thread
 from .memory import CHUNK, PAGE, LiveMemory, nonzero_runs
+from .record import field, record
 from .stream import CopyStream, StreamFailed, stream_eligible
 
 ARCH = arch.host()
 ELF_MAGIC = b"\x7fELF"
 
 
-@dataclass
+@record
 class DumpSummary:
     """What dump() wrote, and how long the process was frozen."""
     path: str
@@ -352,7 +351,10 @@ def dump(pid, path=None, *, stop=False, kill=False, full=False, fork=True, strea
         from .dumptree import dump_tree as one
         before = None
     increment, note = chain.prepare_increment(pid, incremental) if incremental else (None, "")
-    lock = tcp_repair.NetworkLock() if tcp_established else None
+    lock = None
+    if tcp_established:
+        from .fds.tcp_repair import NetworkLock     # (sockets: imported only for them)
+        lock = NetworkLock()
     # --kill: what the program does after the checkpoint is undone by the restart,
     # so it is held stopped until killed: running on, it could write files or
     # pipes, and in a tree, a member killed before another lets that one see end
@@ -642,7 +644,7 @@ class ProcessDump:
         proc = self.proc
         return DumpSummary(self.path, self.pid, len(proc.threads), len(self.segments),
                            self.copier.stored, self.writer.size, freeze, 0.0, self.method,
-                           ([children_not_carried(proc)] if proc.children else [])
+                           ([tree.children_not_carried(proc)] if proc.children else [])
                            + fds.dump_warnings(proc) + timers.warnings(proc.timers)
                            + self.ipc_warnings,
                            self.track_note, cores=[self.path])

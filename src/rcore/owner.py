@@ -24,14 +24,14 @@ case) and an Owner otherwise; every function here does nothing for None."""
 import os
 import pwd
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from .errors import NotPermitted
 from .linux import libc, procfs
 from .linux.libc import PR_GET_DUMPABLE, PR_SET_DUMPABLE
+from .record import record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Owner:
     """The user a process runs as: its IDs and name."""
     uid: int

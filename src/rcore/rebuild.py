@@ -26,7 +26,6 @@ import bisect
 import errno
 import os
 import threading
-from dataclasses import dataclass, field
 from mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
 from os import O_CLOEXEC, O_RDONLY, O_RDWR
 
@@ -37,6 +36,7 @@ from .linux.libc import (AT_FDCWD, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_GROWSDOWN
                          MREMAP_FIXED, MREMAP_MAYMOVE)
 from .memory import CHUNK, LiveMemory
 from .ranges import merge_ranges, subtract_ranges
+from .record import field, record
 from .state import is_kernel_mapping
 from .vdso import SPECIAL as SPECIAL_MOVABLE
 
@@ -234,7 +234,7 @@ def compatible(target, live_pieces):
     return cur >= target.end
 
 
-@dataclass
+@record
 class RebuildSummary:
     """What rebuilding the memory of a process changed."""
     unmapped: int = 0           # ranges unmapped (created since the checkpoint)

@@ -37,17 +37,17 @@ sleeps resume with the time they had left."""
 import os
 import select
 import signal
-from dataclasses import replace
 
 from . import (apply, arch, attrs, fds, identity, mm, owner, rebuild, rseq, settings,
                shm, spawn, sysvipc, timens, timers, validate, vdso)
-from .capture import children_not_carried
 from .elf.reader import CoreFile
 from .errors import CoreFormatError, Incompatible, Unsupported
 from .interrupts import signals_held
 from .linux import inject, procfs, ptrace
 from .linux.inject import Injector
 from .linux.ptrace import FrozenProcess
+from .record import replace
+from .tree import alone, children_not_carried
 
 ARCH = arch.host()
 PAGE = ARCH.PAGE_SIZE
@@ -260,7 +260,6 @@ def restart(path, detach=False, any_pid=False, lazy=False, stdin=None, stdout=No
                           f"{root_name}; restart that core (or this process alone with "
                           "--without-children)")
     if pid_namespace and (tree is None or without_children):
-        from .tree import alone
         tree = alone(core.state, os.path.basename(path))
     if tree and not without_children and (len(tree.processes) > 1 or pid_namespace):
         from .treerestart import restart_tree

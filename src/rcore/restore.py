@@ -18,7 +18,6 @@ killed takes it along (PTRACE_O_EXITKILL).  The process is never left traced."""
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 
 from . import arch, dirty, identity, owner, rseq, validate
 from .apply import (apply_process_state, apply_thread_state, check_process_state,
@@ -31,6 +30,7 @@ from .linux.inject import Injector
 from .linux.ptrace import FrozenProcess
 from .rebuild import (Workspace, check_rebuild, fill_memory, is_shared_anon, pieces,
                       rebuild_address_space)
+from .record import field, record
 from .state import is_kernel_mapping
 
 ARCH = arch.host()
@@ -40,7 +40,7 @@ NOT_IN_FOREIGN_CORES = ("the mapping layout and brk", "open descriptors and offs
                         "lists and clear_child_tid", "threads created or ended since")
 
 
-@dataclass
+@record
 class RestoreSummary:
     """What restore() changed in the process."""
     path: str

@@ -47,9 +47,9 @@ import ctypes
 import errno
 import mmap
 import os
-from dataclasses import dataclass, field, replace
 
 from . import arch, owner, ranges, rebuild
+from .record import field, record, replace
 from .state import is_sysv
 from .errors import Incompatible, Unsupported
 from .linux import libc, procfs
@@ -63,7 +63,7 @@ NOT_FILES = {"ht", "io", "pf"}      # VmFlags of hugetlb and device mappings
 SEGSZ = arch.host().SHMID64_SEGSZ
 
 
-@dataclass
+@record
 class Shared:
     """One rebuilt object: rcore's descriptor of it (None for SysV: the
     segment itself), the file ranges filled so far, and its size."""

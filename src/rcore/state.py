@@ -5,11 +5,8 @@ here: they come from a MemorySource (a live process or a core file).
 Every class converts to and from plain dicts (to_dict/from_dict) for rcore's notes;
 fields added later must get defaults so that older cores still load."""
 
-import functools
-import re
-from dataclasses import dataclass, field, fields
-
 from . import arch
+from .record import asdict, field, fields, record
 
 
 def _from_dict(cls, data):
@@ -17,44 +14,16 @@ def _from_dict(cls, data):
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
-_SCALARS = frozenset({int, str, bool, float, bytes, type(None)})
-
-
-@functools.cache
-def _field_names(cls):
-    return tuple(f.name for f in fields(cls))
-
-
-def _plain(value):
-    """value with records turned into dicts and containers copied.  (asdict does
-    the same through deepcopy: 10x slower, 0.1 s for 9000 mappings.)"""
-    if type(value) in _SCALARS:
-        return value
-    if isinstance(value, _Record):
-        d = {}
-        for name in _field_names(type(value)):
-            v = getattr(value, name)
-            d[name] = v if type(v) in _SCALARS else _plain(v)
-        return d
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 class _Record:
     def to_dict(self):
-        return _plain(self)
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data):
         return _from_dict(cls, data)
 
 
-@dataclass
+@record
 class FileIdentity(_Record):
     """What identifies a file a checkpoint names (its executable, a mapped file),
     to refuse it at restore/restart once it is another file or was rewritten
@@ -70,12 +39,12 @@ class FileIdentity(_Record):
     ctime_ns: int = 0
 
 
-@dataclass
+@record
 class ExeIdentity(FileIdentity):
     """The executable's identity, to refuse a checkpoint of another program."""
 
 
-@dataclass
+@record
 class Mapping(_Record):
     """One memory mapping, as /proc/PID/maps and smaps show it."""
     start: int
@@ -111,7 +80,7 @@ class Mapping(_Record):
         return self.path.startswith("[") and self.path not in ("[heap]", "[stack]")
 
 
-@dataclass
+@record
 class MmFields(_Record):
     """mm_struct fields that PR_SET_MM_MAP sets (include/uapi/linux/prctl.h)."""
     start_code: int = 0
@@ -127,7 +96,7 @@ class MmFields(_Record):
     env_end: int = 0
 
 
-@dataclass
+@record
 class SigAction(_Record):
     """struct kernel_sigaction as rt_sigaction(2) returns it."""
     signo: int
@@ -137,7 +106,7 @@ class SigAction(_Record):
     mask: int = 0
 
 
-@dataclass
+@record
 class FileDescriptor(_Record):
     """One open descriptor of the process."""
     fd: int
@@ -169,7 +138,7 @@ class FileDescriptor(_Record):
                                 # entry of an earlier process of the tree (tree.py)
 
 
-@dataclass
+@record
 class ThreadState(_Record):
     """One thread: registers, signal mask and pending signals, and the per-thread kernel state."""
     tid: int
@@ -188,7 +157,7 @@ class ThreadState(_Record):
 
     # xstate and regs travel in the standard notes, not in rcore's thread note.
     def to_dict(self):
-        d = _plain(self)
+        d = asdict(self)
         del d["xstate"], d["regs"]
         d["pending"] = [p.hex() for p in self.pending]
         return d
@@ -200,7 +169,7 @@ class ThreadState(_Record):
         return t
 
 
-@dataclass
+@record
 class ProcessState:
     """The whole checkpointed state of one process (memory contents aside)."""
     pid: int
@@ -224,7 +193,7 @@ class ProcessState:
     rlimits: dict = field(default_factory=dict)          # name -> [soft, hard]
     sigactions: list = field(default_factory=list)       # SigAction for 1..64
     shared_pending: list = field(default_factory=list)   # siginfo bytes
-    itimers: dict = field(default_factory=dict)          # real/virtual/prof -> [interval, value] in us
+    itimers: dict = field(default_factory=dict)          # ITIMERS name -> [interval, value] in us
     personality: int = 0
     creds: dict = field(default_factory=dict)            # uid/gid/groups lists
     dumpable: int = 1
@@ -253,17 +222,19 @@ class ProcessState:
         return None
 
 
+# ProcessState.itimers' keys: ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF (0, 1, 2).
+ITIMERS = ("real", "virtual", "prof")
+
+
 def is_kernel_mapping(m):
     """[vdso], [vvar], [vsyscall], [uprobes]...: not user memory."""
     return m.path.startswith("[") and m.path not in ("[heap]", "[stack]") \
         and not m.path.startswith("[anon")
 
 
-SYSV_PATH = re.compile(r"/SYSV[0-9a-f]{8}")
-
-
 def is_sysv(m):
     """A SysV segment shows as "/SYSV" and its key in 8 hex digits, deleted,
     with its id as inode: 0 for the first segment, so that Mapping.file_backed
     does not tell it."""
-    return m.shared and m.deleted and SYSV_PATH.fullmatch(m.path) is not None
+    return m.shared and m.deleted and len(m.path) == 13 and m.path.startswith("/SYSV") \
+        and all(c in "0123456789abcdef" for c in m.path[5:])

@@ -8,17 +8,17 @@ parent before its children, siblings by PID), zombies included (they have no
 core)."""
 
 import os
-from dataclasses import dataclass, field
 
 from . import arch
 from .errors import NoSuchProcess, RcoreError
 from .linux import procfs
+from .record import field, record
 from .state import _Record
 
 COPY_NAME = arch.host().COPY_NAME.decode()
 
 
-@dataclass
+@record
 class Member(_Record):
     """One process of a checkpointed tree."""
     pid: int
@@ -33,7 +33,7 @@ class Member(_Record):
     tids: list = field(default_factory=list)
 
 
-@dataclass
+@record
 class Tree(_Record):
     """A checkpointed process tree: its root and its processes."""
     root: int
@@ -130,6 +130,14 @@ def children_frozen(pid, before=None, ns_init=False):
             and procfs.read_forks() == before.forks:
         return []
     return children(pid)
+
+
+def children_not_carried(proc):
+    """What to say, at dump and at restart, of a process that had children."""
+    pids = ", ".join(map(str, proc.children[:10])) + (", ..." if len(proc.children) > 10 else "")
+    return (f"process {proc.pid} has {len(proc.children)} child process(es) ({pids}) that "
+            "this single-process checkpoint does not hold (dump --no-children): after a "
+            "restart, waiting for them fails with ECHILD and what they were doing is lost")
 
 
 def descendants(root):

@@ -29,18 +29,18 @@ does the same, up to rcore."""
 import errno
 import os
 import signal
-from dataclasses import dataclass, field
 
 from .errors import RcoreError
 from .linux import libc
 from .linux.ptrace import Thread
 from . import spawn, timens
+from .record import field, record
 
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNS = 0x00020000
 
 
-@dataclass
+@record
 class Node:
     """What the tree spawner makes of one process of a checkpointed tree."""
     pid: int                    # checkpointed PID (in the new namespace with pid_namespace)

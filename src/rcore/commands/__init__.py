@@ -1,8 +1,15 @@
-"""Sub-commands of the rcore CLI, in the order `rcore --help` lists them.
+"""Sub-commands of the rcore CLI: one module each, with add_parser(subparsers)
+and run(args).
 
-Each module imports the library only inside run(): building the parser must
-stay cheap, since every command a user types pays for it."""
+Only the module of the command typed is imported (all of them for --help), and
+each imports the library only inside run(): every command a user types pays for
+what it loads."""
 
-from . import diff, dump, flatten, info, restart, restore, run
+import importlib
 
-COMMANDS = [dump, info, diff, flatten, restore, restart, run]
+NAMES = ("dump", "info", "diff", "flatten", "restore", "restart", "run")  # as --help lists them
+
+
+def module(name):
+    """The module of command `name` (one of NAMES)."""
+    return importlib.import_module(f"{__name__}.{name}")

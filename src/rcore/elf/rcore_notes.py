@@ -10,7 +10,6 @@ import json
 import struct
 
 from .. import fds, tree
-from . import schema
 from ..state import (ExeIdentity, FileDescriptor, FileIdentity, Mapping, MmFields,
                      SigAction, ThreadState)
 
@@ -45,6 +44,12 @@ def _encode(obj, version=VERSION):
     return struct.pack("<I", version) + json.dumps(obj, separators=(",", ":")).encode()
 
 
+def _schema():
+    # read only: a dump, which writes notes, never loads it (start-up)
+    from . import schema
+    return schema
+
+
 def _decode(desc, spec):
     """The note's JSON, checked against its schema.  Raises ValueError (a
     SchemaError names the field) for anything else than the declared shape."""
@@ -63,7 +68,7 @@ def _decode(desc, spec):
         raise ValueError("JSON nested too deeply") from None
     except ValueError as err:      # JSONDecodeError, or an integer of 4300+ digits
         raise ValueError(f"not JSON: {err}") from None
-    return schema.check(spec, d)
+    return _schema().check(spec, d)
 
 
 def encode_process(proc):
@@ -78,7 +83,7 @@ def encode_process(proc):
 
 def decode_process(desc, proc):
     """Fill `proc` (a ProcessState) from an NT_RCORE_PROCESS payload."""
-    d = _decode(desc, schema.PROCESS)
+    d = _decode(desc, _schema().PROCESS)
     for k in _PROCESS_KEYS:
         if k in d:
             setattr(proc, k, d.pop(k))
@@ -99,7 +104,7 @@ def decode_thread(desc, arch_mod):
 
 @functools.cache
 def _thread_schema(arch_mod):
-    return schema.thread_record(arch_mod.ROBUST_LIST_HEAD_SIZE)
+    return _schema().thread_record(arch_mod.ROBUST_LIST_HEAD_SIZE)
 
 
 def encode_mappings(proc):
@@ -115,7 +120,7 @@ def encode_parent(parent):
 
 
 def decode_parent(desc):
-    return _decode(desc, schema.PARENT)
+    return _decode(desc, _schema().PARENT)
 
 
 def encode_sysvipc(objects):
@@ -123,11 +128,11 @@ def encode_sysvipc(objects):
 
 
 def decode_sysvipc(desc):
-    return _decode(desc, schema.SYSVIPC)
+    return _decode(desc, _schema().SYSVIPC)
 
 
 def decode_mappings(desc):
-    d = _decode(desc, schema.MAPPINGS)
+    d = _decode(desc, _schema().MAPPINGS)
     return ([Mapping.from_dict(m) for m in d.get("mappings", [])],
             {p: FileIdentity.from_dict(f) for p, f in d.get("files", {}).items()})
 
@@ -148,8 +153,8 @@ def encode_tree(t):
 
 
 def decode_tree(desc):
-    return tree.Tree.from_dict(_decode(desc, schema.TREE))
+    return tree.Tree.from_dict(_decode(desc, _schema().TREE))
 
 
 def decode_files(desc):
-    return [fds.decode(FileDescriptor.from_dict(f)) for f in _decode(desc, schema.FILES)["fds"]]
+    return [fds.decode(FileDescriptor.from_dict(f)) for f in _decode(desc, _schema().FILES)["fds"]]

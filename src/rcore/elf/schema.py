@@ -12,6 +12,7 @@ others required.  A Record can dispatch on one of its keys (a descriptor's
 "kind") to a per-kind Record that adds that kind's fields: register them in
 FD_KINDS."""
 
+import functools
 import re
 import signal
 
@@ -60,7 +61,12 @@ class Bool:
 class Str:
     def __init__(self, max_len=PATH_LIMIT, choices=None, pattern=None):
         self.max_len, self.choices = max_len, choices
-        self.pattern = re.compile(pattern) if pattern else None
+        self._pattern = pattern
+
+    @functools.cached_property
+    def pattern(self):
+        # compiled when first checked: a dump, which checks nothing, compiles nothing
+        return re.compile(self._pattern) if self._pattern else None
 
     def check(self, v, where):
         if type(v) is not str:

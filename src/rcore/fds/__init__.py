@@ -31,33 +31,30 @@ Restore (same live process, apply.py) keeps descriptors that are still the same
 open file and reopens by path only what Kind.reopenable allows."""
 
 import fcntl
+import importlib
 import os
-import socket
 
 from .. import locks
 from ..errors import Incompatible, Unsupported
 from ..linux import libc, procfs
 from ..state import FileDescriptor
-# inet and unix register themselves as socket families (sockets.FAMILIES).
-from . import (device, directory, epoll, eventfd, file, ghost, inet, inotify, memfd,  # noqa: F401
-               pidfd, pipe, signalfd, sockets, timerfd, unix)
+from . import ghost, memfd, pipe    # the generic layer uses these kinds' helpers
 from .kind import Kind
 
+# The kinds: the `kind` of an entry -> the module of this package implementing
+# it, imported on first use (kind_of), so that a process without sockets, say,
+# never loads socket, sock_diag, unix, inet and tcp_repair.
+MODULES = {"file": "file", "dir": "directory", "chr": "device", "blk": "device",
+           "pipe": "pipe", "fifo": "pipe", "memfd": "memfd", "eventfd": "eventfd",
+           "timerfd": "timerfd", "signalfd": "signalfd", "epoll": "epoll",
+           "inotify": "inotify", "pidfd": "pidfd", "socket": "sockets"}
+# A live descriptor's readlink target "anon_inode:NAME" -> its entry kind (kinds
+# without a file of their own; procfs.fd_kind says "anon").
+ANON = {"anon_inode:[eventfd]": "eventfd", "anon_inode:[timerfd]": "timerfd",
+        "anon_inode:[signalfd]": "signalfd", "anon_inode:[eventpoll]": "epoll",
+        "anon_inode:inotify": "inotify", "anon_inode:[pidfd]": "pidfd"}
 UNKNOWN = Kind()
-KINDS = {}                 # entry kind -> Kind
-ANON = {}                  # "anon_inode:NAME" readlink target -> entry kind
-
-
-def _register(*kinds):
-    for k in kinds:
-        for name in k.names:
-            KINDS[name] = k
-        for anon in k.anon_names:
-            ANON["anon_inode:" + anon] = k.names[0]
-
-
-_register(file.KIND, directory.KIND, device.KIND, pipe.KIND, eventfd.KIND, timerfd.KIND,
-          signalfd.KIND, memfd.KIND, epoll.KIND, pidfd.KIND, inotify.KIND, sockets.KIND)
+_loaded = {}            # entry kind -> Kind, as kind_of found it
 
 STDIO_NAMES = ("stdin", "stdout", "stderr")
 SETTABLE_FLAGS = os.O_NONBLOCK | os.O_APPEND    # what F_SETFL sets and kinds care about
@@ -70,7 +67,13 @@ UNLINKED_FILE_LIMIT = 1 << 20
 
 def kind_of(f):
     """The Kind of a FileDescriptor (UNKNOWN refuses everything)."""
-    return KINDS.get(f.kind, UNKNOWN)
+    kind = _loaded.get(f.kind)
+    if kind is None:
+        module = MODULES.get(f.kind)
+        kind = UNKNOWN if module is None else \
+            importlib.import_module(f"{__name__}.{module}").KIND
+        _loaded[f.kind] = kind
+    return kind
 
 
 # --- dump ------------------------------------------------------------------------
@@ -423,6 +426,7 @@ def _skip(plan, f, err, skip_unsupported):
 def _disconnected(plan):
     """What stands for a skipped descriptor: one end of a socket pair whose other
     end is closed.  Not /dev/null, which would swallow writes in silence."""
+    import socket           # (only here: see MODULES)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     b.close()
     return plan.own(a.detach())

@@ -3,7 +3,6 @@
 import os
 
 from ..errors import Unsupported
-from . import tty
 from .kind import Rebuilt, open_path
 
 TTY_MAJORS = {4, 5, 136, 137, 138, 139, 140, 141, 142, 143}   # tty, /dev/tty+console, pts
@@ -15,7 +14,6 @@ class Device(Rebuilt):
     (its own fd of that number if it is a terminal, else its stdin/stdout/
     stderr), with the settings put back (tty.py).  Restore: kept, or reopened
     by path."""
-    names = ("chr", "blk")
     reopenable = True
 
     def seekable(self, f):
@@ -23,28 +21,34 @@ class Device(Rebuilt):
 
     def capture(self, ctx, f, fdinfo):
         if is_terminal(f):
-            tty.capture(ctx, f)
+            _tty().capture(ctx, f)
 
     def decode(self, f):
         if "tty" in f.kind_state:
-            tty.decode(f.kind_state["tty"])
+            _tty().decode(f.kind_state["tty"])
 
     def open(self, plan, f):
         if is_terminal(f):
             fd = _terminal(f)
-            tty.put_back(plan, f, fd)
+            _tty().put_back(plan, f, fd)
             return fd
         return open_path(plan, f, f.flags)
 
     def describe(self, f):
         if "tty" in f.kind_state:
-            return tty.describe(f.kind_state["tty"])
+            return _tty().describe(f.kind_state["tty"])
         return "terminal" if is_terminal(f) else f"device {os.major(f.rdev)}:{os.minor(f.rdev)}"
 
     def action(self, f, plan):
         if "tty" in f.kind_state:
             return "rcore's terminal, its settings put back, then SIGWINCH"
         return "rcore's terminal" if is_terminal(f) else "reopened by path"
+
+
+def _tty():
+    # terminals only: /dev/null and other devices need no termios (start-up)
+    from . import tty
+    return tty
 
 
 def is_terminal(f):

@@ -1,10 +1,10 @@
 """Directories, deleted ones among them."""
 
 import os
-from dataclasses import replace
 
 from . import ghost
 from .kind import Rebuilt, open_path
+from ..record import replace
 
 
 class Directory(Rebuilt):
@@ -12,7 +12,6 @@ class Directory(Rebuilt):
     Restart: reopened by path (O_DIRECTORY), at its offset; a deleted one is
     made again, empty, in a private place, opened and removed (ghost.py).
     Restore: kept, or reopened by path."""
-    names = ("dir",)
     reopenable = True
 
     def seekable(self, f):

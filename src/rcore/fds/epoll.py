@@ -25,9 +25,7 @@ class Epoll(Rebuilt):
     another fd: that fd is dup2'ed onto tfd for the call, then tfd is put
     back).  An epoll watched by another is completed first.
     Restore: kept if still open."""
-    names = ("epoll",)
     new_description = True
-    anon_names = ("[eventpoll]",)
     stage = 2
 
     def capture(self, ctx, f, fdinfo):

@@ -16,9 +16,7 @@ class Eventfd(Rebuilt):
     replacement shows as another eventfd-id (`id`) only if the old eventfd
     still existed when the new one was made: ids of closed eventfds are
     reused, and all eventfds share one inode."""
-    names = ("eventfd",)
     new_description = True
-    anon_names = ("[eventfd]",)
 
     def capture(self, ctx, f, fdinfo):
         semaphore = fdinfo_int(fdinfo, "eventfd-semaphore") if "eventfd-semaphore" in fdinfo \

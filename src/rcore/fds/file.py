@@ -24,7 +24,6 @@ class RegularFile(Rebuilt):
     recreated from the core as a ghost (ghost.py: holes, mode and owner too),
     once for all its descriptions, and deleted again before the process runs.
     Restore: kept if still open, else reopened by path and its offset set."""
-    names = ("file",)
     reopenable = True
 
     def seekable(self, f):

@@ -317,5 +317,3 @@ def _reset_socket(f):
 
 
 KIND = Inet()
-sockets.FAMILIES[socket.AF_INET] = KIND
-sockets.FAMILIES[socket.AF_INET6] = KIND

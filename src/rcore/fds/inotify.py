@@ -23,9 +23,7 @@ class Inotify(Rebuilt):
     IN_IGNORED events that leaves).  The path must still be the same file.
     Events queued at the checkpoint are lost: dump and restart say so.
     Restore: kept if still open."""
-    names = ("inotify",)
     new_description = True
-    anon_names = ("inotify",)
 
     def capture(self, ctx, f, fdinfo):
         watches = []

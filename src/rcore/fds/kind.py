@@ -12,9 +12,9 @@ class Kind:
     """One kind of descriptor: how it is captured, what its entry in the core
     holds, whether and how a restart rebuilds it, and what restore does.
 
-    names        the `kind` values of RCORE_FILES entries it handles
-    anon_names   the readlink targets "anon_inode:NAME" that make a live
-                 descriptor one of its kind (for kinds without a file of their own)
+    Which entries (`kind` values of RCORE_FILES) and which live descriptors
+    ("anon_inode:NAME") are of a kind: fds.MODULES and fds.ANON.
+
     reopenable   restore may reopen it by path when it was closed or replaced
                  since the checkpoint (otherwise restore refuses then)
     new_description  open() returns a new open file description of f's own,
@@ -25,8 +25,6 @@ class Kind:
                  (in_process()); an epoll instance is completed after the
                  descriptors it watches
     """
-    names = ()
-    anon_names = ()
     reopenable = False
     stage = 0
     new_description = False     # open() makes a description of f's own: the generic

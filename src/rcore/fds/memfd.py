@@ -2,12 +2,12 @@
 
 import fcntl
 import os
-from dataclasses import replace
 
 from ..errors import Unsupported
 from ..linux import procfs
 from .file import write_all
 from .kind import Rebuilt, check_int
+from ..record import replace
 
 PREFIX = "/memfd:"
 NAME_MAX = 249                              # MFD_NAME_MAX_LEN
@@ -23,7 +23,6 @@ class Memfd(Rebuilt):
     back; each description opens it again with its own access mode and
     offset.  A shared mapping of it maps the same new memfd (restart.py).
     Restore: kept if still open; refused if closed since."""
-    names = ("memfd",)
     new_description = True
 
     def capture(self, ctx, f, fdinfo):

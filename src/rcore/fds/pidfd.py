@@ -16,8 +16,6 @@ class Pidfd(Rebuilt):
     checkpoints of process trees); made inside the new process once its threads
     exist (pidfd_open of the PID or TID it has now, then dup2 to its number).
     Restore: kept if still open."""
-    names = ("pidfd",)
-    anon_names = ("[pidfd]",)
     stage = 1
 
     def capture(self, ctx, f, fdinfo):

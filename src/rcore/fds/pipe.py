@@ -2,13 +2,13 @@
 
 import os
 import stat
-from dataclasses import replace
 
 from .. import arch
 from ..errors import Incompatible, Unsupported
 from ..linux import pipes
 from . import ghost
 from .kind import STATUS_FLAGS, Rebuilt, check_int, copy_of
+from ..record import replace
 
 
 class Pipe(Rebuilt):
@@ -22,7 +22,6 @@ class Pipe(Rebuilt):
     path, with its queued bytes; a deleted one is made again in a private
     place, opened and removed (ghost.py).
     Restore: kept if still open; a pipe closed since cannot be reopened."""
-    names = ("pipe", "fifo")
 
     def capture(self, ctx, f, fdinfo):
         if f.kind == "fifo" and f.deleted:

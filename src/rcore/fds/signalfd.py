@@ -10,9 +10,7 @@ class Signalfd(Rebuilt):
     """Captured: `sigmask` (fdinfo, hex).  The signals it reads are the
     process's pending signals, which restart queues again.
     Restart: a new signalfd with that mask.  Restore: kept, its mask put back."""
-    names = ("signalfd",)
     new_description = True
-    anon_names = ("[signalfd]",)
 
     def capture(self, ctx, f, fdinfo):
         f.kind_state = {"sigmask": fdinfo_int(fdinfo, "sigmask", 16)}

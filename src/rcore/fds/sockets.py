@@ -3,6 +3,7 @@
 (netlink, packet...) are captured enough to say what they were, and refused."""
 
 import errno
+import importlib
 import socket
 
 from ..errors import Incompatible, Unsupported
@@ -28,7 +29,6 @@ class Socket(Kind):
     that takes new work (listening, or a datagram socket bound without a peer):
     the process would run on reachable nowhere, so it is refused all the same.
     Restore: kept if still open; refused if closed since."""
-    names = ("socket",)
     new_description = True
 
     def capture(self, ctx, f, fdinfo):
@@ -104,11 +104,15 @@ class Other(Family):
 
 
 OTHER = Other()
-FAMILIES = {}           # address family -> Family, filled by the family modules
+# Address family -> the module of this package implementing it, imported on
+# first use (as fds.MODULES: a process with only unix sockets never loads inet).
+FAMILIES = {socket.AF_UNIX: "unix", socket.AF_INET: "inet", socket.AF_INET6: "inet"}
 
 
 def family_of(f):
-    return FAMILIES.get(f.kind_state.get("family"), OTHER)
+    module = FAMILIES.get(f.kind_state.get("family"))
+    return OTHER if module is None else \
+        importlib.import_module(f"{__package__}.{module}").KIND
 
 
 def takes_new_work(f):

@@ -34,9 +34,7 @@ class Timerfd(Rebuilt):
     deadline; its unread expirations are put back (TFD_IOC_SET_TICKS).
     Restore: kept, and set again as at the checkpoint (time left, interval,
     unread expirations)."""
-    names = ("timerfd",)
     new_description = True
-    anon_names = ("[timerfd]",)
 
     def capture(self, ctx, f, fdinfo):
         st = {"clockid": fdinfo_int(fdinfo, "clockid"),

@@ -405,4 +405,3 @@ def _send_queue(plan, f, sender):
 
 
 KIND = Unix()
-sockets.FAMILIES[socket.AF_UNIX] = KIND

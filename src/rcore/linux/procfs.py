@@ -5,9 +5,9 @@ tests can point it elsewhere."""
 import functools
 import os
 import stat as stat_mod
-from dataclasses import dataclass
 
 from ..errors import AccessDenied, NoSuchProcess
+from ..record import record
 from ..state import Mapping
 
 PROC = "/proc"
@@ -134,7 +134,7 @@ def _smaps_kib(body, key):
     return int(body[at + len(key): body.index(b"kB", at)]) * 1024
 
 
-@dataclass
+@record
 class Stat:
     """Fields of /proc/PID/stat that rcore uses (proc(5) numbering in comments)."""
     pid: int
@@ -239,7 +239,7 @@ def stat_exe(pid, proc=PROC):
     return os.stat(path(pid, "exe", proc=proc))
 
 
-@dataclass
+@record
 class FdInfo:
     """One descriptor of a process: /proc/PID/fd/N, its fdinfo and the stat of its file."""
     fd: int

@@ -10,7 +10,8 @@ inode number."""
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
+
+from ..record import field, record
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -39,7 +40,7 @@ INET_DIAG_NOCOOKIE = 0xFFFFFFFF
 ALL_STATES = 0xFFFFFFFF
 
 
-@dataclass
+@record
 class UnixDiag:
     """One unix socket: type, state (TCP_* numbers: 1 established, 7 close, 10
     listen), name (bytes; b"\\0..." abstract), peer inode (0: none), queues
@@ -57,7 +58,7 @@ class UnixDiag:
     shutdown: int = 0
 
 
-@dataclass
+@record
 class InetDiag:
     """One TCP or UDP socket: state, rqueue (listener: connections waiting to
     be accepted), wqueue (listener: its backlog), local and peer (host, port)."""

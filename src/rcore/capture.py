@@ -269,14 +269,14 @@ def _ask_thread_info(calls, pid):
     `calls`; returns the function that, once they have run, sets them in a
     ThreadState."""
     tid_address = calls.add("prctl", PR_GET_TID_ADDRESS, OUT, 0, 0, 0, out=8)
-    altstack = calls.add("sigaltstack", 0, OUT, out=24)
+    altstack = calls.add("sigaltstack", 0, OUT, out=ARCH.STACK_T.size)
     name = calls.add("prctl", PR_GET_NAME, OUT, 0, 0, 0, out=16)
     robust = calls.add("get_robust_list", 0, OUT, OUT + 8, out=16)
 
     def done(ts):
         for call in (tid_address, altstack, name, robust):
             call.result(pid)
-        _set_thread_info(ts, tid_address.data + altstack.data)
+        _set_thread_info(ts, _U64.unpack(tid_address.data)[0], ARCH.STACK_T.unpack(altstack.data))
         ts.comm = _decode_comm(name.data)
         ts.robust_list = list(struct.unpack("<QQ", robust.data))
     return done
@@ -400,18 +400,19 @@ class _Runner:
                     self._set_info(ts, slot, made[i].thread)
 
     def _set_info(self, ts, data, thread):
-        for name, off in (("prctl", 32), ("sigaltstack", 40), ("prctl", 64),
-                          ("get_robust_list", 88), ("rt_sigpending", 104)):
-            (ret,) = struct.unpack_from("<q", data, off)
+        (tid_address, ss_sp, ss_flags, ss_size, tid_ret, ss_ret, name, name_ret,
+         head, length, robust_ret, pending, pending_ret) = ARCH.THREAD_INFO.unpack_from(data)
+        for call, ret in (("prctl", tid_ret), ("sigaltstack", ss_ret), ("prctl", name_ret),
+                          ("get_robust_list", robust_ret), ("rt_sigpending", pending_ret)):
             if -4096 < ret < 0:
-                raise InjectedSyscallError(self.pid, name, -ret)
-        _set_thread_info(ts, data)
-        ts.comm = _decode_comm(data[48:64])
-        ts.robust_list = list(struct.unpack_from("<QQ", data, 72))
+                raise InjectedSyscallError(self.pid, call, -ret)
+        _set_thread_info(ts, tid_address, (ss_sp, ss_flags, ss_size))
+        ts.comm = _decode_comm(name)
+        ts.robust_list = [head, length]
         # Pending for the thread: its own signals and the process's (blocked,
         # as all but the run's signal were).  Signals that came during the
         # freeze are taken too: the program would have found them pending.
-        if data[96:104] != _NONE_PENDING:
+        if pending:
             ts.pending = thread.peek_siginfo(shared=False)
 
 
@@ -446,8 +447,8 @@ def _first_error(error, step, **kwargs):
 # call returns.
 _RESULT_SLOT = (ARCH.THREAD_INFO_SIZE + 7) & ~7
 _LAST_RESULT = ARCH.THREAD_INFO_SIZE - 8
-_UNSET = struct.pack("<Q", 1 << 63)
-_NONE_PENDING = bytes(8)
+_U64 = struct.Struct("<Q")
+_UNSET = _U64.pack(1 << 63)
 _PARALLEL = 256
 
 
@@ -456,7 +457,8 @@ def _read_thread_injected(inj, scratch, pid, ts):
     its name and robust list from outside, as it would tell them."""
     inj.call("prctl", PR_GET_TID_ADDRESS, scratch, 0, 0, 0)
     inj.call("sigaltstack", 0, scratch + 8)
-    _set_thread_info(ts, libc.read_memory(pid, scratch, 32))
+    data = libc.read_memory(pid, scratch, 8 + ARCH.STACK_T.size)
+    _set_thread_info(ts, _U64.unpack_from(data)[0], ARCH.STACK_T.unpack_from(data, 8))
     ts.pending = inj.thread.peek_siginfo(shared=False)
     ts.comm = procfs.read_comm(pid, tid=ts.tid)
     ts.robust_list = list(libc.get_robust_list(ts.tid))
@@ -468,7 +470,8 @@ def _decode_comm(name):
     return name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-def _set_thread_info(ts, data):
-    (ts.clear_child_tid,) = struct.unpack_from("<Q", data, 0)
-    sp, flags, size = struct.unpack_from("<Qi4xQ", data, 8)
+def _set_thread_info(ts, clear_child_tid, stack):
+    """clear_child_tid and the sigaltstack (a STACK_T's fields) of ts."""
+    ts.clear_child_tid = clear_child_tid
+    sp, flags, size = stack
     ts.sigaltstack = {"ss_sp": sp, "ss_flags": flags, "ss_size": size}

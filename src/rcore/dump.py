@@ -594,8 +594,7 @@ class ProcessDump:
             self.plan, self.now, self.later = (runs.cut(x) for x in
                                                (self.plan, self.now, self.later))
             self.segments = self.writer.segments = _segments(self.plan)
-        self.copier.total = sum(m.size if how != HEADER else PAGE for m, how in self.plan
-                                if how != NOTHING)
+        self.copier.total = sum(size for _, size in self.segments)
         self.writer.open()
 
     def store(self):

@@ -359,10 +359,12 @@ CALL_LIST_CODE = bytes.fromhex(
 # sigaltstack(NULL, &results[8]) (a 24-byte stack_t), prctl(PR_GET_NAME,
 # &results[48]) (16 bytes), get_robust_list(0, &results[72], &results[80]) and
 # rt_sigpending(&results[96], 8), their return values at results[32], [40],
-# [64], [88] and [104].  The name and the
+# [64], [88] and [104]: THREAD_INFO's fields, in that order.  The name and the
 # robust list would be one /proc read and one system call each from rcore, for
 # every thread of the freeze.
-THREAD_INFO_SIZE = 112
+STACK_T = struct.Struct("<Qi4xQ")           # stack_t {ss_sp, ss_flags, ss_size}
+THREAD_INFO = struct.Struct("<Q" + STACK_T.format[1:] + "qq" "16sq" "QQq" "Qq")
+THREAD_INFO_SIZE = THREAD_INFO.size
 THREAD_INFO_CODE = bytes.fromhex(
     "4989f9"        # mov r9, rdi          results
     "b89d000000"    # mov eax, 157         prctl
